@@ -1,0 +1,1 @@
+"""Pure science on pymatgen/phonopy objects: no jobs, no stores."""

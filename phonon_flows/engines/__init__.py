@@ -1,0 +1,1 @@
+"""Force engines behind one interface (see ``phonon_flows.engines.base``)."""
