@@ -1,1 +1,39 @@
-"""Force engines behind one interface (see ``phonon_flows.engines.base``)."""
+"""Force engines behind one interface (see :mod:`phonon_flows.engines.base`).
+
+Jobs carry an engine *spec* (a name plus keyword arguments, serializable), and build the engine
+inside the job with :func:`get_engine`, so that a model is loaded once per job on the machine that
+runs it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+REFERENCE_ENGINES = ("chgnet", "emt")
+MLIP_ENGINES = ("mace",)
+
+
+def get_engine(name: str, **kwargs: Any):
+    """Build a :class:`~phonon_flows.engines.base.ForceEngine` from its name and settings.
+
+    - ``"chgnet"``: CHGNet 0.3.0 pretrained potential (weights ship in the chgnet wheel): a
+      *reference stand-in for DFT*, not DFT.
+    - ``"emt"``: ASE's EMT (fast, metals Al Cu Ag Au Ni Pd Pt and H C N O), for tests.
+    - ``"mace"``: a trained MACE model, ``model_sha256=...`` (from the store) or ``model_path=...``;
+      ``device`` (auto/cpu/cuda), ``default_dtype`` (float64/float32), ``batch_size``.
+    """
+    key = name.lower()
+    if key in REFERENCE_ENGINES:
+        from phonon_flows.engines.reference import get_reference_engine
+
+        return get_reference_engine(key, **kwargs)
+    if key in MLIP_ENGINES:
+        from phonon_flows.engines.mace import load_mace_engine
+
+        return load_mace_engine(**kwargs)
+    raise ValueError(f"unknown force engine {name!r}; choose one of {REFERENCE_ENGINES + MLIP_ENGINES}")
+
+
+def engine_category(name: str) -> str:
+    """FireWorks category of jobs using this engine: ``gpu`` for MLIPs, ``cpu`` otherwise."""
+    return "gpu" if name.lower() in MLIP_ENGINES else "cpu"
