@@ -5,7 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # mongoeco (a MongoDB wire-protocol server used by the tests) needs Python >= 3.13, in its own venv.
-PY313 ?= $(shell command -v python3.13 2>/dev/null || ls -d $$(pyenv root 2>/dev/null)/versions/3.13*/bin/python3.13 2>/dev/null | head -n 1)
+# (pyenv's shim for python3.13 fails when 3.13 is not the global version, so try the real binaries first)
+PY313 ?= $(shell for p in $$(ls -d $$(pyenv root 2>/dev/null)/versions/3.1[3-9]*/bin/python3 2>/dev/null) $$(command -v python3.13 python3.14 2>/dev/null); do "$$p" -c 'import sys; assert sys.version_info >= (3, 13)' 2>/dev/null && { echo "$$p"; break; }; done)
 MONGOECO_VENV := .venv-mongoeco
 MONGOECO_STAMP := $(MONGOECO_VENV)/.installed
 PYTEST_ARGS ?=
