@@ -1,0 +1,596 @@
+"""MACE training through mace-torch's own entry point (``mace.cli.run_train``).
+
+Plain functions, no jobflow and no stores: build the ``mace_run_train`` arguments from
+:class:`~phonon_flows.schemas.training.MaceHyperparameters`, check a training set, run the training
+in a subprocess (``torchrun`` for multi-GPU ``--distributed``), and read mace's per-epoch metrics
+log (``results/<name>_run-<seed>_train.txt``, JSON lines) into a learning curve.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from ase import Atoms
+
+from phonon_flows.errors import CalculationError, InputError, UnsupportedElementsError
+
+if TYPE_CHECKING:
+    from phonon_flows.schemas.training import MaceHyperparameters
+
+STAGE = "train"
+LOG_NAME = "mace_train.log"
+TRAIN_FILE = "train.xyz"
+ENERGY_PHASE_DIR = "energy_phase"
+
+# ------------------------------------------------------------------------------------------------
+# arguments
+# ------------------------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=1)
+def mace_option_kinds() -> dict[str, str]:
+    """Every ``mace_run_train`` option name -> ``"true"`` (store_true flag), ``"false"``
+    (store_false flag) or ``"value"``, read from mace's own argument parser."""
+    import argparse
+
+    from mace.tools import build_default_arg_parser
+
+    kinds: dict[str, str] = {}
+    for action in build_default_arg_parser()._actions:
+        if isinstance(action, argparse._StoreTrueAction):
+            kind = "true"
+        elif isinstance(action, argparse._StoreFalseAction):
+            kind = "false"
+        elif isinstance(action, argparse._HelpAction):
+            continue
+        else:
+            kind = "value"
+        for opt in action.option_strings:
+            kinds[opt.lstrip("-")] = kind
+    return kinds
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, (dict, list, tuple)):
+        return str(value) if not isinstance(value, tuple) else str(list(value))
+    return str(value)
+
+
+def _fmt_weight(value: float) -> str:
+    """Loss weights and learning rates the way people type them: 1000, 0, 0.01."""
+    return f"{float(value):g}"
+
+
+def option_args(options: dict[str, Any]) -> list[str]:
+    """``--key=value`` arguments of mace options; flags follow mace's parser (``--swa``, ``--ema``).
+
+    Raises InputError on an option mace does not know.
+    """
+    kinds = mace_option_kinds()
+    out: list[str] = []
+    for key, value in options.items():
+        if key not in kinds:
+            raise InputError(f"mace_run_train has no option --{key}", stage=STAGE)
+        kind = kinds[key]
+        if kind == "true":
+            if value:
+                out.append(f"--{key}")
+        elif kind == "false":
+            if not value:
+                out.append(f"--{key}")
+        elif value is not None:
+            out.append(f"--{key}={_fmt(value)}")
+    return out
+
+
+def build_mace_args(
+    hp: MaceHyperparameters,
+    train_file: str | Path,
+    work_dir: str | Path,
+    device: str = "cpu",
+    energy_key: str = "REF_energy",
+    forces_key: str = "REF_forces",
+    restart: bool = False,
+    distributed: bool = False,
+) -> list[str]:
+    """``mace_run_train`` arguments of ``hp`` (recipe order), the data and run options, then ``extra``.
+
+    With the default hyperparameters this is the paper's command: ``--swa --start_swa=100
+    --swa_forces_weight=100 --energy_weight=0 --swa_energy_weight=0 --forces_weight=1000 ...``.
+    """
+    weights = {"forces_weight", "energy_weight", "swa_forces_weight", "swa_energy_weight", "lr", "swa_lr"}
+    args = [
+        f"--name={hp.name}",
+        f"--train_file={train_file}",
+        f"--work_dir={work_dir}",
+        f"--device={device}",
+        f"--energy_key={energy_key}",
+        f"--forces_key={forces_key}",
+    ]
+    recipe: dict[str, Any] = {
+        "num_interactions": hp.num_interactions,
+        "correlation": hp.correlation,
+        "r_max": float(hp.r_max),
+        "hidden_irreps": hp.hidden_irreps,
+        "max_L": hp.max_L,
+        "E0s": hp.E0s,
+        "batch_size": hp.batch_size,
+        "valid_batch_size": hp.valid_batch_size,
+        "seed": hp.seed,
+        "valid_fraction": float(hp.valid_fraction),
+        "forces_weight": hp.forces_weight,
+        "energy_weight": hp.energy_weight,
+        "lr": hp.lr,
+        "max_num_epochs": hp.max_num_epochs,
+        "ema": hp.ema,
+        "ema_decay": hp.ema_decay,
+        "default_dtype": hp.default_dtype,
+        "foundation_model": hp.foundation_model,
+    }
+    if hp.swa:
+        recipe.update(
+            swa=True,
+            start_swa=hp.start_swa,
+            swa_forces_weight=hp.swa_forces_weight,
+            swa_energy_weight=hp.swa_energy_weight,
+            swa_lr=hp.swa_lr,
+        )
+    for key, value in recipe.items():
+        if key in weights:
+            args.append(f"--{key}={_fmt_weight(value)}")
+        else:
+            args.extend(option_args({key: value}))
+    run_options: dict[str, Any] = {"restart_latest": restart}
+    if distributed:
+        run_options.update(distributed=True, launcher="torchrun")
+    if device.startswith("cuda"):
+        run_options["save_cpu"] = True  # the stored model loads on CPU-only machines too
+    args.extend(option_args(run_options))
+    args.extend(option_args(dict(hp.extra)))
+    return args
+
+
+def args_to_dict(args: Sequence[str]) -> dict[str, str | bool]:
+    """``["--a=1", "--swa"]`` -> ``{"a": "1", "swa": True}`` (for checks and documents)."""
+    out: dict[str, str | bool] = {}
+    for arg in args:
+        key, sep, value = arg.lstrip("-").partition("=")
+        out[key] = value if sep else True
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# training set
+# ------------------------------------------------------------------------------------------------
+
+
+def read_xyz(text: str) -> list[Atoms]:
+    """Structures of an extxyz text (the training-set format)."""
+    import ase.io
+
+    if not text or not text.strip():
+        return []
+    try:
+        return list(ase.io.read(io.StringIO(text), format="extxyz", index=":"))
+    except Exception as exc:  # ase raises many kinds
+        raise InputError(f"training set is not readable extxyz: {exc}", stage=STAGE) from exc
+
+
+def _get_array(atoms: Atoms, key: str):
+    if key in atoms.arrays:
+        return np.asarray(atoms.arrays[key], dtype=float)
+    calc = atoms.calc
+    if calc is not None and key in ("forces",) and "forces" in getattr(calc, "results", {}):
+        return np.asarray(calc.results["forces"], dtype=float)
+    return None
+
+
+def check_training_set(
+    atoms_list: Sequence[Atoms],
+    energy_key: str = "REF_energy",
+    forces_key: str = "REF_forces",
+    need_energy: bool = False,
+    name: str | None = None,
+) -> None:
+    """Raise InputError unless ``atoms_list`` can train a model: two structures or more, each with
+    finite reference forces under ``forces_key`` (and energies under ``energy_key`` if needed)."""
+    n = len(atoms_list)
+    if n == 0:
+        raise InputError("training set is empty", material_id=name, stage=STAGE)
+    if n < 2:
+        raise InputError(
+            "training set has a single structure; MACE needs at least two (training + validation)",
+            material_id=name,
+            stage=STAGE,
+        )
+    for i, atoms in enumerate(atoms_list):
+        forces = _get_array(atoms, forces_key)
+        if forces is None:
+            found = sorted(k for k in atoms.arrays if k not in ("numbers", "positions"))
+            raise InputError(
+                f"structure {i} has no forces under key {forces_key!r} (per-atom arrays: {found or 'none'})",
+                material_id=name,
+                stage=STAGE,
+            )
+        if forces.shape != (len(atoms), 3) or not np.all(np.isfinite(forces)):
+            raise InputError(f"structure {i}: forces {forces_key!r} are not finite (N, 3) numbers", name, STAGE)
+        if need_energy:
+            energy = atoms.info.get(energy_key)
+            if energy is None or not math.isfinite(float(energy)):
+                raise InputError(f"structure {i} has no finite energy under key {energy_key!r}", name, STAGE)
+
+
+def elements_of(atoms_list: Sequence[Atoms]) -> list[str]:
+    """Chemical symbols present, sorted by atomic number."""
+    from ase.data import atomic_numbers
+
+    return sorted({s for a in atoms_list for s in a.get_chemical_symbols()}, key=atomic_numbers.get)
+
+
+def model_elements(model_path: str | Path) -> list[str]:
+    """Elements a MACE model file has parameters for."""
+    import torch
+    from ase.data import chemical_symbols
+
+    model = torch.load(str(model_path), map_location="cpu", weights_only=False)
+    return [chemical_symbols[int(z)] for z in model.atomic_numbers]
+
+
+def check_foundation_elements(foundation_model: str | Path, elements: Sequence[str], name: str | None = None) -> None:
+    """Raise UnsupportedElementsError when the fine-tuning set has elements the foundation model lacks."""
+    path = Path(foundation_model)
+    if not path.is_file():
+        raise InputError(f"foundation model file {foundation_model} not found", material_id=name, stage=STAGE)
+    known = set(model_elements(path))
+    missing = sorted(set(elements) - known)
+    if missing:
+        raise UnsupportedElementsError(
+            f"foundation model {path.name} has no parameters for element(s) {', '.join(missing)} "
+            f"(it knows {', '.join(sorted(known))})",
+            material_id=name,
+            stage=STAGE,
+        )
+
+
+def valid_split(n: int, valid_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Train and validation indices exactly as mace splits ``n`` structures (its own function)."""
+    from mace.data.utils import random_train_valid_split
+
+    with tempfile.TemporaryDirectory() as tmp:
+        train, valid = random_train_valid_split(list(range(n)), valid_fraction, seed, tmp)
+    return list(train), list(valid)
+
+
+# ------------------------------------------------------------------------------------------------
+# running
+# ------------------------------------------------------------------------------------------------
+
+
+def mace_command(args: Sequence[str], nproc: int | None = None) -> list[str]:
+    """The command line: ``python -m mace.cli.run_train ...``, under ``torchrun`` when ``nproc`` > 1."""
+    if nproc and nproc > 1:
+        return [
+            sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+            "-m", "mace.cli.run_train", *args,
+        ]  # fmt: skip
+    return [sys.executable, "-m", "mace.cli.run_train", *args]
+
+
+def log_tail(path: str | Path, lines: int = 40) -> str:
+    path = Path(path)
+    if not path.is_file():
+        return ""
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def run_mace_train(
+    args: Sequence[str],
+    work_dir: str | Path,
+    nproc: int | None = None,
+    num_threads: int | None = None,
+    log_name: str = LOG_NAME,
+    timeout: float | None = None,
+) -> Path:
+    """Run mace's training entry point in a subprocess in ``work_dir``; stdout+stderr appended to
+    ``work_dir/log_name``. Returns the log path; raises CalculationError (log kept) on failure."""
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    log_path = work_dir / log_name
+    env = dict(os.environ)
+    if num_threads:
+        env["OMP_NUM_THREADS"] = str(num_threads)
+        env["MKL_NUM_THREADS"] = str(num_threads)
+    cmd = mace_command(args, nproc)
+    with open(log_path, "a") as log:
+        log.write(f"# phonon_flows: running {' '.join(cmd[1:])}\n")
+        log.flush()
+        try:
+            proc = subprocess.run(cmd, cwd=work_dir, stdout=log, stderr=subprocess.STDOUT, env=env, timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            raise CalculationError(f"mace training ran past {timeout} s; log: {log_path}", stage=STAGE) from exc
+    if proc.returncode != 0:
+        tail = log_tail(log_path, 15)
+        raise CalculationError(
+            f"mace training failed (exit code {proc.returncode}); log kept in {log_path}:\n{tail}", stage=STAGE
+        )
+    return log_path
+
+
+# ------------------------------------------------------------------------------------------------
+# results
+# ------------------------------------------------------------------------------------------------
+
+
+def metrics_file(work_dir: str | Path, name: str, seed: int) -> Path:
+    return Path(work_dir) / "results" / f"{name}_run-{seed}_train.txt"
+
+
+def _num(value: Any) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _milli(value: Any) -> float | None:
+    v = _num(value)
+    return None if v is None else 1000.0 * v
+
+
+def parse_learning_curve(
+    path: str | Path,
+    start_swa: int | None = None,
+    stage: str | None = None,
+    epoch_offset: int = 0,
+    include_initial: bool = True,
+) -> list[dict[str, Any]]:
+    """Per-epoch metrics from mace's JSON-lines log (``results/*_train.txt``).
+
+    Training rows (``mode == "opt"``, one per batch) give the mean ``train_loss`` of an epoch;
+    evaluation rows give validation loss and errors (forces in meV/Å, energies in meV/atom).
+    After a restart mace appends: the last row of an epoch wins. Epoch -1 is the evaluation
+    before training. ``stage``: label of all epochs, else "one"/"two" split at ``start_swa``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return []
+    opt_losses: dict[int, list[float]] = {}
+    opt_times: dict[int, float] = {}
+    evals: dict[int, dict[str, Any]] = {}
+    restarted = False
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        epoch = row.get("epoch")
+        if row.get("mode") == "eval" and epoch is None:
+            if -1 in evals:
+                restarted = True  # a rerun (--restart_latest) starts with a new initial evaluation
+            else:
+                evals[-1] = row
+            continue
+        if epoch is None:
+            continue
+        epoch = int(epoch)
+        if restarted:
+            # the rerun continues from its checkpoint epoch: drop what the first run logged from there on
+            for table in (opt_losses, opt_times, evals):
+                for e in [e for e in table if e >= epoch]:
+                    del table[e]
+            restarted = False
+        if row.get("mode") == "opt":
+            loss = _num(row.get("loss"))
+            opt_losses.setdefault(epoch, []).append(loss if loss is not None else float("nan"))
+            opt_times[epoch] = opt_times.get(epoch, 0.0) + (_num(row.get("time")) or 0.0)
+        elif row.get("mode") == "eval":
+            evals[epoch] = row
+    curve = []
+    for epoch in sorted(set(evals) | set(opt_losses)):
+        if epoch == -1 and not include_initial:
+            continue
+        row = evals.get(epoch, {})
+        losses = opt_losses.get(epoch)
+        if epoch == -1:
+            label = "initial"
+        elif stage is not None:
+            label = stage
+        elif start_swa is not None and epoch >= start_swa:
+            label = "two"
+        else:
+            label = "one"
+        curve.append(
+            {
+                "epoch": epoch + (epoch_offset if epoch >= 0 else 0),
+                "stage": label,
+                "train_loss": float(np.mean(losses)) if losses else None,
+                "valid_loss": _num(row.get("loss")),
+                "valid_force_mae": _milli(row.get("mae_f")),
+                "valid_force_rmse": _milli(row.get("rmse_f")),
+                "valid_energy_mae": _milli(row.get("mae_e_per_atom")),
+                "valid_energy_rmse": _milli(row.get("rmse_e_per_atom")),
+                "time": opt_times.get(epoch),
+            }
+        )
+    return curve
+
+
+def diverged_epoch(curve: Sequence[dict[str, Any]]) -> int | None:
+    """First epoch whose training or validation loss is NaN/inf, or None."""
+    for row in curve:
+        for key in ("train_loss", "valid_loss"):
+            value = row.get(key)
+            if value is not None and not math.isfinite(value):
+                return row["epoch"]
+    return None
+
+
+def swa_active(hp: MaceHyperparameters) -> bool:
+    """Whether mace runs stage two (it skips it when start_swa >= max_num_epochs)."""
+    if not hp.swa:
+        return False
+    start = hp.start_swa if hp.start_swa is not None else max(1, hp.max_num_epochs // 4 * 3)
+    return start < hp.max_num_epochs
+
+
+def final_model_path(work_dir: str | Path, name: str, stage_two: bool) -> Path:
+    """The model file mace writes at the end: ``<name>_stagetwo.model`` after stage two."""
+    return Path(work_dir) / (f"{name}_stagetwo.model" if stage_two else f"{name}.model")
+
+
+def force_errors(predicted: Sequence[np.ndarray], reference: Sequence[np.ndarray]) -> tuple[float, float]:
+    """Force MAE and RMSE over all components, meV/Å."""
+    if not predicted:
+        return float("nan"), float("nan")
+    diff = np.concatenate([np.asarray(p, float) - np.asarray(r, float) for p, r in zip(predicted, reference)]).ravel()
+    return 1000.0 * float(np.mean(np.abs(diff))), 1000.0 * float(np.sqrt(np.mean(diff**2)))
+
+
+def energy_mae_per_atom(predicted: Sequence[float], reference: Sequence[float], n_atoms: Sequence[int]) -> float:
+    """Energy MAE per atom, meV/atom."""
+    diff = [(p - r) / n for p, r, n in zip(predicted, reference, n_atoms)]
+    return 1000.0 * float(np.mean(np.abs(diff))) if diff else float("nan")
+
+
+@dataclass
+class MaceTrainingRun:
+    """What a training run left behind."""
+
+    model_path: Path
+    work_dir: Path
+    log_path: Path
+    args: list[str]
+    learning_curve: list[dict[str, Any]]
+    train_indices: list[int]
+    valid_indices: list[int]
+    wall_time: float
+    seconds_per_epoch: float | None
+    energy_phase_args: list[str] = field(default_factory=list)
+
+
+def _write_xyz(atoms_list: Sequence[Atoms], path: Path) -> None:
+    import ase.io
+
+    ase.io.write(str(path), list(atoms_list), format="extxyz")
+
+
+def train_mace(
+    atoms_list: Sequence[Atoms],
+    hp: MaceHyperparameters,
+    work_dir: str | Path,
+    device: str = "cpu",
+    energy_key: str = "REF_energy",
+    forces_key: str = "REF_forces",
+    nproc: int | None = None,
+    num_threads: int | None = None,
+    restart: bool = True,
+    name: str | None = None,
+    timeout: float | None = None,
+) -> MaceTrainingRun:
+    """Train a MACE model on labelled structures with mace's own training entry point.
+
+    Writes ``train.xyz`` into ``work_dir`` and runs there; with ``restart`` a rerun in the same
+    ``work_dir`` continues from mace's latest checkpoint (``--restart_latest``). ``nproc`` > 1 runs
+    ``--distributed`` under torchrun, one process per GPU. Then the optional energy phase.
+    Raises InputError on a bad training set, CalculationError (log kept) when mace fails or the
+    loss turns NaN.
+    """
+    work_dir = Path(work_dir).resolve()
+    work_dir.mkdir(parents=True, exist_ok=True)
+    need_energy = hp.energy_weight > 0 or (hp.swa and hp.swa_energy_weight > 0) or hp.energy_phase is not None
+    check_training_set(atoms_list, energy_key, forces_key, need_energy=need_energy, name=name)
+    if hp.foundation_model:
+        check_foundation_elements(hp.foundation_model, elements_of(atoms_list), name=name)
+    train_file = work_dir / TRAIN_FILE
+    _write_xyz(atoms_list, train_file)
+    distributed = bool(nproc and nproc > 1)
+    args = build_mace_args(hp, train_file, work_dir, device, energy_key, forces_key, restart=restart, distributed=distributed)
+    train_idx, valid_idx = valid_split(len(atoms_list), hp.valid_fraction, hp.seed)
+
+    t0 = time.perf_counter()
+    log_path = run_mace_train(args, work_dir, nproc=nproc, num_threads=num_threads, timeout=timeout)
+    stage_two = swa_active(hp)
+    start_swa = hp.start_swa if hp.start_swa is not None else max(1, hp.max_num_epochs // 4 * 3)
+    curve = parse_learning_curve(metrics_file(work_dir, hp.name, hp.seed), start_swa=start_swa if stage_two else None)
+    _raise_if_diverged(curve, log_path, name)
+    model_path = final_model_path(work_dir, hp.name, stage_two)
+    if not model_path.is_file():
+        raise CalculationError(f"mace finished without writing {model_path.name}; log kept in {log_path}", name, STAGE)
+
+    phase_args: list[str] = []
+    if hp.energy_phase is not None:
+        ep = hp.energy_phase
+        phase_dir = work_dir / ENERGY_PHASE_DIR
+        phase_hp = hp.model_copy(
+            update={
+                "name": f"{hp.name}_fe",
+                "forces_weight": ep.forces_weight,
+                "energy_weight": ep.energy_weight,
+                "max_num_epochs": ep.max_num_epochs,
+                "lr": ep.lr if ep.lr is not None else hp.lr,
+                "swa": False,
+                "E0s": ep.E0s,
+                "foundation_model": str(model_path),
+                "energy_phase": None,
+                "extra": {**hp.extra, **ep.extra},
+            }
+        )
+        phase_args = build_mace_args(
+            phase_hp, train_file, phase_dir, device, energy_key, forces_key, restart=restart, distributed=distributed
+        )
+        phase_log = run_mace_train(phase_args, phase_dir, nproc=nproc, num_threads=num_threads, timeout=timeout)
+        phase_curve = parse_learning_curve(
+            metrics_file(phase_dir, phase_hp.name, hp.seed),
+            stage="energy",
+            epoch_offset=hp.max_num_epochs,
+            include_initial=False,
+        )
+        _raise_if_diverged(phase_curve, phase_log, name)
+        curve = curve + phase_curve
+        model_path = final_model_path(phase_dir, phase_hp.name, False)
+        if not model_path.is_file():
+            raise CalculationError(f"energy phase finished without writing {model_path.name}; log: {phase_log}", name, STAGE)
+    wall = time.perf_counter() - t0
+    n_epochs = sum(1 for row in curve if row["epoch"] >= 0)
+    return MaceTrainingRun(
+        model_path=model_path,
+        work_dir=work_dir,
+        log_path=log_path,
+        args=args,
+        learning_curve=curve,
+        train_indices=train_idx,
+        valid_indices=valid_idx,
+        wall_time=wall,
+        seconds_per_epoch=wall / n_epochs if n_epochs else None,
+        energy_phase_args=phase_args,
+    )
+
+
+def _raise_if_diverged(curve: Sequence[dict[str, Any]], log_path: Path, name: str | None) -> None:
+    epoch = diverged_epoch(curve)
+    if epoch is not None:
+        raise CalculationError(
+            f"training diverged: NaN/inf loss at epoch {epoch}; lower the learning rate (lr) "
+            f"or check the training set; log kept in {log_path}",
+            material_id=name,
+            stage=STAGE,
+        )

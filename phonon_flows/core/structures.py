@@ -1,0 +1,207 @@
+"""Reading, checking and naming input crystal structures.
+
+Every problem is an :class:`~phonon_flows.errors.InputError` that names the material (for a
+file that cannot be read: the file) and says what is wrong.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pymatgen.core import Structure
+
+from phonon_flows.errors import InputError
+
+#: atoms closer than this (Å) are "overlapping": no real crystal has such bonds
+MIN_DISTANCE = 0.5
+
+
+def read_structure(path: str | Path, material_id: str | None = None) -> Structure:
+    """Read a periodic crystal structure from any file pymatgen reads (CIF, POSCAR/CONTCAR,
+    vasprun.xml, pymatgen JSON, ...), falling back to ASE's readers (extended XYZ, ...).
+
+    Raises :class:`InputError` naming the file (or ``material_id``) when the file is missing,
+    empty, unreadable, or holds no periodic structure.
+    """
+    path = Path(path)
+    name = material_id or path.name
+    if not path.is_file():
+        raise InputError(f"structure file {path} does not exist", material_id=name, stage="input")
+    if path.stat().st_size == 0:
+        raise InputError(f"structure file {path} is empty", material_id=name, stage="input")
+
+    errors: list[str] = []
+    structure: Structure | None = None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            structure = Structure.from_file(path)
+        except Exception as exc:  # noqa: BLE001 - any parser failure means "unreadable"
+            errors.append(f"pymatgen: {_one_line(exc)}")
+        if structure is None:
+            structure = _read_with_ase(path, errors)
+    if any("Elements in POSCAR cannot be determined" in str(w.message) for w in caught):
+        # pymatgen would silently call the atoms H, He, Li...: refuse instead
+        raise InputError(
+            f"{path} is a POSCAR without element names (VASP 4 format); add the line of species names",
+            material_id=name,
+            stage="input",
+        )
+    if structure is None:
+        raise InputError(
+            f"cannot read a crystal structure from {path} ({'; '.join(errors)})", material_id=name, stage="input"
+        )
+    if len(structure) == 0:
+        raise InputError(f"structure file {path} holds no atoms", material_id=name, stage="input")
+    return structure
+
+
+def _read_with_ase(path: Path, errors: list[str]) -> Structure | None:
+    try:
+        import ase.io
+        from pymatgen.io.ase import AseAtomsAdaptor
+
+        atoms = ase.io.read(path)
+    except Exception as exc:  # noqa: BLE001
+        errors.append(f"ase: {_one_line(exc)}")
+        return None
+    if isinstance(atoms, list):  # pragma: no cover - ase.io.read without index returns one
+        atoms = atoms[-1]
+    if not all(atoms.pbc) or atoms.cell.rank < 3:
+        errors.append("ase: not a periodic 3D structure (no cell or pbc not set)")
+        return None
+    return AseAtomsAdaptor.get_structure(atoms)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:200]
+
+
+def validate_structure(
+    structure: Any, material_id: str | None = None, min_distance: float = MIN_DISTANCE
+) -> Structure:
+    """Check that ``structure`` is a usable crystal: a non-empty, ordered (no partial occupancy,
+    no vacancies, no dummy species) periodic structure with a finite cell and no two atoms
+    closer than ``min_distance`` Å (periodic images included).
+
+    Returns the structure; raises :class:`InputError` naming ``material_id`` otherwise.
+    """
+    name = material_id or _safe_formula(structure)
+    if not isinstance(structure, Structure):
+        raise InputError(
+            f"expected a periodic crystal structure, got {type(structure).__name__}", material_id=name, stage="input"
+        )
+    if len(structure) == 0:
+        raise InputError("structure has no atoms", material_id=name, stage="input")
+    volume = structure.lattice.volume
+    if not np.isfinite(volume) or volume < 1e-3:
+        raise InputError(f"degenerate lattice (cell volume {volume:.3g} Å^3)", material_id=name, stage="input")
+    if not np.all(np.isfinite(structure.cart_coords)):
+        raise InputError("non-finite atomic coordinates", material_id=name, stage="input")
+
+    disordered = [i for i, site in enumerate(structure) if not site.is_ordered]
+    if disordered:
+        i = disordered[0]
+        occu = ", ".join(f"{sp}:{occ:g}" for sp, occ in structure[i].species.items())
+        raise InputError(
+            f"disordered or partially occupied structure ({len(disordered)} site(s), e.g. site {i} has {occu}); "
+            "order it first (e.g. an ordered supercell)",
+            material_id=name,
+            stage="input",
+        )
+    bad = sorted({str(sp) for sp in structure.species if not getattr(sp, "Z", 0)})  # DummySpecies have Z = 0
+    if bad:
+        raise InputError(f"unknown or dummy species {', '.join(bad)}", material_id=name, stage="input")
+
+    close = closest_pair(structure, min_distance)
+    if close is not None:
+        i, j, dist = close
+        raise InputError(
+            f"overlapping atoms: sites {i} ({structure[i].specie}) and {j} ({structure[j].specie}) are "
+            f"{dist:.3f} Å apart (< {min_distance:g} Å)",
+            material_id=name,
+            stage="input",
+        )
+    return structure
+
+
+def closest_pair(structure: Structure, cutoff: float) -> tuple[int, int, float] | None:
+    """The closest pair of sites (periodic images included) nearer than ``cutoff`` Å, or None."""
+    centers, neighbors, _images, distances = structure.get_neighbor_list(cutoff)
+    if len(distances) == 0:
+        return None
+    k = int(np.argmin(distances))
+    return int(centers[k]), int(neighbors[k]), float(distances[k])
+
+
+def _safe_formula(structure: Any) -> str | None:
+    try:
+        return structure.composition.reduced_formula
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _primitive_standard(structure: Structure, symprec: float = 0.01) -> Structure:
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    try:
+        return SpacegroupAnalyzer(structure, symprec=symprec).get_primitive_standard_structure()
+    except Exception:  # noqa: BLE001 - spglib may fail on odd inputs: hash the input then
+        return structure
+
+
+def _structure_fingerprint(structure: Structure, length_decimals: int, frac_decimals: int) -> dict[str, Any]:
+    abc = [round(float(x), length_decimals) for x in structure.lattice.abc]
+    angles = [round(float(x), length_decimals) for x in structure.lattice.angles]
+    sites = sorted(
+        (str(site.specie), *(round(float(x) % 1.0, frac_decimals) % 1.0 for x in site.frac_coords))
+        for site in structure
+    )
+    return {"abc": abc, "angles": angles, "sites": sites}
+
+
+def material_id_for(structure: Structure, symprec: float = 0.01) -> str:
+    """A stable, readable id: reduced formula + 8 hex digits of a hash of the primitive standard
+    structure (lattice to 0.01 Å / 0.01°, fractional coordinates to 0.001), e.g. ``NaCl-1f0e3a9b``.
+
+    The same crystal given in another setting (conventional or primitive cell) gets the same id.
+    """
+    prim = _primitive_standard(structure, symprec=symprec)
+    fp = _structure_fingerprint(prim, length_decimals=2, frac_decimals=3)
+    digest = hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()
+    return f"{structure.composition.reduced_formula}-{digest[:8]}"
+
+
+def structure_hash(structure: Structure, settings: dict | None = None) -> str:
+    """sha256 (hex) of the exact structure (lattice and Cartesian coordinates to 1e-6 Å, species)
+    and of ``settings`` (any JSON-serialisable mapping): equal inputs of a calculation hash equal."""
+    payload = {
+        "lattice": np.round(structure.lattice.matrix, 6).tolist(),
+        "species": [str(site.specie) for site in structure],
+        "coords": np.round(structure.cart_coords, 6).tolist(),
+        "settings": settings or {},
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def check_elements(structure: Structure, supported: frozenset[str] | set[str] | None, engine: str,
+                   material_id: str | None = None) -> None:
+    """Raise :class:`~phonon_flows.errors.UnsupportedElementsError` when ``structure`` holds
+    elements outside ``supported`` (None means every element)."""
+    from phonon_flows.errors import UnsupportedElementsError
+
+    if supported is None:
+        return
+    missing = sorted({el.symbol for el in structure.composition.elements} - set(supported))
+    if missing:
+        raise UnsupportedElementsError(
+            f"engine {engine} has no parameters for element(s) {', '.join(missing)}",
+            material_id=material_id or structure.composition.reduced_formula,
+            stage="input",
+        )

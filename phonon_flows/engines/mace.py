@@ -1,0 +1,366 @@
+"""A trained MACE model as a force engine: batched forward passes through mace's own data pipeline,
+an ASE calculator (``MACECalculator``), and the model file's way in and out of the job store.
+
+Models are stored by sha256 in the store's ``data`` store (GridFS with MongoDB): either as the
+``model_b64`` field of a :class:`~phonon_flows.schemas.training.TrainingDoc` (the training job
+declares it as data) or directly with :func:`store_model`. :func:`fetch_model` finds either, into a
+local cache keyed by sha256, and checks the hash.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from ase import Atoms
+
+from phonon_flows.engines.base import ForceEngine, ForceResult
+from phonon_flows.errors import CalculationError, InputError
+from phonon_flows.schemas.common import EngineInfo
+
+if TYPE_CHECKING:
+    from jobflow import JobStore
+
+logger = logging.getLogger(__name__)
+
+#: ``blob_uuid`` prefix of models written by :func:`store_model` into the data store
+MODEL_BLOB_PREFIX = "mace-model-"
+#: structures per forward pass on CPU with ``batch_size="auto"`` (measured: batching does not
+#: speed up CPU inference of 32-216-atom cells; small batches keep the memory low)
+CPU_BATCH_SIZE = 1
+#: fraction of the free GPU memory a batch may use with ``batch_size="auto"``
+GPU_MEMORY_FRACTION = 0.5
+#: largest batch tried with ``batch_size="auto"`` on a GPU
+MAX_GPU_BATCH_SIZE = 256
+
+
+def sha256_file(path: str | Path) -> str:
+    """sha256 hex digest of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def default_cache_dir() -> Path:
+    """Where fetched models are kept: ``$PHONON_FLOWS_MODEL_CACHE`` or ``~/.cache/phonon_flows/models``."""
+    env = os.environ.get("PHONON_FLOWS_MODEL_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "phonon_flows" / "models"
+
+
+def resolve_device(device: str = "auto") -> str:
+    """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu``."""
+    import torch
+
+    device = (device or "auto").lower()
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"device {device!r} asked for, but torch sees no CUDA GPU")
+    return device
+
+
+# ------------------------------------------------------------------------------------------------
+# store
+# ------------------------------------------------------------------------------------------------
+
+
+def _data_store(store: JobStore):
+    from phonon_flows.store import DATA_STORE_NAME
+
+    try:
+        return store.additional_stores[DATA_STORE_NAME]
+    except KeyError:
+        raise InputError(f"job store has no {DATA_STORE_NAME!r} additional store for models") from None
+
+
+def store_model(store: JobStore, path: str | Path) -> str:
+    """Put a model file into the store's data store; returns its sha256 (idempotent)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"model file {path} not found")
+    sha = sha256_file(path)
+    data = _data_store(store)
+    data.connect()
+    data.update(
+        [
+            {
+                "blob_uuid": MODEL_BLOB_PREFIX + sha,
+                "model_sha256": sha,
+                "file_name": path.name,
+                "size_bytes": path.stat().st_size,
+                "kind": "mace-model",
+                "data": base64.b64encode(path.read_bytes()).decode("ascii"),
+            }
+        ],
+        key="blob_uuid",
+    )
+    return sha
+
+
+def _b64_from_store(store: JobStore, sha: str) -> str | None:
+    data = _data_store(store)
+    data.connect()
+    doc = data.query_one({"blob_uuid": MODEL_BLOB_PREFIX + sha}, properties=["data"])
+    if doc and doc.get("data"):
+        return doc["data"]
+    # a training job's output: model_b64 lives in the data store as a jobflow blob
+    store.docs_store.connect()
+    doc = store.query_one({"output.model_sha256": sha}, properties=["output.model_b64"], load=True)
+    if doc:
+        value = doc.get("output", {}).get("model_b64")
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def _write_verified(b64: str, sha: str, target: Path) -> Path:
+    raw = base64.b64decode(b64)
+    got = hashlib.sha256(raw).hexdigest()
+    if got != sha:
+        raise CalculationError(f"model bytes have sha256 {got[:12]}..., expected {sha[:12]}...: store corrupted")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".part")
+    with os.fdopen(fd, "wb") as f:
+        f.write(raw)
+    os.replace(tmp, target)
+    return target
+
+
+def fetch_model(store: JobStore | None, sha256: str, cache_dir: str | Path | None = None) -> Path:
+    """Local path of the model with this sha256: from the cache, else fetched from the store's data store."""
+    sha = sha256.lower().strip()
+    target = Path(cache_dir or default_cache_dir()) / f"{sha}.model"
+    if target.is_file() and sha256_file(target) == sha:
+        return target
+    if store is None:
+        from phonon_flows.store import get_store
+
+        store = get_store()
+    b64 = _b64_from_store(store, sha)
+    if b64 is None:
+        raise InputError(f"no MACE model with sha256 {sha} in the store")
+    return _write_verified(b64, sha, target)
+
+
+# ------------------------------------------------------------------------------------------------
+# engine
+# ------------------------------------------------------------------------------------------------
+
+
+def _is_oom(exc: BaseException) -> bool:
+    import torch
+
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+class MaceEngine(ForceEngine):
+    """A MACE model file as a force engine; the model is loaded once.
+
+    :meth:`_compute` batches structures through mace's data pipeline (``AtomicData.from_config``,
+    mace's ``DataLoader``) with stress. ``batch_size="auto"``: :data:`CPU_BATCH_SIZE` on CPU; on
+    CUDA sized from the free memory and a one-structure probe; on out-of-memory the batch is halved
+    and retried.
+    """
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        device: str = "auto",
+        default_dtype: str = "float64",
+        batch_size: int | str = "auto",
+        model_sha256: str | None = None,
+    ):
+        import torch
+        from ase.data import chemical_symbols
+        from mace.tools import utils
+
+        if default_dtype not in ("float64", "float32"):
+            raise InputError(f"default_dtype must be float64 or float32, not {default_dtype!r}")
+        if not (batch_size == "auto" or (isinstance(batch_size, int) and batch_size >= 1)):
+            raise InputError(f"batch_size must be 'auto' or a positive integer, not {batch_size!r}")
+        self.model_path = Path(model_path)
+        if not self.model_path.is_file():
+            raise InputError(f"MACE model file {self.model_path} not found")
+        self.model_sha256 = model_sha256 or sha256_file(self.model_path)
+        self.device = resolve_device(device)
+        self.default_dtype = default_dtype
+        self.batch_size = batch_size
+        model = torch.load(str(self.model_path), map_location=self.device, weights_only=False)
+        model = model.double() if default_dtype == "float64" else model.float()
+        for param in model.parameters():
+            param.requires_grad = False
+        self.model = model.to(self.device)
+        self.z_table = utils.AtomicNumberTable([int(z) for z in model.atomic_numbers])
+        self.r_max = float(model.r_max)
+        self.heads = list(getattr(model, "heads", None) or ["Default"])
+        self.head = next((h for h in self.heads if h.lower() == "default"), self.heads[-1])
+        self.supported_elements = frozenset(chemical_symbols[z] for z in self.z_table.zs)
+        self._auto_batch: int | None = None
+
+    @property
+    def info(self) -> EngineInfo:
+        import mace
+
+        return EngineInfo(
+            name="mace",
+            kind="mlip",
+            version=getattr(mace, "__version__", None),
+            model_sha256=self.model_sha256,
+            settings={"default_dtype": self.default_dtype, "device": self.device},
+        )
+
+    def calculator(self, **kwargs: Any):
+        """An ASE ``MACECalculator`` sharing this engine's loaded model."""
+        from mace.calculators import MACECalculator
+
+        return MACECalculator(models=self.model, device=self.device, default_dtype=self.default_dtype, **kwargs)
+
+    # -- data --------------------------------------------------------------------------------
+
+    def _graphs(self, atoms_list: Sequence[Atoms]) -> list:
+        from mace import data as mace_data
+        from mace.tools import torch_tools
+
+        keyspec = mace_data.KeySpecification(
+            info_keys={"total_spin": "spin", "total_charge": "charge", "external_field": "external_field"},
+            arrays_keys={"charges": "Qs"},
+        )
+        graphs = []
+        with torch_tools.default_dtype(self.default_dtype):
+            for atoms in atoms_list:
+                config = mace_data.config_from_atoms(atoms, key_specification=keyspec, head_name=self.head)
+                graphs.append(
+                    mace_data.AtomicData.from_config(config, z_table=self.z_table, cutoff=self.r_max, heads=self.heads)
+                )
+        return graphs
+
+    def _forward(self, graphs: list, batch_size: int) -> list[ForceResult]:
+        import torch
+        from ase.stress import full_3x3_to_voigt_6_stress
+        from mace.tools import torch_geometric
+
+        dtype = next(self.model.parameters()).dtype
+        loader = torch_geometric.dataloader.DataLoader(dataset=graphs, batch_size=batch_size, shuffle=False, drop_last=False)
+        results: list[ForceResult] = []
+        for batch in loader:
+            batch = batch.to(self.device)
+            batch_dict = {
+                k: (v.to(dtype) if torch.is_tensor(v) and torch.is_floating_point(v) else v)
+                for k, v in batch.to_dict().items()
+            }
+            out = self.model(batch_dict, compute_stress=True, training=False)
+            energies = out["energy"].detach().cpu().numpy()
+            forces = out["forces"].detach().cpu().numpy()
+            stress = out["stress"].detach().cpu().numpy() if out.get("stress") is not None else None
+            ptr = batch.ptr.cpu().numpy()
+            for i in range(len(energies)):
+                results.append(
+                    ForceResult(
+                        energy=float(energies[i]),
+                        forces=np.array(forces[ptr[i] : ptr[i + 1]], dtype=float),
+                        stress=None if stress is None else np.asarray(full_3x3_to_voigt_6_stress(stress[i]), dtype=float),
+                    )
+                )
+        return results
+
+    def _gpu_batch_size(self, graphs: list) -> int:
+        """Batch size from free GPU memory and the peak memory of a one-structure probe."""
+        import torch
+
+        if self._auto_batch is not None:
+            return self._auto_batch
+        largest = max(range(len(graphs)), key=lambda i: int(graphs[i]["edge_index"].shape[1]))
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        self._forward([graphs[largest]], 1)
+        torch.cuda.synchronize()
+        per_structure = max(torch.cuda.max_memory_allocated() - base, 1 << 20)
+        free, _ = torch.cuda.mem_get_info()
+        size = int(GPU_MEMORY_FRACTION * free / per_structure)
+        self._auto_batch = max(1, min(size, MAX_GPU_BATCH_SIZE))
+        logger.info("MACE batch size %d (probe %.1f MiB per structure)", self._auto_batch, per_structure / 2**20)
+        return self._auto_batch
+
+    def _compute(self, atoms_list: Sequence[Atoms]) -> list[ForceResult]:
+        import torch
+
+        if not atoms_list:
+            return []
+        graphs = self._graphs(atoms_list)
+        if self.batch_size != "auto":
+            size = int(self.batch_size)
+        elif self.device.startswith("cuda"):
+            size = self._gpu_batch_size(graphs)
+        else:
+            size = CPU_BATCH_SIZE
+        results: list[ForceResult] = []
+        start = 0
+        while start < len(graphs):
+            chunk = graphs[start : start + size]
+            try:
+                results.extend(self._forward(chunk, size))
+            except Exception as exc:  # torch OOM is a RuntimeError subclass
+                if not _is_oom(exc):
+                    raise
+                if self.device.startswith("cuda"):
+                    torch.cuda.empty_cache()
+                if size == 1:
+                    raise CalculationError(f"MACE ran out of memory on a single structure of {len(atoms_list[start])} atoms") from exc
+                size = max(1, size // 2)
+                if self.batch_size == "auto":
+                    self._auto_batch = size
+                logger.warning("MACE out of memory: batch size halved to %d", size)
+                continue
+            start += len(chunk)
+        return results
+
+
+def load_mace_engine(
+    model_sha256: str | Any | None = None,
+    model_path: str | Path | None = None,
+    store: JobStore | None = None,
+    device: str = "auto",
+    default_dtype: str = "float64",
+    batch_size: int | str = "auto",
+    training_doc: Any | None = None,
+    cache_dir: str | Path | None = None,
+) -> MaceEngine:
+    """A :class:`MaceEngine` from a model file, a sha256 (fetched from ``store``, default
+    :func:`~phonon_flows.store.get_store`), or a TrainingDoc (object or dict; also accepted as the
+    first argument). With both a path and a sha256 the file's hash is checked."""
+    if model_sha256 is not None and not isinstance(model_sha256, str):
+        training_doc, model_sha256 = model_sha256, None
+    if training_doc is not None:
+        doc = training_doc if isinstance(training_doc, dict) else training_doc.model_dump()
+        if doc.get("failed"):
+            raise InputError(f"training failed, there is no model: {doc.get('error')}")
+        model_sha256 = model_sha256 or doc.get("model_sha256")
+        b64 = doc.get("model_b64")
+        if model_path is None and isinstance(b64, str) and b64 and model_sha256:
+            target = Path(cache_dir or default_cache_dir()) / f"{model_sha256}.model"
+            model_path = target if target.is_file() and sha256_file(target) == model_sha256 else _write_verified(b64, model_sha256, target)
+    if model_path is not None:
+        model_path = Path(model_path)
+        if model_sha256 is not None:
+            if not model_path.is_file():
+                raise InputError(f"MACE model file {model_path} not found")
+            got = sha256_file(model_path)
+            if got != model_sha256:
+                raise InputError(f"model file {model_path} has sha256 {got[:12]}..., expected {model_sha256[:12]}...")
+    elif model_sha256 is not None:
+        model_path = fetch_model(store, model_sha256, cache_dir=cache_dir)
+    else:
+        raise InputError("load_mace_engine needs model_sha256, model_path or training_doc")
+    return MaceEngine(model_path, device=device, default_dtype=default_dtype, batch_size=batch_size, model_sha256=model_sha256)

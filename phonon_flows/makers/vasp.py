@@ -1,0 +1,171 @@
+"""VASP makers with the recipe's settings: atomate2's RelaxMaker/StaticMaker (written inputs,
+custodian, TaskDoc parsing: all atomate2's), followed by a thin job that turns the TaskDoc into
+this package's RelaxDoc / ForceDoc.
+
+- :class:`RecipeRelaxMaker`, :class:`RecipeStaticMaker`: atomate2 makers whose input sets carry
+  the recipe's INCAR (:mod:`phonon_flows.engines.vasp`).
+- :class:`VaspRelaxMaker`: structure -> (relax, relax again) -> RelaxDoc.
+- :class:`VaspForceMaker`: perturbed supercell -> static -> ForceDoc.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from atomate2.vasp.jobs.base import BaseVaspMaker
+from atomate2.vasp.jobs.core import RelaxMaker, StaticMaker
+from atomate2.vasp.sets.base import VaspInputGenerator
+from jobflow import Flow, Maker, job
+from pymatgen.core import Structure
+
+from phonon_flows.engines.vasp import (
+    RecipeRelaxSetGenerator,
+    RecipeStaticSetGenerator,
+    force_doc_from_outputs,
+    relax_doc_from_outputs,
+    vasp_engine_info,
+)
+from phonon_flows.errors import PhononFlowsError
+from phonon_flows.schemas.forces import FORCE_DATA_FIELDS, ForceDoc, RelaxDoc
+
+
+def _incar_dict(incar: Any) -> dict | None:
+    if incar is None:
+        return None
+    return {str(k): (v.tolist() if hasattr(v, "tolist") else v) for k, v in dict(incar).items()}
+
+
+def _dir(dir_name: Any) -> str | None:
+    return None if dir_name is None else str(dir_name)
+
+
+@dataclass
+class RecipeRelaxMaker(RelaxMaker):
+    """atomate2's VASP RelaxMaker with the recipe's input set (PBE, ENCUT 520, EDIFF 1e-8,
+    EDIFFG -1e-3, KSPACING 0.15); run through custodian by atomate2."""
+
+    name: str = "recipe relax"
+    input_set_generator: VaspInputGenerator = field(default_factory=RecipeRelaxSetGenerator)
+
+
+@dataclass
+class RecipeStaticMaker(StaticMaker):
+    """atomate2's VASP StaticMaker with the recipe's single-point input set (same INCAR, NSW 0, ISYM 0)."""
+
+    name: str = "recipe static"
+    input_set_generator: VaspInputGenerator = field(default_factory=RecipeStaticSetGenerator)
+
+
+@job(data=list(FORCE_DATA_FIELDS), output_schema=ForceDoc)
+def vasp_force_doc(
+    structure: Structure,
+    energy: float,
+    forces: list,
+    stress: list | None,
+    material_id: str,
+    perturbation_index: int | None = None,
+    dir_name: str | None = None,
+    vasp_version: str | None = None,
+    incar: dict | None = None,
+) -> ForceDoc:
+    """ForceDoc from the outputs of a VASP single point (a TaskDoc's ``output``; stress in kB)."""
+    try:
+        if isinstance(structure, dict):
+            structure = Structure.from_dict(structure)
+        engine = vasp_engine_info("static", version=vasp_version, incar=_incar_dict(incar), provenance=_dir(dir_name))
+        return force_doc_from_outputs(structure, energy, forces, stress, material_id, perturbation_index, engine,
+                                      _dir(dir_name))
+    except PhononFlowsError as err:
+        raise err.with_material(material_id, "label") from err
+
+
+@job(output_schema=RelaxDoc)
+def vasp_relax_doc(
+    input_structure: Structure,
+    structure: Structure,
+    energy: float,
+    material_id: str,
+    forces: list | None = None,
+    dir_name: str | None = None,
+    vasp_version: str | None = None,
+    incar: dict | None = None,
+) -> RelaxDoc:
+    """RelaxDoc from the outputs of a VASP relaxation (a TaskDoc's ``output``)."""
+    try:
+        if isinstance(structure, dict):
+            structure = Structure.from_dict(structure)
+        if isinstance(input_structure, dict):
+            input_structure = Structure.from_dict(input_structure)
+        engine = vasp_engine_info("relax", version=vasp_version, incar=_incar_dict(incar), provenance=_dir(dir_name))
+        return relax_doc_from_outputs(input_structure, structure, energy, material_id, forces=forces, engine=engine,
+                                      dir_name=_dir(dir_name))
+    except PhononFlowsError as err:
+        raise err.with_material(material_id, "relax") from err
+
+
+@dataclass
+class VaspForceMaker(Maker):
+    """Perturbed supercell -> VASP single point with the recipe's settings -> ForceDoc.
+
+    ``static_maker`` is an atomate2 VASP maker (default :class:`RecipeStaticMaker`); change its
+    ``run_vasp_kwargs`` (vasp_cmd, custodian handlers) or ``input_set_generator.user_incar_settings``
+    as with any atomate2 maker.
+    """
+
+    name: str = "vasp forces"
+    static_maker: BaseVaspMaker = field(default_factory=RecipeStaticMaker)
+
+    def make(
+        self,
+        structure: Structure,
+        material_id: str | None = None,
+        perturbation_index: int | None = None,
+        prev_dir: str | Path | None = None,
+    ) -> Flow:
+        """A flow whose output is the ForceDoc of ``structure``."""
+        material_id = material_id or "unnamed"
+        label = f"{material_id}" + ("" if perturbation_index is None else f" #{perturbation_index}")
+        static = self.static_maker.make(structure, prev_dir=prev_dir)
+        static.name = f"{self.static_maker.name} {label}"
+        out = static.output
+        doc = vasp_force_doc(
+            out.output.structure, out.output.energy, out.output.forces, out.output.stress, material_id,
+            perturbation_index, out.dir_name, out.vasp_version, out.input.incar,
+        )
+        doc.name = f"{self.name} {label}"
+        return Flow([static, doc], output=doc.output, name=f"{self.name} {label}")
+
+
+@dataclass
+class VaspRelaxMaker(Maker):
+    """Structure -> VASP relaxation(s) with the recipe's settings -> RelaxDoc (enthalpy per atom).
+
+    With ``n_relaxations = 2`` (default) the second relaxation restarts from the first one's
+    cell, which removes the Pulay stress of a plane-wave basis set up for the starting cell.
+    """
+
+    name: str = "vasp relax"
+    relax_maker: BaseVaspMaker = field(default_factory=RecipeRelaxMaker)
+    n_relaxations: int = 2
+
+    def make(self, structure: Structure, material_id: str | None = None, prev_dir: str | Path | None = None) -> Flow:
+        """A flow whose output is the RelaxDoc of ``structure``."""
+        if self.n_relaxations < 1:
+            raise ValueError("n_relaxations must be >= 1")
+        material_id = material_id or "unnamed"
+        jobs = []
+        current, current_dir = structure, prev_dir
+        for i in range(self.n_relaxations):
+            relax = self.relax_maker.make(current, prev_dir=current_dir)
+            relax.name = f"{self.relax_maker.name} {i + 1} {material_id}"
+            jobs.append(relax)
+            current, current_dir = relax.output.output.structure, relax.output.dir_name
+        out = jobs[-1].output
+        doc = vasp_relax_doc(
+            structure, out.output.structure, out.output.energy, material_id, out.output.forces, out.dir_name,
+            out.vasp_version, out.input.incar,
+        )
+        doc.name = f"{self.name} {material_id}"
+        return Flow([*jobs, doc], output=doc.output, name=f"{self.name} {material_id}")

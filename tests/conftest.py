@@ -1,0 +1,121 @@
+"""Shared pytest fixtures. Add yours below in their own section; do not rewrite others'."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = (REPO_ROOT / ".." / "shared" / "data").resolve()
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The shared data folder (real DFT phonon data in ``dft-phonons/``)."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared data folder not found: {SHARED_DATA}")
+    return SHARED_DATA
+
+
+# ---------------------------------------------------------------------------------------------
+# MongoDB wire-protocol server (mongoeco on SQLite) for tests that need a real MongoDB client path.
+# `make test` sets PHONON_FLOWS_MONGOECO_PYTHON to .venv-mongoeco/bin/python (made by
+# `make setup-mongoeco`). The server runs in its own process, bound to 127.0.0.1 on a free port,
+# and is stopped by pid at the end of the session.
+# ---------------------------------------------------------------------------------------------
+import os as _os
+import select as _select
+import signal as _signal
+import subprocess as _subprocess
+import time as _time
+import uuid as _uuid
+
+MONGOECO_SERVER_SCRIPT = Path(__file__).resolve().parent / "mongoeco_server.py"
+
+
+def _mongoeco_python() -> str | None:
+    env = _os.environ.get("PHONON_FLOWS_MONGOECO_PYTHON")
+    if env:
+        return env
+    local = REPO_ROOT / ".venv-mongoeco" / "bin" / "python"
+    return str(local) if local.exists() else None
+
+
+def _no_mongoeco(reason: str):
+    if _os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"mongoeco server required under CI: {reason}")
+    pytest.skip(reason)
+
+
+def _stop_pid(proc: _subprocess.Popen) -> None:
+    if proc.poll() is not None:
+        return
+    _os.kill(proc.pid, _signal.SIGTERM)
+    try:
+        proc.wait(timeout=15)
+    except _subprocess.TimeoutExpired:
+        _os.kill(proc.pid, _signal.SIGKILL)
+        proc.wait(timeout=15)
+
+
+@pytest.fixture(scope="session")
+def mongo_uri(tmp_path_factory) -> str:
+    """URI (``directConnection=true``) of a mongoeco wire-protocol server running for this session.
+
+    Use a fresh database name per test (see ``mongo_db_name``) to keep tests independent.
+    """
+    python = _mongoeco_python()
+    if python is None:
+        _no_mongoeco(
+            "no mongoeco Python: set PHONON_FLOWS_MONGOECO_PYTHON or run `make setup-mongoeco` (needs Python >= 3.13)"
+        )
+    if not Path(python).exists():
+        pytest.fail(f"PHONON_FLOWS_MONGOECO_PYTHON={python} does not exist (run `make setup-mongoeco`)")
+    workdir = tmp_path_factory.mktemp("mongoeco")
+    log = open(workdir / "server.stderr", "w")
+    proc = _subprocess.Popen(
+        [python, str(MONGOECO_SERVER_SCRIPT), "--db", str(workdir / "mongo.sqlite"), "--port", "0"],
+        stdout=_subprocess.PIPE,
+        stderr=log,
+        text=True,
+        cwd=workdir,
+    )
+    try:
+        uri = None
+        deadline = _time.monotonic() + 60
+        while uri is None and _time.monotonic() < deadline and proc.poll() is None:
+            ready, _, _ = _select.select([proc.stdout], [], [], 0.5)
+            if ready:
+                line = proc.stdout.readline()
+                if line.startswith("MONGOECO READY "):
+                    uri = line.split()[2]
+        if uri is None:
+            log.flush()
+            err = (workdir / "server.stderr").read_text()[-2000:]
+            pytest.fail(f"mongoeco server did not start (exit code {proc.poll()}):\n{err}")
+
+        import pymongo
+
+        client = pymongo.MongoClient(uri, serverSelectionTimeoutMS=2000)
+        try:
+            while True:
+                try:
+                    client.admin.command("ping")
+                    break
+                except pymongo.errors.PyMongoError:
+                    if _time.monotonic() > deadline:
+                        raise
+                    _time.sleep(0.2)
+        finally:
+            client.close()
+        yield uri
+    finally:
+        _stop_pid(proc)
+        log.close()
+
+
+@pytest.fixture
+def mongo_db_name() -> str:
+    """A database name no other test uses."""
+    return f"test_{_uuid.uuid4().hex[:12]}"

@@ -1,0 +1,87 @@
+"""A MongoDB wire-protocol server for the tests: mongoeco on SQLite, 127.0.0.1, until killed.
+
+Run with a Python >= 3.13 that has ``mongoeco[wire]`` installed (``make setup-mongoeco`` makes
+``.venv-mongoeco``)::
+
+    .venv-mongoeco/bin/python tests/mongoeco_server.py --db /some/dir/mongo.sqlite [--port 0]
+
+With ``--port 0`` (the default) the OS picks a free port, so there is no race between picking a
+port and binding it. Once the server listens it prints one line to stdout::
+
+    MONGOECO READY mongodb://127.0.0.1:<port>/?directConnection=true
+
+and then serves until SIGTERM/SIGINT (or SIGKILL; the SQLite file is then left as it is).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+
+
+def _engine_class(patch_numeric_keys: bool):
+    """mongoeco's SQLite engine, optionally with a fix for dotted paths through numeric-string keys.
+
+    mongoeco 4.11's SQLite engine translates every all-digit path segment into a JSON array index,
+    so ``{"output.thermal.300.A_vib_meV_per_atom": {"$gte": 0}}`` never matches a document whose
+    ``thermal`` is the mapping ``{"300": {...}}`` (MongoDB and mongoeco's memory engine match it;
+    so does a sort on such a path). The subclass sends queries and sorts on such paths to
+    mongoeco's own Python evaluator, which follows MongoDB's rules (dict key or array index).
+    """
+    from mongoeco.engines.sqlite import SQLiteEngine
+
+    if not patch_numeric_keys:
+        return SQLiteEngine
+
+    def numeric(field: object) -> bool:
+        return any(part.isdigit() for part in str(field).split("."))
+
+    class SQLiteEngineNumericKeys(SQLiteEngine):
+        def _plan_requires_python_for_dbref_paths(self, db_name, coll_name, plan):
+            if any(numeric(f) for f in self._plan_fields(plan)):
+                return True
+            return super()._plan_requires_python_for_dbref_paths(db_name, coll_name, plan)
+
+        def _sort_requires_python(self, db_name, coll_name, plan, sort):
+            if sort and any(numeric(key) for key, _ in sort):
+                return True
+            return super()._sort_requires_python(db_name, coll_name, plan, sort)
+
+    return SQLiteEngineNumericKeys
+
+
+async def _serve(db_path: str, host: str, port: int, dialect: str, patch_numeric_keys: bool = True) -> None:
+    from mongoeco.wire.proxy import AsyncMongoEcoProxyServer
+
+    engine = _engine_class(patch_numeric_keys)(db_path)
+    proxy = AsyncMongoEcoProxyServer(engine=engine, host=host, port=port, mongodb_dialect=dialect)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    address = await proxy.start()
+    print(f"MONGOECO READY mongodb://{address.host}:{address.port}/?directConnection=true", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await proxy.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--db", required=True, help="SQLite file holding the databases")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0: let the OS pick a free port")
+    parser.add_argument("--dialect", default="7.0", help="MongoDB dialect mongoeco emulates")
+    parser.add_argument(
+        "--unpatched", action="store_true", help="plain SQLiteEngine, without the numeric-key path fix"
+    )
+    args = parser.parse_args(argv)
+    asyncio.run(_serve(args.db, args.host, args.port, args.dialect, patch_numeric_keys=not args.unpatched))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,239 @@
+"""FireWorks on a real MongoDB wire protocol (mongoeco): categories, separate worker processes,
+exactly-once execution, outputs in MongoDB + GridFS."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from phonon_flows.fireworks import flow_to_workflow, get_launchpad, submit, write_jobflow_config
+from phonon_flows.store import get_store
+
+TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parent
+sys.path.insert(0, str(TESTS))
+
+import fw_jobs  # noqa: E402
+
+WORKER_TIMEOUT_S = 300
+
+
+# -- conversion (no server needed) ----------------------------------------------------------------
+
+
+def test_flow_to_workflow_tags_every_firework():
+    flow = fw_jobs.campaign_flow(n_labels=2)
+    wf = flow_to_workflow(flow)
+    by_name = {}
+    for fw in wf.fws:
+        by_name.setdefault(fw.name, set()).add(fw.spec["_category"])
+    assert by_name == {"label": {"cpu"}, "train": {"gpu"}, "mlip_phonon": {"gpu"}, "benchmark": {"cpu"}}
+    # the JobStore is not baked into the Fireworks: each worker uses its own jobflow settings
+    assert all(fw.tasks[0]["store"] is None for fw in wf.fws)
+    # untagged jobs stay untagged on request
+    untagged = flow_to_workflow(fw_jobs.campaign_flow(n_labels=1), categories=False)
+    assert [fw.spec.get("_category") for fw in untagged.fws if fw.name == "benchmark"] == [None]
+
+
+def test_flow_to_workflow_rejects_unknown_category():
+    from phonon_flows.errors import InputError
+
+    j = fw_jobs.benchmark([])
+    j.update_config({"manager_config": {"_category": "tpu"}})
+    with pytest.raises(InputError, match="tpu"):
+        flow_to_workflow(j)
+    with pytest.raises(InputError, match="default_category"):
+        flow_to_workflow(fw_jobs.benchmark([]), default_category="quantum")
+
+
+def test_example_config_files_load():
+    from fireworks import FWorker
+    from fireworks.utilities.fw_serializers import load_object_from_file
+    from jobflow import JobStore
+
+    assert FWorker.from_file(str(REPO / "my_fworker_gpu.yaml")).category == "gpu"
+    assert FWorker.from_file(str(REPO / "my_fworker_cpu.yaml")).category == "cpu"
+    lp = yaml.safe_load((REPO / "launchpad.yaml.example").read_text())
+    assert lp["uri_mode"] is True and lp["host"].startswith("mongodb")
+    qadapter = load_object_from_file(str(REPO / "my_qadapter.yaml"))
+    script = qadapter.get_script_str("launch_dir")
+    assert "#SBATCH --partition=gpu" in script and "rlaunch -w my_fworker_gpu.yaml singleshot" in script
+    assert "JOBFLOW_CONFIG_FILE" in script
+    spec = yaml.safe_load((REPO / "jobflow.yaml.example").read_text())["JOB_STORE"]
+    store = JobStore.from_dict_spec(spec)
+    assert type(store.docs_store).__name__ == "MongoStore"
+    assert type(store.additional_stores["data"]).__name__ == "GridFSStore"
+
+
+# -- on the mongoeco server ---------------------------------------------------------------------
+
+
+def _worker_yaml(tmp: Path, template: str, name: str) -> Path:
+    data = yaml.safe_load((REPO / template).read_text())
+    data["name"] = name
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _start_workers(tmp: Path, lp_yaml: Path, jobflow_yaml: Path, workers: list[Path]) -> list[subprocess.Popen]:
+    env = dict(os.environ)
+    env["JOBFLOW_CONFIG_FILE"] = str(jobflow_yaml)
+    env["PYTHONPATH"] = os.pathsep.join([str(TESTS), str(REPO), env.get("PYTHONPATH", "")])
+    env.setdefault("OMP_NUM_THREADS", "1")
+    procs = []
+    for worker in workers:
+        wdir = tmp / f"run_{worker.stem}"
+        wdir.mkdir()
+        log = open(tmp / f"{worker.stem}.log", "w")
+        cmd = [sys.executable, "-m", "phonon_flows.fireworks", "-l", str(lp_yaml), "-w", str(worker)]
+        cmd += ["--sleep", "0.5", "--timeout", str(WORKER_TIMEOUT_S), "--dir", str(wdir)]
+        procs.append(subprocess.Popen(cmd, cwd=wdir, env=env, stdout=log, stderr=subprocess.STDOUT))
+    return procs
+
+
+def _wait(procs: list[subprocess.Popen], tmp: Path) -> None:
+    try:
+        for proc in procs:
+            proc.wait(timeout=WORKER_TIMEOUT_S + 60)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    logs = "\n".join(p.read_text()[-3000:] for p in sorted(tmp.glob("*.log")))
+    assert all(proc.returncode == 0 for proc in procs), logs
+
+
+def _setup(tmp: Path, mongo_uri: str, db: str):
+    launchpad = get_launchpad(mongo_uri, f"{db}_fw")
+    launchpad.reset("", require_password=False)
+    # the launchpad file the workers read, from the repo's example with this server's URI
+    lp = yaml.safe_load((REPO / "launchpad.yaml.example").read_text())
+    lp.update(host=mongo_uri, name=f"{db}_fw")
+    lp_yaml = tmp / "launchpad.yaml"
+    lp_yaml.write_text(yaml.safe_dump(lp))
+    jobflow_yaml = write_jobflow_config(tmp / "jobflow.yaml", mongo_uri, database=db)
+    return launchpad, lp_yaml, jobflow_yaml
+
+
+def _launch_report(launchpad):
+    """fw_id -> (name, state, category, [launch fworker categories], [launch fworker names])"""
+    report = {}
+    projection = {"fw_id": 1, "name": 1, "state": 1, "spec._category": 1, "launches": 1, "archived_launches": 1}
+    for fw in launchpad.fireworks.find({}, projection):
+        launches = list(launchpad.launches.find({"fw_id": fw["fw_id"]}))
+        report[fw["fw_id"]] = {
+            "name": fw["name"],
+            "state": fw["state"],
+            "category": fw["spec"].get("_category"),
+            "fw_launch_ids": list(fw.get("launches", [])) + list(fw.get("archived_launches", [])),
+            "launch_categories": [lau["fworker"]["category"] for lau in launches],
+            "workers": [lau["fworker"]["name"] for lau in launches],
+            "launch_states": [lau["state"] for lau in launches],
+        }
+    return report
+
+
+@pytest.mark.slow
+def test_campaign_on_gpu_and_cpu_workers(mongo_uri, mongo_db_name, tmp_path):
+    launchpad, lp_yaml, jobflow_yaml = _setup(tmp_path, mongo_uri, mongo_db_name)
+    flow = fw_jobs.campaign_flow(n_labels=3)
+    job_uuids = {j.uuid: j.name for j in flow.jobs}
+    submit(flow, launchpad)
+    assert launchpad.fireworks.count_documents({}) == 7
+
+    workers = [
+        _worker_yaml(tmp_path, "my_fworker_gpu.yaml", "gpu-1"),
+        _worker_yaml(tmp_path, "my_fworker_cpu.yaml", "cpu-1"),
+    ]
+    _wait(_start_workers(tmp_path, lp_yaml, jobflow_yaml, workers), tmp_path)
+
+    report = _launch_report(launchpad)
+    # 7 submitted + 6 created at run time: each mlip_phonon is replaced by two part_jobs and
+    # jobflow's store_inputs job, which stores the replacement's output under the original uuid
+    assert len(report) == 13, report
+    assert launchpad.launches.count_documents({}) == len(report)
+    assert launchpad.fireworks.count_documents({"archived_launches.0": {"$exists": True}}) == 0
+    for fw_id, r in report.items():
+        assert r["state"] == "COMPLETED", (fw_id, r)
+        assert len(r["fw_launch_ids"]) == 1 and r["launch_states"] == ["COMPLETED"], (fw_id, r)
+        assert r["launch_categories"] == [r["category"]], (fw_id, r)
+        assert r["workers"] == [f"{r['category']}-1"], (fw_id, r)
+    categories = {}
+    for r in report.values():
+        categories.setdefault(r["name"], set()).add(r["category"])
+    assert categories == {
+        "label": {"cpu"},
+        "train": {"gpu"},
+        "mlip_phonon": {"gpu"},
+        "part_job": {"gpu"},  # inherited from the job they replaced
+        "store_inputs": {"gpu"},
+        "benchmark": {"cpu"},  # untagged -> cpu
+    }
+
+    # outputs in the JobStore on the same server: documents in MongoDB, large arrays in GridFS
+    store = get_store(mongo_uri=mongo_uri, database=mongo_db_name, connect=True)
+    try:
+        for uuid, name in job_uuids.items():
+            docs = list(store.query({"uuid": uuid}, properties=["uuid", "index", "output"], load=False))
+            assert docs, (name, uuid)
+        for i in range(3):
+            doc = store.query_one({"name": "label", "output.i": i}, load=True)
+            np.testing.assert_array_equal(np.asarray(doc["output"]["forces"]), np.random.default_rng(i).normal(size=(64, 3)))
+        bench = store.query_one({"name": "benchmark"}, load=False)
+        assert bench["output"]["count"] == 2
+        train_out = store.query_one({"name": "train"}, load=False)["output"]
+        assert train_out["n"] == 3 and train_out["sum"] == 3.0
+        parts = [d["output"] for d in store.query({"name": "part_job"}, load=False)]
+        assert sorted((p["k"], p["j"]) for p in parts) == [(0, 0), (0, 1), (1, 0), (1, 1)]
+        db = store.docs_store._collection.database
+        assert db["phonon_flows_data.files"].count_documents({}) == 3
+    finally:
+        store.close()
+        launchpad.connection.close()
+
+
+@pytest.mark.slow
+def test_three_cpu_workers_never_run_a_firework_twice(mongo_uri, mongo_db_name, tmp_path):
+    launchpad, lp_yaml, jobflow_yaml = _setup(tmp_path, mongo_uri, mongo_db_name)
+    meeting = tmp_path / "meeting"
+    meeting.mkdir()
+    n_fw = 10
+    from jobflow import Flow
+
+    jobs = [fw_jobs.rendezvous(i, str(meeting), wait_for=3) for i in range(n_fw)]
+    submit(Flow(jobs, name="concurrency"), launchpad)
+
+    workers = [_worker_yaml(tmp_path, "my_fworker_cpu.yaml", f"cpu-{k}") for k in (1, 2, 3)]
+    _wait(_start_workers(tmp_path, lp_yaml, jobflow_yaml, workers), tmp_path)
+
+    report = _launch_report(launchpad)
+    assert len(report) == n_fw
+    assert launchpad.launches.count_documents({}) == n_fw
+    assert launchpad.launches.count_documents({}) == len(report)
+    assert launchpad.fireworks.count_documents({"archived_launches.0": {"$exists": True}}) == 0
+    for fw_id, r in report.items():
+        assert r["state"] == "COMPLETED" and len(r["fw_launch_ids"]) == 1, (fw_id, r)
+        assert r["launch_categories"] == ["cpu"], (fw_id, r)
+    per_worker = {}
+    for r in report.values():
+        per_worker[r["workers"][0]] = per_worker.get(r["workers"][0], 0) + 1
+    # the rendezvous job holds each worker until all three have started one: they really overlapped
+    assert set(per_worker) == {"cpu-1", "cpu-2", "cpu-3"}, per_worker
+    assert len({p.name.split("-")[0] for p in meeting.iterdir()}) == 3
+
+    store = get_store(mongo_uri=mongo_uri, database=mongo_db_name, connect=True)
+    try:
+        outputs = list(store.query({"name": "rendezvous"}, load=False))
+        assert sorted(d["output"]["i"] for d in outputs) == list(range(n_fw))  # each job stored once
+        assert len({d["uuid"] for d in outputs}) == n_fw
+    finally:
+        store.close()
+        launchpad.connection.close()
