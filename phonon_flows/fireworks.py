@@ -40,15 +40,26 @@ def flow_to_workflow(
     """A FireWorks Workflow for a jobflow Flow, every Firework tagged with a category.
 
     ``store=None`` (recommended) lets each worker use its own jobflow ``JOB_STORE``.
-    ``categories=False`` leaves the specs as jobflow made them. Other keyword arguments go to
+    Untagged jobs get ``default_category`` in their ``config.manager_config`` (so the jobs they
+    create at run time inherit it). ``categories=False`` leaves jobs and specs as they are. Other keyword arguments go to
     :func:`jobflow.managers.fireworks.flow_to_workflow` (``name``, ``metadata``, ...).
     """
     from jobflow.managers.fireworks import flow_to_workflow as jobflow_flow_to_workflow
 
     from phonon_flows.errors import InputError
 
+    from jobflow.core.flow import get_flow
+
     if default_category not in CATEGORIES:
         raise InputError(f"default_category must be one of {CATEGORIES}, not {default_category!r}")
+    flow = get_flow(flow, allow_external_references=kwargs.get("allow_external_references", False))
+    if categories:
+        # Tag the jobs themselves, not only their Fireworks: jobs a job creates at run time
+        # (Response replace/addition/detour) get their parent's manager_config, so they land in
+        # the same queue instead of waiting, untagged, for a worker that never comes.
+        for job, _ in flow.iterflow():
+            if not job.config.manager_config.get("_category"):
+                job.config.manager_config = {**job.config.manager_config, "_category": default_category}
     wf = jobflow_flow_to_workflow(flow, store=store, **kwargs)
     if categories:
         for fw in wf.fws:
@@ -156,8 +167,6 @@ def _redact(uri: str) -> str:
     return uri
 
 
-#: Firework states after which nothing more happens to a Firework on its own.
-_ACTIVE_STATES = ("READY", "RESERVED", "RUNNING")
 _PENDING_STATES = ("READY", "WAITING", "RESERVED", "RUNNING")
 
 
@@ -175,11 +184,12 @@ def run_worker(
     ready, running or has waiting children; a ``gpu`` worker whose next Firework waits on a
     ``cpu`` parent therefore quits early. This loops ``rapidfire(nlaunches=0)`` until none of
     the worker's Fireworks is READY/WAITING/RESERVED/RUNNING, or nothing in the whole
-    LaunchPad is READY/RESERVED/RUNNING any more (what is left waits on a failure).
+    LaunchPad is RESERVED/RUNNING or READY with a category any more (what is left waits on a
+    failure).
     Returns the number of Fireworks this worker launched.
     """
     import time
-    from datetime import datetime
+    from datetime import datetime, timezone
 
     from fireworks.core.fworker import FWorker
     from fireworks.core.rocket_launcher import rapidfire
@@ -190,7 +200,7 @@ def run_worker(
         fworker = FWorker.from_file(str(fworker))
     m_dir = str(m_dir) if m_dir is not None else None
     start = time.monotonic()
-    started_at = datetime.utcnow()
+    started_at = datetime.now(timezone.utc).replace(tzinfo=None)  # FireWorks stores naive UTC
     while True:
         remaining = None if timeout is None else max(1, int(timeout - (time.monotonic() - start)))
         rapidfire(launchpad, fworker, m_dir=m_dir, nlaunches=0, sleep_time=sleep_time, strm_lvl=strm_lvl, timeout=remaining)
@@ -200,7 +210,13 @@ def run_worker(
         mine["state"] = {"$in": list(_PENDING_STATES)}
         if launchpad.fireworks.count_documents(mine) == 0:
             break
-        if launchpad.fireworks.count_documents({"state": {"$in": list(_ACTIVE_STATES)}}) == 0:
+        progressing = {
+            "$or": [
+                {"state": {"$in": ["RESERVED", "RUNNING"]}},
+                {"state": "READY", "spec._category": {"$exists": True}},
+            ]
+        }
+        if launchpad.fireworks.count_documents(progressing) == 0:
             break
         time.sleep(sleep_time)
     return launchpad.launches.count_documents(

@@ -14,11 +14,14 @@ output collection. Campaign bookkeeping lives in the job metadata under the key 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jobflow import JobStore
 
 from phonon_flows.settings import get_settings
+
+if TYPE_CHECKING:
+    import numpy as np
 
 DATA_STORE_NAME = "data"
 
@@ -61,7 +64,7 @@ def get_store(
 
 
 def _mongo_stores(uri: str, database: str, collection: str, data_collection: str):
-    """MongoStore + GridFSStore on one URI (maggma >= 0.72 takes ``uri=``; older ones had *URIStore)."""
+    """MongoStore + GridFSStore on one URI (recent maggma takes ``uri=``; older ones had the *URIStore classes)."""
     import inspect
 
     from maggma.stores import GridFSStore, MongoStore
@@ -234,7 +237,8 @@ class PhononResults:
     >>> results = PhononResults(get_store())
     >>> results.find(chemsys="Si", engine_kind="mlip", stable=True, A_vib=(None, 0), sort="A_vib")
     >>> results.to_dataframe(campaign="demo")
-    >>> fc = results.get_data(doc, "force_constants")   # numpy array
+    >>> fc = results.force_constants(doc)          # numpy array, fetched from the data store now
+    >>> bands = results.get_data(doc, "band_structure.frequencies")
     """
 
     def __init__(
@@ -421,6 +425,26 @@ class PhononResults:
             value = self._load_blob(value)
         return _decode(value) if decode else value
 
+    def force_constants(self, doc: dict[str, Any] | str) -> "np.ndarray":
+        """Force constants of a PhononDoc in eV/Å^2, phonopy's compact shape (n_prim, n_super, 3, 3)."""
+        import numpy as np
+
+        fc = self.get_data(doc, "force_constants", decode=False)
+        if isinstance(fc, dict) and "force_constants" in fc:  # ForceConstantsData
+            arr = np.asarray(fc["force_constants"], dtype=float)
+            return arr.reshape(fc["shape"]) if fc.get("shape") else arr
+        return np.asarray(fc, dtype=float)
+
+    def band_structure(self, doc: dict[str, Any] | str):
+        """The band structure of a PhononDoc as ``phonon_flows.schemas.phonon.PhononBandStructure``."""
+        from phonon_flows.errors import InputError
+        from phonon_flows.schemas.phonon import PhononBandStructure
+
+        bands = self.get_data(doc, "band_structure", decode=False)
+        if bands is None:
+            raise InputError("this PhononDoc has no band structure (failed, or the band path was refused)")
+        return PhononBandStructure.model_validate(bands)
+
     def _load_blob(self, ref: dict[str, Any]) -> Any:
         from phonon_flows.errors import PhononFlowsError
 
@@ -517,6 +541,8 @@ def _decode(value: Any) -> Any:
         from monty.json import MontyDecoder
 
         return MontyDecoder().process_decoded(value)
+    if isinstance(value, dict):
+        return {k: _decode(v) for k, v in value.items()}
     if isinstance(value, list) and value:
         try:
             arr = np.asarray(value)

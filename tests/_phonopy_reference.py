@@ -30,14 +30,12 @@ def phonopy_load(folder: Path, tmp_path: Path, **kwargs):
         create_FORCE_SETS("vasp", [folder / "vasprun.xml"], phpy_yaml=phpy_yaml, disp_filename=disp,
                           force_sets_filename=force_sets)
     born = folder / "BORN"
-    return phonopy.load(
-        disp,
-        force_sets_filename=force_sets,
-        born_filename=born if born.exists() else None,
-        is_nac=born.exists(),
-        log_level=0,
-        **kwargs,
-    )
+    args = {"force_sets_filename": force_sets, "born_filename": born if born.exists() else None,
+            "is_nac": born.exists(), "log_level": 0}
+    args.update(kwargs)
+    if not args["is_nac"]:
+        args["born_filename"] = None
+    return phonopy.load(disp, **args)
 
 
 def reference_numbers(ph, temperatures=(300.0, 1000.0), mesh_length=75.0, cutoff=0.1, npoints=101) -> dict:

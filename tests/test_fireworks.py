@@ -34,6 +34,9 @@ def test_flow_to_workflow_tags_every_firework():
     for fw in wf.fws:
         by_name.setdefault(fw.name, set()).add(fw.spec["_category"])
     assert by_name == {"label": {"cpu"}, "train": {"gpu"}, "mlip_phonon": {"gpu"}, "benchmark": {"cpu"}}
+    # the jobs carry the default too, so jobs they create at run time inherit it
+    bench = next(j for j in flow.jobs if j.name == "benchmark")
+    assert bench.config.manager_config["_category"] == "cpu"
     # the JobStore is not baked into the Fireworks: each worker uses its own jobflow settings
     assert all(fw.tasks[0]["store"] is None for fw in wf.fws)
     # untagged jobs stay untagged on request
@@ -54,14 +57,15 @@ def test_flow_to_workflow_rejects_unknown_category():
 
 def test_example_config_files_load():
     from fireworks import FWorker
-    from fireworks.utilities.fw_serializers import load_object_from_file
+    from fireworks.user_objects.queue_adapters.common_adapter import CommonAdapter
     from jobflow import JobStore
 
     assert FWorker.from_file(str(REPO / "my_fworker_gpu.yaml")).category == "gpu"
     assert FWorker.from_file(str(REPO / "my_fworker_cpu.yaml")).category == "cpu"
     lp = yaml.safe_load((REPO / "launchpad.yaml.example").read_text())
     assert lp["uri_mode"] is True and lp["host"].startswith("mongodb")
-    qadapter = load_object_from_file(str(REPO / "my_qadapter.yaml"))
+    qadapter = CommonAdapter.from_file(str(REPO / "my_qadapter.yaml"))
+    assert qadapter.q_type == "SLURM"
     script = qadapter.get_script_str("launch_dir")
     assert "#SBATCH --partition=gpu" in script and "rlaunch -w my_fworker_gpu.yaml singleshot" in script
     assert "JOBFLOW_CONFIG_FILE" in script
@@ -132,7 +136,7 @@ def _launch_report(launchpad):
         report[fw["fw_id"]] = {
             "name": fw["name"],
             "state": fw["state"],
-            "category": fw["spec"].get("_category"),
+            "category": fw.get("spec", {}).get("_category"),
             "fw_launch_ids": list(fw.get("launches", [])) + list(fw.get("archived_launches", [])),
             "launch_categories": [lau["fworker"]["category"] for lau in launches],
             "workers": [lau["fworker"]["name"] for lau in launches],
@@ -236,4 +240,64 @@ def test_three_cpu_workers_never_run_a_firework_twice(mongo_uri, mongo_db_name, 
         assert len({d["uuid"] for d in outputs}) == n_fw
     finally:
         store.close()
+        launchpad.connection.close()
+
+
+@pytest.mark.slow
+def test_real_phonon_flow_on_fireworks(mongo_uri, mongo_db_name, tmp_path):
+    """PhononMaker with ASE's EMT through FireWorks: a one-job engine phonon (tagged gpu here, as
+    the MLIP phonons are) and the force-maker flow (cpu: displacements, dynamic force jobs, collect).
+    Both routes must give the same phonons; the PhononDocs are found with PhononResults."""
+    from ase.build import bulk
+    from jobflow import Flow
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    from phonon_flows.makers import PhononMaker, ReferenceForceMaker
+    from phonon_flows.makers.base import set_category
+    from phonon_flows.store import PhononResults, tag_metadata
+
+    launchpad, lp_yaml, jobflow_yaml = _setup(tmp_path, mongo_uri, mongo_db_name)
+    cu = AseAtomsAdaptor.get_structure(bulk("Cu", "fcc", a=3.61))
+    engine_job = set_category(PhononMaker(engine="emt").make(cu, material_id="Cu-engine"), "gpu")
+    maker_flow = PhononMaker(force_maker=ReferenceForceMaker(engine="emt")).make(cu, material_id="Cu-force-maker")
+    flow = Flow([engine_job, maker_flow], name="emt phonons")
+    tag_metadata(flow, campaign="fw-emt")
+    submit(flow, launchpad)
+
+    workers = [
+        _worker_yaml(tmp_path, "my_fworker_gpu.yaml", "gpu-1"),
+        _worker_yaml(tmp_path, "my_fworker_cpu.yaml", "cpu-1"),
+    ]
+    _wait(_start_workers(tmp_path, lp_yaml, jobflow_yaml, workers), tmp_path)
+
+    report = _launch_report(launchpad)
+    assert launchpad.launches.count_documents({}) == len(report)
+    for fw_id, r in report.items():
+        assert r["state"] == "COMPLETED" and len(r["fw_launch_ids"]) == 1, (fw_id, r)
+        assert r["launch_categories"] == [r["category"]], (fw_id, r)
+    gpu_names = sorted(r["name"] for r in report.values() if r["category"] == "gpu")
+    assert gpu_names == ["phonons emt Cu-engine"]
+    # displacements, run displacements, its force job(s) created at run time, collect
+    assert sum(r["category"] == "cpu" for r in report.values()) >= 4
+
+    results = PhononResults(get_store(mongo_uri=mongo_uri, database=mongo_db_name))
+    try:
+        docs = {d["material_id"]: d for d in results.find(campaign="fw-emt", formula="Cu", engine="emt")}
+        assert set(docs) == {"Cu-engine", "Cu-force-maker"}
+        a, b = docs["Cu-engine"], docs["Cu-force-maker"]
+        for t in ("300", "1000"):
+            for field in ("A_vib_meV_per_atom", "Cv_J_per_K_mol", "S_J_per_K_mol"):
+                assert a["thermal"][t][field] == pytest.approx(b["thermal"][t][field], rel=1e-9, abs=1e-9)
+        assert a["dynamically_stable"] and b["dynamically_stable"]
+        # fcc Cu, 3 acoustic modes: C_v at 1000 K is close to the Dulong-Petit limit 3R
+        assert a["thermal"]["1000"]["Cv_J_per_K_mol"] == pytest.approx(3 * 8.314462618, rel=0.01)
+        fc_a, fc_b = results.force_constants(a), results.force_constants(b)
+        assert fc_a.shape == (1, 64, 3, 3)
+        np.testing.assert_allclose(fc_a, fc_b, atol=1e-10)
+        # acoustic sum rule of the force constants (finite differences, no symmetrisation needed for EMT)
+        np.testing.assert_allclose(fc_a.sum(axis=1), 0, atol=1e-6)
+        assert results.band_structure(a).labels
+        assert results.count(campaign="fw-emt", A_vib=(-20, -15)) == 2
+    finally:
+        results.close()
         launchpad.connection.close()

@@ -103,12 +103,16 @@ def test_symfc_also_works_on_systematic_displacements(shared_data, imported):
     assert doc.thermal["300"].A_vib_meV_per_atom == pytest.approx(ref_doc.thermal["300"].A_vib_meV_per_atom, abs=0.05)
 
 
-def test_phonopy_yaml_export_round_trips(imported):
+def test_phonopy_yaml_export_round_trips(imported, tmp_path):
     import phonopy
 
+    from phonon_flows.makers.phonons import write_phonopy_yaml
+
     doc, ref = imported["MgO"]
-    ph = phonopy.load(io.StringIO(doc.phonopy_yaml), log_level=0)  # dataset with forces + NAC inside
+    path = write_phonopy_yaml(doc, tmp_path / "phonopy_params.yaml")
+    ph = phonopy.load(path, log_level=0)  # dataset with forces + NAC inside
     assert ph.nac_params is not None
+    assert phonopy.load(io.StringIO(doc.phonopy_yaml), log_level=0).dataset is not None
     again = reference_numbers(ph)
     for key in ("300", "1000"):
         assert again["thermal"][key]["A_vib_meV_per_atom"] == pytest.approx(
@@ -198,3 +202,17 @@ def test_not_a_phonopy_folder(tmp_path):
         load_phonopy_folder(tmp_path)
     with pytest.raises(InputError, match="not a directory"):
         load_phonopy_folder(tmp_path / "nope")
+
+
+def test_force_constants_folder(shared_data, tmp_path, imported):
+    from phonopy.file_IO import write_FORCE_CONSTANTS
+
+    ph = phonopy_load(shared_data.joinpath(*DFT, "NaCl"), tmp_path, is_compact_fc=False)
+    folder = _copy(shared_data, tmp_path, "NaCl")
+    (folder / "FORCE_SETS").unlink()
+    write_FORCE_CONSTANTS(ph.force_constants, filename=folder / "FORCE_CONSTANTS")
+    doc = import_phonopy_doc(folder)
+    ref_doc, _ = imported["NaCl"]
+    assert doc.fc_method == "imported" and "FORCE_CONSTANTS" in doc.engine.settings["files"]
+    assert doc.thermal["300"].A_vib_meV_per_atom == pytest.approx(ref_doc.thermal["300"].A_vib_meV_per_atom, rel=1e-6)
+    assert "force_constants" in doc.phonopy_yaml  # no forces to rebuild them from: exported as such

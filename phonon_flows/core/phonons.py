@@ -106,12 +106,14 @@ def make_phonopy(
         smat = np.diag(smat)
     if smat.shape != (3, 3) or not np.allclose(smat, np.rint(smat)) or abs(np.linalg.det(smat)) < 0.5:
         raise InputError(f"supercell matrix must be a non-singular 3x3 integer matrix, got {smat.tolist()}")
-    return Phonopy(
-        to_phonopy_atoms(structure),
-        supercell_matrix=np.rint(smat).astype(int),
-        primitive_matrix="auto" if primitive_matrix is None else primitive_matrix,
-        symprec=symprec,
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # PrimitiveMatrixAutoDefaultWarning: "auto" is what we ask for
+        return Phonopy(
+            to_phonopy_atoms(structure),
+            supercell_matrix=np.rint(smat).astype(int),
+            primitive_matrix="auto" if primitive_matrix is None else primitive_matrix,
+            symprec=symprec,
+        )
 
 
 def generate_displacements(
@@ -342,9 +344,12 @@ def set_nac_params(
 
 
 def phonopy_yaml_text(phonon: Phonopy, force_constants: bool = False) -> str:
-    """The ``phonopy_params.yaml`` text of a Phonopy object (structure, dataset with forces, NAC)."""
-    return str(phonon.to_phonopy_yaml(settings={"force_sets": True, "displacements": True,
-                                                "force_constants": force_constants}))
+    """The ``phonopy_params.yaml`` text of a Phonopy object (structure, dataset with forces, NAC;
+    the force constants too when asked or when there are no forces to rebuild them from)."""
+    from phonopy.structure.dataset import forces_in_dataset
+
+    with_fc = force_constants or (phonon.force_constants is not None and not forces_in_dataset(phonon.dataset))
+    return str(phonon.to_phonopy_yaml(settings={"force_sets": True, "displacements": True, "force_constants": with_fc}))
 
 
 # --------------------------------------------------------------------------------------------

@@ -46,12 +46,17 @@ def read_structure(path: str | Path, material_id: str | None = None) -> Structur
         if structure is None:
             structure = _read_with_ase(path, errors)
     if any("Elements in POSCAR cannot be determined" in str(w.message) for w in caught):
-        # pymatgen would silently call the atoms H, He, Li...: refuse instead
-        raise InputError(
-            f"{path} is a POSCAR without element names (VASP 4 format); add the line of species names",
-            material_id=name,
-            stage="input",
-        )
+        # VASP 4 format: pymatgen would silently call the atoms H, He, ...; ASE (like phonopy)
+        # takes the species from the comment line when they are there, else we refuse
+        ase_errors: list[str] = []
+        structure = _read_with_ase(path, ase_errors, fmt="vasp")
+        if structure is None:
+            raise InputError(
+                f"{path} is a POSCAR without element names (VASP 4 format, no species on the comment line); "
+                "add the line of species names",
+                material_id=name,
+                stage="input",
+            )
     if structure is None:
         raise InputError(
             f"cannot read a crystal structure from {path} ({'; '.join(errors)})", material_id=name, stage="input"
@@ -61,12 +66,12 @@ def read_structure(path: str | Path, material_id: str | None = None) -> Structur
     return structure
 
 
-def _read_with_ase(path: Path, errors: list[str]) -> Structure | None:
+def _read_with_ase(path: Path, errors: list[str], fmt: str | None = None) -> Structure | None:
     try:
         import ase.io
         from pymatgen.io.ase import AseAtomsAdaptor
 
-        atoms = ase.io.read(path)
+        atoms = ase.io.read(path, format=fmt)
     except Exception as exc:  # noqa: BLE001
         errors.append(f"ase: {_one_line(exc)}")
         return None

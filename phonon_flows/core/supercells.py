@@ -1,20 +1,30 @@
-"""Choice of the supercell: the smallest near-cubic supercell with ~100-200 atoms.
+"""Choice of the supercell: the smallest compact, symmetry-preserving supercell with ~100-200 atoms.
 
 The recipe builds supercells of about 100-200 atoms from the relaxed cell, and a 4x4x4
-supercell when the primitive cell has a single atom. For each admissible size (number of
-unit cells ``n`` with ``min_atoms <= n * n_atoms <= max_atoms``, smallest first) ASE's
-:func:`ase.build.supercells.find_optimal_cell_shape` gives the integer matrix whose supercell is
-closest to a cube; the first one that is near-cubic (:func:`cubic_score` >= ``min_cubic_score``)
-is taken, else the most cubic of the window.
+supercell when the primitive cell has a single atom.
+
+How the matrix is chosen (:func:`choose_supercell_matrix`):
+
+1. Candidates: multiples ``k * I`` of the cell; diagonal multiples of the conventional standard
+   cell (spglib's setting), also combined with the 45°/30°-rotated in-plane cells of square and
+   hexagonal nets and the fcc/bcc-shaped cells of cubic lattices; these keep the crystal's
+   point group when the lattice allows it (checked with spglib's rotations, as phonopy warns
+   otherwise). As a fallback, for every size in the window, the integer matrix whose supercell
+   is closest to a cube (ASE's :func:`~ase.build.supercells.find_optimal_cell_shape`).
+2. Only sizes ``min_atoms <= N <= max_atoms`` are kept.
+3. The smallest symmetry-preserving candidate that is compact (:func:`compactness` >=
+   ``min_compactness``: no direction much shorter than the others) wins; else the smallest
+   compact candidate of any kind; else the most compact one.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 
 import numpy as np
-from pymatgen.core import Structure
+from pymatgen.core import Lattice, Structure
 
 from phonon_flows.errors import InputError
 
@@ -23,21 +33,36 @@ MIN_ATOMS = 100
 MAX_ATOMS = 200
 #: diagonal supercell used when the primitive cell has one atom
 ONE_ATOM_SUPERCELL = (4, 4, 4)
-#: supercells whose cubic score reaches this are "near-cubic" (a cube scores 1, an fcc-shaped cell 0.92)
-MIN_CUBIC_SCORE = 0.9
+#: supercells with compactness >= this are accepted (a cube scores 1, fcc/bcc-shaped cells 1.12/1.09)
+MIN_COMPACTNESS = 0.9
+
+# in-plane and centring shapes combined with diagonal multiples of the conventional cell
+_SHAPES = (
+    np.eye(3),
+    np.array([[1, 1, 0], [-1, 1, 0], [0, 0, 1]]),  # sqrt2 x sqrt2 R45 (square nets)
+    np.array([[1, 1, 0], [-1, 2, 0], [0, 0, 1]]),  # sqrt3 x sqrt3 R30 (hexagonal nets)
+    np.array([[0, 1, 1], [1, 0, 1], [1, 1, 0]]),  # fcc-shaped
+    np.array([[-1, 1, 1], [1, -1, 1], [1, 1, -1]]),  # bcc-shaped
+)
 
 
-def cubic_score(lattice_matrix: np.ndarray) -> float:
-    """How cubic a cell is: the smallest distance between opposite faces divided by the edge of
-    the cube of the same volume. 1 for a cube, smaller for any other shape (0.92 for an
-    fcc-shaped rhombohedral cell, -> 0 for a flat one). It is the fraction of the cube's
-    inscribed sphere that fits in the cell, i.e. how far interactions reach before meeting an image."""
+def shortest_lattice_vector(lattice_matrix: np.ndarray) -> float:
+    """Length (Å) of the shortest non-zero vector of the lattice (LLL basis, then all
+    combinations with coefficients -1, 0, 1, which is exact in 3D for a reduced basis)."""
+    reduced = Lattice(lattice_matrix).get_lll_reduced_lattice().matrix
+    coeffs = np.array([c for c in itertools.product((-1, 0, 1), repeat=3) if any(c)])
+    return float(np.linalg.norm(coeffs @ reduced, axis=1).min())
+
+
+def compactness(lattice_matrix: np.ndarray) -> float:
+    """How compact a periodic cell is: its shortest lattice vector (the distance to the nearest
+    periodic image) divided by the edge of the cube of the same volume. A cube scores 1, fcc- and
+    bcc-shaped cells 1.12 and 1.09 (images even farther), elongated or flat cells less than 1."""
     cell = np.asarray(lattice_matrix, dtype=float)
     volume = abs(np.linalg.det(cell))
     if volume < 1e-12:
         return 0.0
-    heights = [volume / np.linalg.norm(np.cross(cell[(i + 1) % 3], cell[(i + 2) % 3])) for i in range(3)]
-    return float(min(heights) / np.cbrt(volume))
+    return shortest_lattice_vector(cell) / float(np.cbrt(volume))
 
 
 def supercell_sizes_in_window(n_atoms: int, min_atoms: int = MIN_ATOMS, max_atoms: int = MAX_ATOMS) -> list[int]:
@@ -45,6 +70,23 @@ def supercell_sizes_in_window(n_atoms: int, min_atoms: int = MIN_ATOMS, max_atom
     lo = max(1, -(-min_atoms // n_atoms))
     hi = max_atoms // n_atoms
     return list(range(lo, hi + 1))
+
+
+def _symmetry(structure: Structure, symprec: float):
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    try:
+        return SpacegroupAnalyzer(structure, symprec=symprec).get_symmetry_dataset()
+    except Exception:  # noqa: BLE001 - spglib failure: no symmetry information
+        return None
+
+
+def preserves_symmetry(supercell_matrix: np.ndarray, rotations: np.ndarray) -> bool:
+    """Whether the supercell lattice (phonopy convention ``M``) is invariant under the unit cell's
+    rotations (fractional, spglib's): ``M^-1 R M`` integer for every ``R``."""
+    m = np.asarray(supercell_matrix, dtype=float)
+    x = np.linalg.inv(m)[None] @ np.asarray(rotations, dtype=float) @ m[None]
+    return bool(np.allclose(x, np.rint(x), atol=1e-6))
 
 
 def _primitive_has_one_atom(structure: Structure) -> Structure | None:
@@ -57,27 +99,25 @@ def _primitive_has_one_atom(structure: Structure) -> Structure | None:
 
 
 def _one_atom_matrix(structure: Structure, prim: Structure) -> np.ndarray | None:
-    """Matrix (in the basis of ``structure``) giving 4x4x4 primitive cells, when it is integer."""
+    """Row-convention matrix (in the basis of ``structure``) giving 4x4x4 primitive cells."""
     n = np.array(ONE_ATOM_SUPERCELL)
     if prim is structure:
         return np.diag(n)
-    # supercell lattice = diag(4) @ prim.lattice = M @ structure.lattice
-    target = np.diag(n) @ prim.lattice.matrix
-    m = target @ np.linalg.inv(structure.lattice.matrix)
-    m_int = np.rint(m)
-    if np.allclose(m, m_int, atol=1e-3) and round(abs(np.linalg.det(m_int))) == np.prod(n) // len(structure):
-        if np.linalg.det(m_int) < 0:
-            m_int = -m_int
-        return m_int.astype(int)
+    target = np.diag(n) @ prim.lattice.matrix  # = P @ structure.lattice
+    p = target @ np.linalg.inv(structure.lattice.matrix)
+    p_int = np.rint(p)
+    if np.allclose(p, p_int, atol=1e-3) and round(abs(np.linalg.det(p_int))) * len(structure) == np.prod(n):
+        if np.linalg.det(p_int) < 0:
+            p_int = -p_int
+        return p_int.astype(int)
     return None
 
 
-def _best_shape_for_size(cell: np.ndarray, n_cells: int) -> np.ndarray | None:
+def _ase_near_cubic(cell: np.ndarray, n_cells: int) -> np.ndarray | None:
     from ase.build.supercells import find_optimal_cell_shape
 
     if n_cells == 1:
         return np.eye(3, dtype=int)
-    best = None
     for limit in (1, 2):
         try:
             with contextlib.redirect_stdout(io.StringIO()):  # ase prints when a size has no solution
@@ -85,9 +125,41 @@ def _best_shape_for_size(cell: np.ndarray, n_cells: int) -> np.ndarray | None:
         except Exception:  # noqa: BLE001 - no integer matrix of that determinant near the ideal one
             p = None
         if p is not None and round(abs(np.linalg.det(p))) == n_cells:
-            best = np.asarray(p, dtype=int)
-            break
-    return best
+            return np.asarray(p, dtype=int)
+    return None
+
+
+def _symmetric_candidates(structure: Structure, dataset, min_atoms: int, max_atoms: int) -> list[np.ndarray]:
+    """Row-convention integer matrices (supercell = P @ lattice) of the families in the module docstring."""
+    n_atoms = len(structure)
+    out: list[np.ndarray] = []
+    k = 1
+    while k**3 * n_atoms <= max_atoms:
+        if k**3 * n_atoms >= min_atoms:
+            out.append(k * np.eye(3, dtype=int))
+        k += 1
+    if dataset is None:
+        return out
+    # conventional cell (rows) = T @ input cell (rows), spglib: (a_s b_s c_s) = (a b c) P^-1
+    t = np.linalg.inv(np.asarray(dataset.transformation_matrix, dtype=float)).T
+    cells_per_conv = abs(np.linalg.det(t))
+    for shape in _SHAPES:
+        base = shape @ t
+        per = cells_per_conv * abs(np.linalg.det(shape))
+        kmax = int(max_atoms / (per * n_atoms)) + 1
+        for a in range(1, kmax + 1):
+            for b in range(1, kmax // a + 2):
+                for c in range(1, kmax // (a * b) + 2):
+                    size = a * b * c * per * n_atoms
+                    if size > max_atoms + 1e-6 or size < min_atoms - 1e-6:
+                        continue
+                    p = np.diag([a, b, c]) @ base
+                    if np.allclose(p, np.rint(p), atol=1e-4):
+                        p = np.rint(p).astype(int)
+                        if np.linalg.det(p) < 0:
+                            p = -p
+                        out.append(p)
+    return out
 
 
 def choose_supercell_matrix(
@@ -95,11 +167,13 @@ def choose_supercell_matrix(
     min_atoms: int = MIN_ATOMS,
     max_atoms: int = MAX_ATOMS,
     *,
-    min_cubic_score: float = MIN_CUBIC_SCORE,
+    min_compactness: float = MIN_COMPACTNESS,
+    symprec: float = 1e-3,
     material_id: str | None = None,
 ) -> np.ndarray:
-    """The supercell matrix ``M`` (3x3 integers) of the smallest near-cubic supercell with
-    ``min_atoms <= N <= max_atoms`` atoms.
+    """The supercell matrix ``M`` (3x3 integers) of the smallest compact supercell with
+    ``min_atoms <= N <= max_atoms`` atoms, keeping the crystal's symmetry when the window allows
+    (see the module docstring).
 
     ``M`` follows phonopy's ``supercell_matrix`` convention, like atomate2's ``get_supercell_size``:
     the supercell's lattice vectors (columns) are ``lattice.T @ M``, i.e. (rows) ``M.T @ lattice``.
@@ -117,9 +191,9 @@ def choose_supercell_matrix(
         )
     prim = _primitive_has_one_atom(structure)
     if prim is not None:
-        m = _one_atom_matrix(structure, prim)
-        if m is not None:
-            return m.T.copy()
+        p = _one_atom_matrix(structure, prim)
+        if p is not None:
+            return p.T.copy()
 
     n_atoms = len(structure)
     sizes = supercell_sizes_in_window(n_atoms, min_atoms, max_atoms)
@@ -131,23 +205,39 @@ def choose_supercell_matrix(
             stage="perturb",
         )
     cell = structure.lattice.matrix
-    candidates: list[tuple[float, int, np.ndarray]] = []
-    for n in sizes:
-        p = _best_shape_for_size(cell, n)
+    dataset = _symmetry(structure, symprec)
+    rotations = None if dataset is None else np.asarray(dataset.rotations)
+
+    def score(p: np.ndarray) -> float:
+        return compactness(p @ cell)
+
+    def size(p: np.ndarray) -> int:
+        return round(abs(np.linalg.det(p))) * n_atoms
+
+    symmetric = [
+        p for p in _symmetric_candidates(structure, dataset, min_atoms, max_atoms)
+        if rotations is None or preserves_symmetry(p.T, rotations)
+    ]
+    ranked = sorted(((size(p), -score(p), i, p) for i, p in enumerate(symmetric)), key=lambda t: t[:3])
+    for _n, neg_score, _i, p in ranked:
+        if -neg_score >= min_compactness:
+            return p.T.copy()
+
+    fallback: list[tuple[int, float, int, np.ndarray]] = [(n, -s, i, p) for n, s, i, p in ranked]
+    for n_cells in sizes:
+        p = _ase_near_cubic(cell, n_cells)
         if p is None:
             continue
-        score = cubic_score(p @ cell)
-        if score >= min_cubic_score:
+        s = score(p)
+        if s >= min_compactness:
             return p.T.copy()
-        candidates.append((score, n, p))
-    if not candidates:  # pragma: no cover - find_optimal_cell_shape always finds some matrix
+        fallback.append((size(p), s, len(fallback), p))
+    if not fallback:  # pragma: no cover - find_optimal_cell_shape always finds some matrix
         raise InputError(
-            f"no integer supercell matrix found for sizes {sizes[0]}-{sizes[-1]} unit cells", material_id=name,
-            stage="perturb",
+            f"no integer supercell matrix found for {sizes[0]}-{sizes[-1]} unit cells", material_id=name, stage="perturb"
         )
-    best_score = max(c[0] for c in candidates)
-    # most cubic of the window; among equally cubic ones the smallest
-    return next(p for score, _n, p in candidates if score >= best_score - 1e-9).T.copy()
+    best = max(fallback, key=lambda t: (round(t[1], 9), -t[0]))  # most compact, then smallest
+    return best[3].T.copy()
 
 
 def make_supercell(structure: Structure, supercell_matrix: np.ndarray) -> Structure:

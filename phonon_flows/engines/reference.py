@@ -22,6 +22,7 @@ from ase.stress import full_3x3_to_voigt_6_stress
 from ase.units import GPa
 from pymatgen.core import Element, Structure
 from pymatgen.io.ase import AseAtomsAdaptor
+from threadpoolctl import threadpool_limits
 
 from phonon_flows.engines.base import ForceEngine, ForceResult, check_forces
 from phonon_flows.errors import CalculationError
@@ -270,7 +271,8 @@ def relax_structure(
         with contextlib.redirect_stdout(io.StringIO()):
             atoms.set_constraint(FixSymmetry(atoms, symprec=symprec))
     target = FrechetCellFilter(atoms, scalar_pressure=pressure * GPa) if relax_cell else atoms
-    with contextlib.redirect_stdout(io.StringIO()):
+    # the cell filter does thousands of 3x3 matrix functions: BLAS threads only slow them down
+    with contextlib.redirect_stdout(io.StringIO()), threadpool_limits(limits=1, user_api="blas"):
         opt = opt_cls(target, logfile=None)
         converged = bool(opt.run(fmax=fmax, steps=steps))
     forces = atoms.get_forces()

@@ -206,6 +206,7 @@ def force_doc_from_vasprun(
     step = vr.ionic_steps[-1]
     incar = {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in dict(vr.incar).items()}
     engine = vasp_engine_info("static", version=vr.vasp_version, incar=incar, provenance=str(path))
+    engine.settings.pop("potcar_functional", None)  # what was used is in the symbols
     engine.settings["potcar_symbols"] = list(vr.potcar_symbols)
     engine.settings["kpoints"] = [list(map(int, k)) for k in vr.kpoints.kpts] if vr.kpoints is not None else None
     return force_doc_from_outputs(

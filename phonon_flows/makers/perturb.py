@@ -22,9 +22,9 @@ from phonon_flows.core.structures import MIN_DISTANCE, material_id_for, validate
 from phonon_flows.core.supercells import (
     MAX_ATOMS,
     MIN_ATOMS,
-    MIN_CUBIC_SCORE,
+    MIN_COMPACTNESS,
     choose_supercell_matrix,
-    cubic_score,
+    compactness,
     make_supercell,
 )
 from phonon_flows.errors import PhononFlowsError
@@ -71,7 +71,7 @@ class PerturbationMaker(Maker):
     seed_per_material: bool = True
     min_atoms: int = MIN_ATOMS
     max_atoms: int = MAX_ATOMS
-    min_cubic_score: float = MIN_CUBIC_SCORE
+    min_compactness: float = MIN_COMPACTNESS
     supercell_matrix: list[list[int]] | None = None
     use_primitive: bool = True
     min_distance: float = MIN_DISTANCE
@@ -94,7 +94,7 @@ class PerturbationMaker(Maker):
                     matrix = np.diag(matrix)
             else:
                 matrix = choose_supercell_matrix(
-                    unit, self.min_atoms, self.max_atoms, min_cubic_score=self.min_cubic_score, material_id=material_id
+                    unit, self.min_atoms, self.max_atoms, min_compactness=self.min_compactness, material_id=material_id
                 )
             supercell = make_supercell(unit, matrix)
             seed = derive_seed(self.seed, material_id) if self.seed_per_material else int(self.seed)
@@ -121,5 +121,5 @@ class PerturbationMaker(Maker):
             statistics=DisplacementStatistics(**result.statistics.as_dict()),
             min_atoms=self.min_atoms,
             max_atoms=self.max_atoms,
-            cubic_score=cubic_score(supercell.lattice.matrix),
+            compactness=compactness(supercell.lattice.matrix),
         )

@@ -31,6 +31,7 @@ from pymatgen.core import Structure
 
 from phonon_flows.core import phonons as ph_core
 from phonon_flows.core.phonopy_io import load_phonopy_folder
+from phonon_flows.engines.base import check_forces
 from phonon_flows.errors import CalculationError, InputError, PhononFlowsError
 from phonon_flows.schemas.common import EngineInfo
 from phonon_flows.schemas.phonon import PHONON_DATA_FIELDS, ForceConstantsData, PhononDoc, ThermalProperties
@@ -352,10 +353,18 @@ def generate_phonon_displacements(
 @job
 def run_phonon_displacements(supercells: list[Structure], force_maker: Maker, material_id: str | None = None) -> Response:
     """Replace itself with one force job per displaced supercell (as atomate2's job of that name)."""
+    import inspect
+
+    from phonon_flows.makers.base import set_category
+
+    takes_id = "material_id" in inspect.signature(force_maker.make).parameters
     jobs = []
     for i, sc in enumerate(supercells):
-        j = force_maker.make(sc)
+        j = force_maker.make(sc, material_id=material_id) if takes_id else force_maker.make(sc)
         j.append_name(f" {i + 1}/{len(supercells)}")
+        config = getattr(j, "config", None)  # a Job; VaspForceMaker returns a Flow
+        if config is None or not (config.manager_config or {}).get("_category"):
+            set_category(j, "cpu")  # DFT and reference engines run on CPU workers
         jobs.append(j)
     return Response(replace=Flow(jobs, output=[j.output for j in jobs], name=f"phonon displacements {material_id or ''}"))
 
@@ -405,6 +414,8 @@ def phonons_from_forces(
         if missing:
             raise InputError(f"forces are missing for displaced supercell(s) {missing} of {len(force_arrays)}",
                              material_id=mid, stage="phonon")
+        for i, f in enumerate(force_arrays):  # NaN / absurd forces from a broken calculation
+            check_forces(f, material_id=mid, what=f"displaced supercell {i + 1}")
         phonon = ph_core.make_phonopy(structure, smat, symprec=settings["symprec"])
         if nac_params:
             ph_core.set_nac_params(phonon, nac_params=nac_params, symprec=settings["symprec"])
@@ -428,10 +439,6 @@ def phonons_from_forces(
                                      f"expected ({len(order)}, 3)", material_id=mid, stage="phonon")
                 force_arrays[i] = force_arrays[i][order]
             ph_core.set_forces(phonon, force_arrays, material_id=mid)
-        for i, f in enumerate(force_arrays):
-            from phonon_flows.engines.base import check_forces
-
-            check_forces(f, material_id=mid, what=f"displaced supercell {i + 1}")
         method = ph_core.produce_force_constants(phonon, fc_method, material_id=mid)
         return phonon_doc_from_phonopy(
             phonon, structure, info, settings, material_id=mid, fc_method=method,
@@ -492,6 +499,17 @@ def import_phonopy(
         settings = settings or phonon_settings()
         info = EngineInfo(name=IMPORT_ENGINE_NAME, kind="imported", provenance=str(directory))
         return failed_phonon_doc(None, info, [str(exc)], settings, material_id or Path(directory).name)
+
+
+def write_phonopy_yaml(doc: PhononDoc | dict, path: str | Path) -> Path:
+    """Write a PhononDoc's raw phonopy data (``phonopy_params.yaml``) to ``path``; ``phonopy.load``
+    reads it back (cell, displacements with forces, Born charges)."""
+    text = doc.get("phonopy_yaml") if isinstance(doc, dict) else doc.phonopy_yaml
+    if not text:
+        raise InputError("this phonon document has no phonopy data (failed, or stored without it)")
+    path = Path(path)
+    path.write_text(text)
+    return path
 
 
 @job(output_schema=PhononDoc, data=list(PHONON_DATA_FIELDS))

@@ -103,6 +103,22 @@ class ReferenceForceMaker(Maker):
         return docs[0] if single else docs
 
 
+def _relax_engine(name: str, kwargs: dict):
+    """A reference engine, or a trained MLIP (``"mace"``: a screening relaxes with its model; the
+    model is fetched from the running job's store when the job exposes it)."""
+    from phonon_flows.engines import MLIP_ENGINES, get_engine
+
+    if name.lower() not in MLIP_ENGINES:
+        return get_reference_engine(name, **kwargs)
+    kwargs = dict(kwargs)
+    if "model_path" not in kwargs and "store" not in kwargs:
+        from jobflow import CURRENT_JOB
+
+        if getattr(CURRENT_JOB, "store", None) is not None:
+            kwargs["store"] = CURRENT_JOB.store
+    return get_engine(name, **kwargs)
+
+
 @dataclass
 class ReferenceRelaxMaker(Maker):
     """Relax positions and cell with a reference engine (ASE FrechetCellFilter + FIRE by default,
@@ -130,7 +146,7 @@ class ReferenceRelaxMaker(Maker):
         try:
             validate_structure(structure, name)
             material_id = material_id or material_id_for(structure)
-            engine = get_reference_engine(self.engine, **self.engine_kwargs)
+            engine = _relax_engine(self.engine, self.engine_kwargs)
             res = relax_structure(
                 structure, engine, fmax=self.fmax, steps=self.steps, optimizer=self.optimizer,
                 relax_cell=self.relax_cell, fix_symmetry=self.fix_symmetry, pressure=self.pressure,

@@ -47,6 +47,7 @@ class PerturbationDoc(BaseModel):
     statistics: DisplacementStatistics = Field(description="Statistics of the displacement lengths")
     min_atoms: int | None = Field(default=None, description="Lower end of the supercell-size window, atoms")
     max_atoms: int | None = Field(default=None, description="Upper end of the supercell-size window, atoms")
-    cubic_score: float | None = Field(
-        default=None, description="Smallest face-to-face width of the supercell over the edge of the cube of equal volume (1 = cube)"
+    compactness: float | None = Field(
+        default=None,
+        description="Distance to the nearest periodic image of the supercell over the edge of the cube of equal volume (1 = cube)",
     )

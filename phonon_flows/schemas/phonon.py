@@ -61,7 +61,7 @@ class ForceConstantsData(BaseModel):
     """Second-order force constants (compact form, large: data store)."""
 
     force_constants: list = Field(
-        description="Force constants in eV/Å^2, shape (natom_primitive, natom_supercell, 3, 3) (phonopy's compact form)"
+        description="Force constants in eV/Å^2, shape (natom_primitive, natom_supercell, 3, 3) (phonopy's compact form; (natom_supercell, natom_supercell, 3, 3) when imported so)"
     )
     shape: list[int] = Field(description="Shape of force_constants")
     p2s_map: list[int] = Field(description="Supercell index of each primitive atom (rows of the compact form)")

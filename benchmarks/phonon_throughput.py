@@ -1,0 +1,726 @@
+#!/usr/bin/env python
+"""Phonon throughput with a trained-size MACE model: serial baseline vs atomate2 vs phonon_flows.
+
+For one fixed small MACE model (``benchmarks/make_model.py``: seeded, untrained, 16 channels,
+r_max 5 Å, float64) and a fixed set of prototype crystals (2-6 atoms per primitive cell, 108-162
+atom supercells, built here without downloads), the same process times:
+
+(a) ``serial``: the paper's ``calc_phonon.py`` way: phonopy displacements, one ASE
+    ``MACECalculator`` call per displaced supercell (calculator made once per material, as a
+    per-material script does), phonopy force constants, then the same outputs as (c): q-mesh
+    (l = 75 Å), thermal properties at 300/1000 K, total DOS, band structure (101 points/segment);
+(b) ``atomate2``: atomate2's force-field ``PhononMaker`` with the same model file
+    (``ForceFieldStaticMaker(force_field_name="MACE", calculator_kwargs={"model": path})``), no
+    relaxation / static run, same supercell matrix, displacement and symprec, ``run_locally`` on
+    a ``MemoryStore`` JobStore;
+(c) ``phonon_flows``: ``phonon_flows.makers.PhononMaker`` (engine "mace", batched forces), same
+    settings, ``run_locally`` on a ``MemoryStore`` JobStore; also in float32 (``c32``) and with
+    all materials in one job and one model load (``d``, :class:`BatchedPhononMaker`).
+
+Checks: frequencies of (a), (b), (c), (d) on a common q-point set (from each method's force
+constants) agree to 1e-4 THz; float32's cost is max |Δf| vs float64. Reports materials per
+minute, the ratios c/a and c/b, peak memory, documents and bytes each material writes to the
+store for (b) and (c), and (with ``--profile``) where the time goes. Writes JSON to ``--out``.
+
+Run: ``python benchmarks/phonon_throughput.py`` (``make bench``); ``--quick`` for 3 materials.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import cProfile
+import io
+import json
+import logging
+import os
+import platform
+import pstats
+import sys
+import tempfile
+import threading
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+DISPLACEMENT = 0.01  # Å, phonopy's and atomate2's default, the recipe's
+SYMPREC = 1e-5
+TEMPERATURES = (300.0, 1000.0)
+MESH_LENGTH = 75.0
+CUTOFF_FREQUENCY = 0.1
+BAND_NPOINTS = 101
+AGREEMENT_TOL_THZ = 1e-4
+FLOAT32_TOL_THZ = 0.01
+TARGETS = {"c/a float64": 1.0, "c/a float32": 1.8, "c/b": 3.0}
+
+# --------------------------------------------------------------------------------------------
+# the materials: prototypes with experimental-ish lattice constants, fixed supercell matrices
+# --------------------------------------------------------------------------------------------
+FCC_PRIM_4 = [[4, 0, 0], [0, 4, 0], [0, 0, 4]]  # 4x4x4 primitive fcc cells (2 atoms each: 128)
+FCC_CONV_3 = [[-3, 3, 3], [3, -3, 3], [3, 3, -3]]  # 3x3x3 conventional cubes of fcc (1 atom: 108)
+HEX_442 = [[4, 0, 0], [0, 4, 0], [0, 0, 2]]  # wurtzite (4 atoms: 128)
+DIAG_333 = [[3, 0, 0], [0, 3, 0], [0, 0, 3]]
+
+
+@dataclass(frozen=True)
+class Material:
+    name: str
+    prototype: str
+    supercell_matrix: list
+
+    def structure(self):
+        return _build(self.name, self.prototype)
+
+
+def _build(name: str, prototype: str):
+    from ase.build import bulk
+    from pymatgen.core import Lattice, Structure
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    a = {"Si": 5.431, "Ge": 5.658, "NaCl": 5.640, "MgO": 4.212, "GaAs": 5.653, "ZnS": 5.409, "Cu": 3.615,
+         "Al": 4.046}
+    if prototype in ("diamond", "rocksalt", "zincblende", "fcc"):
+        return AseAtomsAdaptor.get_structure(bulk(name, prototype, a=a[name]))
+    if prototype == "wurtzite":
+        a_, c_, u_ = {"GaN": (3.189, 5.185, 0.377), "ZnO": (3.250, 5.207, 0.382)}[name]
+        return AseAtomsAdaptor.get_structure(bulk(name, "wurtzite", a=a_, c=c_, u=u_))
+    if prototype == "rutile":
+        return Structure.from_spacegroup("P4_2/mnm", Lattice.tetragonal(4.594, 2.959), ["Ti", "O"],
+                                         [[0, 0, 0], [0.3048, 0.3048, 0]])
+    if prototype == "perovskite":
+        return Structure(Lattice.cubic(3.905), ["Sr", "Ti", "O", "O", "O"],
+                         [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
+    raise ValueError(f"unknown prototype {prototype}")
+
+
+MATERIALS = [
+    Material("Si", "diamond", FCC_PRIM_4),
+    Material("Ge", "diamond", FCC_PRIM_4),
+    Material("NaCl", "rocksalt", FCC_PRIM_4),
+    Material("MgO", "rocksalt", FCC_PRIM_4),
+    Material("GaAs", "zincblende", FCC_PRIM_4),
+    Material("ZnS", "zincblende", FCC_PRIM_4),
+    Material("GaN", "wurtzite", HEX_442),
+    Material("ZnO", "wurtzite", HEX_442),
+    Material("Cu", "fcc", FCC_CONV_3),
+    Material("Al", "fcc", FCC_CONV_3),
+    Material("TiO2", "rutile", DIAG_333),
+    Material("SrTiO3", "perovskite", DIAG_333),
+]
+QUICK = ("Si", "NaCl", "Cu")
+
+METHODS = ("a", "b", "c", "c32", "d")
+METHOD_LABELS = {
+    "a": "serial ASE calculator + phonopy (paper's calc_phonon.py)",
+    "b": "atomate2 forcefields PhononMaker (run_locally, MemoryStore)",
+    "c": "phonon_flows PhononMaker, float64 (run_locally, MemoryStore)",
+    "c32": "phonon_flows PhononMaker, float32",
+    "d": "phonon_flows BatchedPhononMaker: all materials in one job, float64",
+}
+
+
+# --------------------------------------------------------------------------------------------
+# measurement helpers
+# --------------------------------------------------------------------------------------------
+class PeakRSS:
+    """Peak resident memory of this process while the block runs (sampled every 5 ms)."""
+
+    def __init__(self, interval: float = 0.005):
+        import psutil
+
+        self._proc = psutil.Process()
+        self.interval = interval
+        self.start_mb = self.peak_mb = 0.0
+        self._stop = threading.Event()
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak_mb = max(self.peak_mb, self._proc.memory_info().rss / 2**20)
+            self._stop.wait(self.interval)
+
+    def __enter__(self):
+        self.start_mb = self.peak_mb = self._proc.memory_info().rss / 2**20
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak_mb = max(self.peak_mb, self._proc.memory_info().rss / 2**20)
+
+
+def memory_store_jobstore():
+    """A jobflow JobStore on MemoryStores, shaped like phonon_flows.store.get_store (``data`` store)."""
+    from jobflow import JobStore
+    from maggma.stores import MemoryStore
+
+    store = JobStore(MemoryStore(), additional_stores={"data": MemoryStore()})
+    store.connect()
+    return store
+
+
+def store_cost(store) -> dict[str, int]:
+    """Documents and BSON bytes in the docs store and the data store."""
+    import bson
+
+    out = {}
+    for label, s in (("docs", store.docs_store), ("data", store.additional_stores["data"])):
+        docs = list(s.query())
+        out[f"{label}_documents"] = len(docs)
+        out[f"{label}_bytes"] = int(sum(len(bson.encode(d)) for d in docs))
+    out["documents"] = out["docs_documents"] + out["data_documents"]
+    out["bytes"] = out["docs_bytes"] + out["data_bytes"]
+    return out
+
+
+@contextlib.contextmanager
+def in_dir(path: Path):
+    old = Path.cwd()
+    path.mkdir(parents=True, exist_ok=True)
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(old)
+
+
+def common_qpoints(n: int = 4) -> np.ndarray:
+    """Γ-centred n x n x n grid plus a few zone-boundary points, reduced coordinates of the primitive cell."""
+    grid = np.array([[i, j, k] for i in range(n) for j in range(n) for k in range(n)], dtype=float) / n
+    extra = np.array([[0.5, 0, 0], [0.5, 0.5, 0], [0.5, 0.5, 0.5], [0.5, 0.25, 0.75], [0.375, 0.375, 0.75]])
+    return np.vstack([grid, extra])
+
+
+def frequencies_from_fc(material: Material, fc: np.ndarray, qpoints: np.ndarray) -> np.ndarray:
+    """Frequencies (THz) at ``qpoints`` from force constants (full or compact) of ``material``."""
+    from phonopy import Phonopy
+    from pymatgen.io.phonopy import get_phonopy_structure
+
+    phonon = Phonopy(get_phonopy_structure(material.structure()), supercell_matrix=material.supercell_matrix,
+                     primitive_matrix="auto", symprec=SYMPREC)
+    phonon.force_constants = np.asarray(fc, dtype=float)
+    phonon.run_qpoints(qpoints)
+    return np.asarray(phonon.get_qpoints_dict()["frequencies"])
+
+
+def mesh_numbers(lattice: np.ndarray, length: float = MESH_LENGTH) -> list[int]:
+    """N_i = max(1, nint(l |b_i|)) (b_i reciprocal vectors without 2π), the recipe's mesh."""
+    rec = np.linalg.inv(np.asarray(lattice, dtype=float)).T
+    return [max(1, int(np.floor(length * np.linalg.norm(b) + 0.5))) for b in rec]
+
+
+# --------------------------------------------------------------------------------------------
+# (a) the serial baseline
+# --------------------------------------------------------------------------------------------
+def run_serial(material: Material, model_path: Path, device: str, dtype: str = "float64") -> dict[str, Any]:
+    """Paper-style script for one material. Returns timings, frequencies' force constants, etc."""
+    from ase import Atoms
+    from mace.calculators import MACECalculator
+    from phonopy import Phonopy
+    from pymatgen.io.phonopy import get_phonopy_structure
+
+    t0 = time.perf_counter()
+    calc = MACECalculator(model_paths=str(model_path), device=device, default_dtype=dtype)
+    t_load = time.perf_counter()
+    phonon = Phonopy(get_phonopy_structure(material.structure()), supercell_matrix=material.supercell_matrix,
+                     primitive_matrix="auto", symprec=SYMPREC)
+    phonon.generate_displacements(distance=DISPLACEMENT)
+    forces = []
+    for sc in phonon.supercells_with_displacements:
+        atoms = Atoms(sc.symbols, cell=sc.cell, scaled_positions=sc.scaled_positions, pbc=True)
+        atoms.calc = calc
+        forces.append(np.array(atoms.get_forces()))
+    t_forces = time.perf_counter()
+    phonon.forces = forces
+    phonon.produce_force_constants()
+    phonon.run_mesh(mesh_numbers(phonon.primitive.cell), is_gamma_center=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        phonon.run_thermal_properties(temperatures=list(TEMPERATURES), cutoff_frequency=CUTOFF_FREQUENCY)
+        phonon.run_total_dos()
+    phonon.auto_band_structure(npoints=BAND_NPOINTS)
+    t_end = time.perf_counter()
+    return {
+        "seconds": t_end - t0,
+        "load_s": t_load - t0,
+        "forces_s": t_forces - t_load,
+        "phonopy_s": t_end - t_forces,
+        "n_displacements": len(forces),
+        "natom_supercell": len(phonon.supercell),
+        "natom_primitive": len(phonon.primitive),
+        "force_constants": np.array(phonon.force_constants),
+        "forces": forces,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# (b) atomate2
+# --------------------------------------------------------------------------------------------
+def atomate2_flow(material: Material, model_path: Path, device: str, dtype: str = "float64"):
+    from atomate2.forcefields.flows.phonons import PhononMaker as A2PhononMaker
+    from atomate2.forcefields.jobs import ForceFieldStaticMaker
+
+    calc_kwargs = {"model": str(model_path), "device": device, "default_dtype": dtype}
+    maker = A2PhononMaker(
+        bulk_relax_maker=None,
+        static_energy_maker=None,
+        phonon_displacement_maker=ForceFieldStaticMaker(force_field_name="MACE", calculator_kwargs=calc_kwargs),
+        displacement=DISPLACEMENT,
+        symprec=SYMPREC,
+        min_length=None,
+    )
+    return maker.make(material.structure(), supercell_matrix=material.supercell_matrix)
+
+
+def run_atomate2(material: Material, model_path: Path, device: str, workdir: Path) -> dict[str, Any]:
+    from jobflow import run_locally
+
+    store = memory_store_jobstore()
+    t0 = time.perf_counter()
+    flow = atomate2_flow(material, model_path, device)
+    with in_dir(workdir / f"atomate2_{material.name}"):
+        responses = run_locally(flow, store=store, log=False, ensure_success=True)
+    seconds = time.perf_counter() - t0
+    doc = store.query_one({"name": "generate_frequencies_eigenvectors"}, load=True)
+    fc = np.array(doc["output"]["force_constants"]["force_constants"])
+    return {"seconds": seconds, "force_constants": fc, "store": store_cost(store), "n_jobs": len(responses)}
+
+
+# --------------------------------------------------------------------------------------------
+# (c) phonon_flows, (d) phonon_flows batched across materials
+# --------------------------------------------------------------------------------------------
+def engine_kwargs(model_path: Path, device: str, dtype: str) -> dict[str, Any]:
+    return {"model_path": str(model_path), "device": device, "default_dtype": dtype, "batch_size": "auto"}
+
+
+def pf_maker_kwargs() -> dict[str, Any]:
+    return {"displacement": DISPLACEMENT, "symprec": SYMPREC, "temperatures": TEMPERATURES,
+            "mesh_length": MESH_LENGTH, "cutoff_frequency": CUTOFF_FREQUENCY, "band_npoints": BAND_NPOINTS}
+
+
+def run_phonon_flows(material: Material, model_path: Path, device: str, dtype: str, workdir: Path) -> dict[str, Any]:
+    from jobflow import run_locally
+
+    from phonon_flows.makers import PhononMaker
+
+    store = memory_store_jobstore()
+    t0 = time.perf_counter()
+    maker = PhononMaker(engine="mace", engine_kwargs=engine_kwargs(model_path, device, dtype), **pf_maker_kwargs())
+    job = maker.make(material.structure(), material_id=material.name, supercell_matrix=material.supercell_matrix)
+    with in_dir(workdir / f"phonon_flows_{material.name}_{dtype}"):
+        responses = run_locally(job, store=store, log=False, ensure_success=True)
+    seconds = time.perf_counter() - t0
+    doc = responses[job.uuid][1].output
+    if doc.failed:
+        raise RuntimeError(f"phonon_flows failed for {material.name}: {doc.errors}")
+    return {"seconds": seconds, "force_constants": np.array(doc.force_constants.force_constants),
+            "store": store_cost(store), "n_displacements": doc.n_displacements,
+            "natom_supercell": doc.natom_supercell}
+
+
+def run_phonon_flows_batched(materials: list[Material], model_path: Path, device: str, dtype: str,
+                             workdir: Path) -> dict[str, Any]:
+    from jobflow import run_locally
+
+    from phonon_flows.makers.batched_phonons import BatchedPhononMaker
+
+    store = memory_store_jobstore()
+    t0 = time.perf_counter()
+    maker = BatchedPhononMaker(engine="mace", engine_kwargs=engine_kwargs(model_path, device, dtype),
+                               **pf_maker_kwargs())
+    job = maker.make([m.structure() for m in materials], material_ids=[m.name for m in materials],
+                     supercell_matrices=[m.supercell_matrix for m in materials])
+    with in_dir(workdir / f"phonon_flows_batched_{dtype}"):
+        responses = run_locally(job, store=store, log=False, ensure_success=True)
+    seconds = time.perf_counter() - t0
+    docs = responses[job.uuid][1].output
+    failed = [d.material_id for d in docs if d.failed]
+    if failed:
+        raise RuntimeError(f"phonon_flows batched run failed for {failed}: {[d.errors for d in docs if d.failed]}")
+    return {"seconds": seconds, "store": store_cost(store),
+            "force_constants": {d.material_id: np.array(d.force_constants.force_constants) for d in docs}}
+
+
+# --------------------------------------------------------------------------------------------
+# profile: where the time goes
+# --------------------------------------------------------------------------------------------
+CATEGORIES = (
+    ("neighbour list + graph", ("/mace/data/", "/matscipy/", "/mace/tools/torch_geometric", "neighbour", "neighbor")),
+    ("model (torch/mace/e3nn)", ("/torch/", "/mace/", "/e3nn/", "opt_einsum", "torch.", "torch._C", "'torch")),
+    ("phonopy/spglib/seekpath/symfc", ("/phonopy/", "/spglib/", "/seekpath/", "/symfc/")),
+    ("store + serialization", ("/jobflow/", "/maggma/", "/mongomock/", "/monty/", "/bson/", "/pydantic",
+                               "/ruamel/", "/yaml/", "/json/", "/emmet/")),
+    ("pymatgen/ase/plots", ("/pymatgen/", "/ase/", "/matplotlib/", "/atomate2/", "/phonon_flows/")),
+)
+
+
+def classify(filename: str, funcname: str) -> str:
+    key = f"{filename}:{funcname}"
+    for label, needles in CATEGORIES:
+        if any(n in key for n in needles):
+            return label
+    return "other"
+
+
+def profile_breakdown(fn: Callable[[], Any]) -> dict[str, Any]:
+    """Run ``fn`` under cProfile; tottime summed per category (seconds) and the top functions."""
+    prof = cProfile.Profile()
+    prof.enable()
+    try:
+        fn()
+    finally:
+        prof.disable()
+    stats = pstats.Stats(prof)
+    cats: dict[str, float] = {}
+    rows = []
+    for (filename, _line, func), (_cc, _nc, tt, ct, _callers) in stats.stats.items():
+        label = classify(filename, func)
+        cats[label] = cats.get(label, 0.0) + tt
+        rows.append((tt, f"{Path(filename).name}:{func}", label))
+    rows.sort(reverse=True)
+    total = sum(cats.values())
+    return {
+        "total_s": total,
+        "by_category_s": dict(sorted(cats.items(), key=lambda kv: -kv[1])),
+        "by_category_fraction": {k: v / total for k, v in sorted(cats.items(), key=lambda kv: -kv[1])} if total else {},
+        "top_functions": [{"tottime_s": round(t, 4), "function": f, "category": c} for t, f, c in rows[:15]],
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# main
+# --------------------------------------------------------------------------------------------
+def _quiet():
+    warnings.filterwarnings("ignore")
+    os.environ.setdefault("TQDM_DISABLE", "0")
+    for name in ("root", "jobflow", "maggma", "atomate2", "phonon_flows", "mace", "matplotlib", "pymatgen"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    logging.getLogger().setLevel(logging.ERROR)
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("torch", "mace-torch", "e3nn", "phonopy", "atomate2", "jobflow", "maggma", "pymatgen", "ase",
+                "numpy", "phonon_flows"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def _device_name(device: str) -> str:
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(0)
+    return platform.processor() or platform.machine()
+
+
+def warm_up(model_path: Path, device: str, dtypes: tuple[str, ...]) -> None:
+    """Imports, first-call work (opt_einsum paths, allocator) and one phonopy run, outside the timings."""
+    import atomate2.forcefields.flows.phonons  # noqa: F401
+    import mace.calculators  # noqa: F401
+    import phonon_flows.makers.batched_phonons  # noqa: F401
+    import phonon_flows.makers.phonons  # noqa: F401
+    from ase.build import bulk
+    from mace.calculators import MACECalculator
+
+    atoms = bulk("Si", "diamond", a=5.431) * (2, 2, 2)
+    for dtype in dtypes:
+        calc = MACECalculator(model_paths=str(model_path), device=device, default_dtype=dtype)
+        atoms.calc = calc
+        atoms.get_forces()
+    m = Material("Si", "diamond", [[1, 0, 0], [0, 1, 0], [0, 0, 1]])
+    frequencies_from_fc(m, np.zeros((2, 2, 3, 3)), common_qpoints(2))
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help=f"only {', '.join(QUICK)} (CI-sized smoke run)")
+    p.add_argument("--materials", default=None, help="comma-separated subset of: " + ", ".join(m.name for m in MATERIALS))
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: the CPUs this process may use)")
+    p.add_argument("--out", default=str(REPO / "bench_output" / "phonon_throughput.json"), help="results JSON")
+    p.add_argument("--model", default=None, help="MACE model file (default: build the fixed benchmark model)")
+    p.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ",".join(METHODS))
+    p.add_argument("--profile", action="store_true", help="also profile each method once on the first material")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p.parse_args(argv)
+
+
+def select_materials(args) -> list[Material]:
+    if args.materials:
+        names = [n.strip() for n in args.materials.split(",") if n.strip()]
+    elif args.quick:
+        names = list(QUICK)
+    else:
+        return list(MATERIALS)
+    by_name = {m.name: m for m in MATERIALS}
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        raise SystemExit(f"unknown material(s) {unknown}; choose from {sorted(by_name)}")
+    return [by_name[n] for n in names]
+
+
+def main(argv=None) -> dict[str, Any]:
+    args = parse_args(argv)
+    _quiet()
+    import torch
+    from tqdm import tqdm
+
+    from make_model import make_model, sha256
+
+    from phonon_flows.engines.mace import resolve_device
+
+    device = resolve_device(args.device)
+    threads = args.threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
+    torch.set_num_threads(int(threads))
+    materials = select_materials(args)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    bad = [m for m in methods if m not in METHODS]
+    if bad:
+        raise SystemExit(f"unknown method(s) {bad}; choose from {METHODS}")
+    out_path = Path(args.out)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    model_path = Path(args.model) if args.model else make_model(out_path.parent / "bench_mace.model")
+    n_params = int(sum(p.numel() for p in torch.load(str(model_path), weights_only=False).parameters()))
+    progress = not args.no_progress
+
+    print(f"phonon throughput: {len(materials)} materials, device {device} ({_device_name(device)}), "
+          f"torch threads {torch.get_num_threads()}, model {model_path.name} ({n_params} parameters)", flush=True)
+    warm_up(model_path, device, ("float64", "float32") if "c32" in methods else ("float64",))
+
+    qpts = common_qpoints()
+    results: dict[str, Any] = {m: {"per_material": {}} for m in methods}
+    freqs: dict[str, dict[str, np.ndarray]] = {m: {} for m in methods}
+    info: dict[str, dict[str, Any]] = {}
+    workdir = Path(tempfile.mkdtemp(prefix="phonon_bench_"))
+
+    def timed_loop(key: str, fn: Callable[[Material], dict[str, Any]]):
+        rec = results[key]
+        with PeakRSS() as mem:
+            t0 = time.perf_counter()
+            for mat in tqdm(materials, desc=f"({key}) {METHOD_LABELS[key][:40]}", disable=not progress, leave=False):
+                r = fn(mat)
+                fc = r.pop("force_constants")
+                r.pop("forces", None)
+                rec["per_material"][mat.name] = r
+                freqs[key][mat.name] = frequencies_from_fc(mat, fc, qpts)
+                if "natom_supercell" in r:
+                    info.setdefault(mat.name, {}).update(natom_supercell=r["natom_supercell"],
+                                                         n_displacements=r["n_displacements"])
+                    if "natom_primitive" in r:
+                        info[mat.name]["natom_primitive"] = r["natom_primitive"]
+            # frequencies_from_fc is bookkeeping: time the runs only
+            rec["seconds"] = sum(v["seconds"] for v in rec["per_material"].values())
+            rec["wall_s_incl_checks"] = time.perf_counter() - t0
+        rec["peak_rss_mb"] = mem.peak_mb
+        rec["rss_increase_mb"] = mem.peak_mb - mem.start_mb
+
+    if "a" in methods:
+        timed_loop("a", lambda m: run_serial(m, model_path, device))
+    if "b" in methods:
+        timed_loop("b", lambda m: run_atomate2(m, model_path, device, workdir))
+    if "c" in methods:
+        timed_loop("c", lambda m: run_phonon_flows(m, model_path, device, "float64", workdir))
+    if "c32" in methods:
+        timed_loop("c32", lambda m: run_phonon_flows(m, model_path, device, "float32", workdir))
+    if "d" in methods:
+        rec = results["d"]
+        with PeakRSS() as mem:
+            r = run_phonon_flows_batched(materials, model_path, device, "float64", workdir)
+        rec["seconds"] = r["seconds"]
+        rec["store"] = r["store"]
+        rec["peak_rss_mb"] = mem.peak_mb
+        rec["rss_increase_mb"] = mem.peak_mb - mem.start_mb
+        for mat in materials:
+            freqs["d"][mat.name] = frequencies_from_fc(mat, r["force_constants"][mat.name], qpts)
+
+    # ---- throughput, ratios
+    for key in methods:
+        rec = results[key]
+        rec["label"] = METHOD_LABELS[key]
+        rec["materials_per_minute"] = 60.0 * len(materials) / rec["seconds"] if rec["seconds"] > 0 else None
+    ratios = {}
+
+    def ratio(num: str, den: str) -> float | None:
+        if num in results and den in results and results[num]["seconds"] > 0:
+            return results[den]["seconds"] / results[num]["seconds"]
+        return None
+
+    for name, (num, den) in {"c/a": ("c", "a"), "c/b": ("c", "b"), "c32/a": ("c32", "a"), "c32/b": ("c32", "b"),
+                             "d/a": ("d", "a"), "d/b": ("d", "b"), "a/b": ("a", "b")}.items():
+        value = ratio(num, den)
+        if value is not None:
+            ratios[name] = value
+
+    # ---- agreement of frequencies
+    agreement: dict[str, Any] = {"qpoints": len(qpts), "tolerance_THz": AGREEMENT_TOL_THZ, "max_abs_diff_THz": {},
+                                 "per_material_THz": {}}
+    ref = "a" if "a" in methods else None
+    if ref:
+        for key in methods:
+            if key in (ref, "c32"):
+                continue
+            diffs = {m.name: float(np.abs(freqs[key][m.name] - freqs[ref][m.name]).max()) for m in materials}
+            agreement["per_material_THz"][f"{key}_vs_{ref}"] = diffs
+            agreement["max_abs_diff_THz"][f"{key}_vs_{ref}"] = max(diffs.values())
+        agreement["all_agree"] = all(v <= AGREEMENT_TOL_THZ for v in agreement["max_abs_diff_THz"].values())
+    float32 = None
+    if "c32" in methods:
+        base = "c" if "c" in methods else ref
+        if base:
+            diffs = {m.name: float(np.abs(freqs["c32"][m.name] - freqs[base][m.name]).max()) for m in materials}
+            float32 = {"max_abs_diff_THz": max(diffs.values()), "per_material_THz": diffs, "vs": base,
+                       "tolerance_THz": FLOAT32_TOL_THZ}
+            float32["within_tolerance"] = float32["max_abs_diff_THz"] <= FLOAT32_TOL_THZ
+    freq_range = {m.name: [float(freqs[methods[0]][m.name].min()), float(freqs[methods[0]][m.name].max())]
+                  for m in materials}
+
+    # ---- database cost per material
+    db = {}
+    for key in ("b", "c", "c32"):
+        if key in methods:
+            per = [v["store"] for v in results[key]["per_material"].values()]
+            db[key] = {
+                "documents_per_material": float(np.mean([p["documents"] for p in per])),
+                "docs_store_documents_per_material": float(np.mean([p["docs_documents"] for p in per])),
+                "data_store_documents_per_material": float(np.mean([p["data_documents"] for p in per])),
+                "bytes_per_material": float(np.mean([p["bytes"] for p in per])),
+                "docs_store_bytes_per_material": float(np.mean([p["docs_bytes"] for p in per])),
+                "data_store_bytes_per_material": float(np.mean([p["data_bytes"] for p in per])),
+                "per_material": {name: v["store"] for name, v in results[key]["per_material"].items()},
+            }
+    if "d" in methods:
+        s = results["d"]["store"]
+        db["d"] = {"documents_per_material": s["documents"] / len(materials), "bytes_per_material": s["bytes"] / len(materials),
+                   "total": s}
+
+    # ---- profile
+    profile = {}
+    if args.profile:
+        first = materials[0]
+        runners = {
+            "a": lambda: run_serial(first, model_path, device),
+            "b": lambda: run_atomate2(first, model_path, device, workdir),
+            "c": lambda: run_phonon_flows(first, model_path, device, "float64", workdir),
+            "c32": lambda: run_phonon_flows(first, model_path, device, "float32", workdir),
+            "d": lambda: run_phonon_flows_batched(materials, model_path, device, "float64", workdir),
+        }
+        for key in tqdm(methods, desc="profiling", disable=not progress, leave=False):
+            profile[key] = profile_breakdown(runners[key])
+            profile[key]["material"] = first.name if key != "d" else "all"
+
+    targets = {}
+    if "c/a" in ratios:
+        targets["c/a >= 1.0 (float64, same frequencies)"] = {
+            "value": ratios["c/a"], "reached": bool(ratios["c/a"] >= TARGETS["c/a float64"]
+                                                    and agreement.get("all_agree", False))}
+    if "c32/a" in ratios and float32:
+        targets["c32/a >= 1.8 (float32 within 0.01 THz)"] = {
+            "value": ratios["c32/a"], "reached": bool(ratios["c32/a"] >= TARGETS["c/a float32"] and float32["within_tolerance"])}
+    if "c/b" in ratios:
+        targets["c/b >= 3"] = {"value": ratios["c/b"], "reached": bool(ratios["c/b"] >= TARGETS["c/b"])}
+
+    for mat in materials:
+        s = mat.structure()
+        info.setdefault(mat.name, {}).update(formula=s.composition.reduced_formula, natom_unit_cell=len(s),
+                                             prototype=mat.prototype, supercell_matrix=mat.supercell_matrix)
+    report = {
+        "benchmark": "phonon_throughput",
+        "command": "python benchmarks/phonon_throughput.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": {"device": device, "device_name": _device_name(device), "torch_threads": torch.get_num_threads(),
+                    "cpus_available": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+                    "platform": platform.platform(), "python": platform.python_version(), "versions": _versions()},
+        "model": {"file": model_path.name, "sha256": sha256(model_path), "parameters": n_params,
+                  "hidden_irreps": "16x0e + 16x1o", "r_max_A": 5.0, "num_interactions": 2, "correlation": 3,
+                  "trained": False},
+        "settings": {"displacement_A": DISPLACEMENT, "symprec": SYMPREC, "temperatures_K": list(TEMPERATURES),
+                     "mesh_length_A": MESH_LENGTH, "cutoff_frequency_THz": CUTOFF_FREQUENCY,
+                     "band_npoints": BAND_NPOINTS},
+        "materials": info,
+        "n_materials": len(materials),
+        "n_displaced_supercells": int(sum(v.get("n_displacements", 0) for v in info.values())),
+        "methods": results,
+        "ratios": ratios,
+        "targets": targets,
+        "agreement": agreement,
+        "float32": float32,
+        "frequency_range_THz": freq_range,
+        "database_cost": db,
+        "profile": profile,
+    }
+    out_path.write_text(json.dumps(report, indent=2, default=_json_default))
+    print_table(report)
+    print(f"results written to {out_path}")
+    return report
+
+
+def _json_default(obj):
+    if isinstance(obj, (np.floating, np.integer)):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return str(obj)
+
+
+def print_table(report: dict[str, Any]) -> None:
+    try:
+        from rich.console import Console
+        from rich.table import Table
+    except ImportError:  # pragma: no cover
+        Console = None
+    methods = report["methods"]
+    rows = []
+    for key, rec in methods.items():
+        db = report["database_cost"].get(key, {})
+        rows.append([key, rec["label"], f"{rec['seconds']:.2f}", f"{rec['materials_per_minute']:.2f}",
+                     f"{rec['peak_rss_mb']:.0f}",
+                     f"{db['documents_per_material']:.1f}" if db else "-",
+                     f"{db['bytes_per_material'] / 1e3:.0f}" if db else "-"])
+    header = ["", "method", "seconds", "materials/min", "peak RSS MB", "docs/material", "kB/material"]
+    if Console is not None:
+        table = Table(title=f"phonon throughput: {report['n_materials']} materials, "
+                            f"{report['n_displaced_supercells']} displaced supercells, "
+                            f"{report['machine']['device']} ({report['machine']['torch_threads']} threads)")
+        for h in header:
+            table.add_column(h)
+        for r in rows:
+            table.add_row(*r)
+        Console().print(table)
+    else:
+        print("\t".join(header))
+        for r in rows:
+            print("\t".join(r))
+    print("ratios (materials/min): " + ", ".join(f"{k} = {v:.2f}" for k, v in report["ratios"].items()))
+    ag = report["agreement"]
+    if ag.get("max_abs_diff_THz"):
+        print("max |Δf| vs (a) on the common q-points: "
+              + ", ".join(f"{k} {v:.1e} THz" for k, v in ag["max_abs_diff_THz"].items())
+              + f" -> {'agree' if ag.get('all_agree') else 'DISAGREE'} to {ag['tolerance_THz']:g} THz")
+    if report.get("float32"):
+        f32 = report["float32"]
+        print(f"float32 vs float64: max |Δf| = {f32['max_abs_diff_THz']:.2e} THz "
+              f"({'within' if f32['within_tolerance'] else 'OUTSIDE'} {f32['tolerance_THz']} THz)")
+    for name, t in report["targets"].items():
+        print(f"target {name}: {t['value']:.2f} {'reached' if t['reached'] else 'NOT reached'}")
+    for key, prof in report.get("profile", {}).items():
+        parts = ", ".join(f"{k} {v * 100:.0f}%" for k, v in prof["by_category_fraction"].items())
+        print(f"profile ({key}, {prof['material']}): {parts}")
+
+
+if __name__ == "__main__":
+    main()

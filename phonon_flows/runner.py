@@ -1,0 +1,598 @@
+"""Run a campaign on this machine, resumably, and report where campaigns stand.
+
+:func:`run_campaign` is a local manager like :func:`jobflow.managers.local.run_locally`, with
+what a campaign of many materials needs:
+
+- **resume**: a job whose output is already in the store (and not a failed document) is not run
+  again, unless a job it depends on ran in this session. The campaign flows give every job a
+  deterministic uuid (:mod:`phonon_flows.flows`), so a rerun -- after a crash, a ``kill -9`` or a
+  change of one setting -- redoes only what is missing and writes no second document for the same
+  work (jobflow stores outputs by ``(uuid, index)``);
+- **failures stay local**: an exception in one job is recorded (:class:`JobFailureDoc`: material,
+  stage, reason, job directory) and the campaign goes on; jobs that need the failed job's output
+  are skipped and recorded as such; collecting jobs (training set, benchmark) run with what is
+  there (their ``on_missing_references`` is ``NONE``);
+- **one directory per job** under ``work_dir/<campaign>/``, named by stage, material and uuid, so a
+  rerun finds the same directory (MACE training restarts from its checkpoint); the job's printed
+  output and log go to ``job.log`` there;
+- a **progress bar** (rich) and a :class:`RunSummary`.
+
+:func:`campaign_status` tells, from the store alone, which jobs of each campaign are done, failed,
+skipped or pending, with the reasons of the failures.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import time
+import traceback
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from phonon_flows.errors import PhononFlowsError
+from phonon_flows.schemas.campaign import (
+    CAMPAIGN_KIND,
+    FAILURE_KIND,
+    FAILURE_UUID_PREFIX,
+    CampaignDoc,
+    JobFailureDoc,
+)
+from phonon_flows.store import METADATA_KEY
+
+if TYPE_CHECKING:
+    from jobflow import Flow, Job, JobStore
+
+logger = logging.getLogger(__name__)
+
+#: default folder of the job directories (relative to the working directory)
+DEFAULT_WORK_DIR = "phonon_flows_runs"
+#: job states of a run and of :func:`campaign_status`
+STATES = ("done", "reused", "failed", "skipped", "pending")
+_CHUNK = 500
+
+
+# ---------------------------------------------------------------------------------------------
+# results of a run
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class JobOutcome:
+    """What happened to one job in a run. ``state``: done (ran now), reused (its output was
+    already in the store), failed, or skipped (a job it needs failed)."""
+
+    uuid: str
+    name: str
+    state: str
+    stage: str | None = None
+    material_id: str | None = None
+    seconds: float = 0.0
+    reason: str | None = None
+    directory: str | None = None
+
+
+@dataclass
+class RunSummary:
+    """Counts and failures of one :func:`run_campaign` call."""
+
+    campaign: str | None
+    work_dir: str
+    outcomes: list[JobOutcome] = field(default_factory=list)
+    wall_time: float = 0.0
+
+    def count(self, state: str) -> int:
+        return sum(1 for o in self.outcomes if o.state == state)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """``{done, reused, failed, skipped}``: jobs in each state."""
+        return {s: self.count(s) for s in ("done", "reused", "failed", "skipped")}
+
+    @property
+    def n_jobs(self) -> int:
+        return len(self.outcomes)
+
+    @property
+    def n_run(self) -> int:
+        """Jobs that ran in this call (done or failed)."""
+        return self.count("done") + self.count("failed")
+
+    @property
+    def ok(self) -> bool:
+        return self.count("failed") == 0 and self.count("skipped") == 0
+
+    @property
+    def failures(self) -> list[JobOutcome]:
+        """Failed and skipped jobs, with reasons."""
+        return [o for o in self.outcomes if o.state in ("failed", "skipped")]
+
+    def failed_materials(self) -> list[str]:
+        return sorted({o.material_id for o in self.failures if o.material_id})
+
+    def as_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return {
+            "campaign": self.campaign,
+            "work_dir": self.work_dir,
+            "wall_time": self.wall_time,
+            "counts": self.counts,
+            "failures": [asdict(o) for o in self.failures],
+        }
+
+    def render(self) -> str:
+        """A few lines: counts, then one line per failure."""
+        c = self.counts
+        lines = [
+            f"campaign {self.campaign or '?'}: {self.n_jobs} jobs, {c['done']} run, {c['reused']} reused from the "
+            f"store, {c['failed']} failed, {c['skipped']} skipped ({self.wall_time:.0f} s)"
+        ]
+        for o in self.failures:
+            where = f" [{o.directory}]" if o.directory and o.state == "failed" else ""
+            lines.append(f"  {o.state}: {o.material_id or '-'} {o.stage or o.name}: {o.reason}{where}")
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# store helpers
+# ---------------------------------------------------------------------------------------------
+def _chunks(items: list[str], n: int = _CHUNK) -> Iterable[list[str]]:
+    for i in range(0, len(items), n):
+        yield items[i : i + n]
+
+
+def finished_jobs(store: JobStore, uuids: Iterable[str], retry_failed: bool = True) -> set[str]:
+    """The uuids among ``uuids`` whose output is in the store: the highest-index document exists,
+    its output is not None (a job replaced at run time and not finished), and -- with
+    ``retry_failed`` -- it is not a document that says it failed (``output.failed == True``)."""
+    uuids = list(dict.fromkeys(uuids))
+    docs = store.docs_store
+    highest: dict[str, int] = {}
+    null: set[tuple[str, int]] = set()
+    failed: set[tuple[str, int]] = set()
+    for chunk in _chunks(uuids):
+        crit = {"uuid": {"$in": chunk}}
+        for d in docs.query(crit, properties=["uuid", "index"]):
+            highest[d["uuid"]] = max(highest.get(d["uuid"], 0), int(d.get("index") or 1))
+        for d in docs.query({**crit, "output": None}, properties=["uuid", "index"]):
+            null.add((d["uuid"], int(d.get("index") or 1)))
+        if retry_failed:
+            for d in docs.query({**crit, "output.failed": True}, properties=["uuid", "index"]):
+                failed.add((d["uuid"], int(d.get("index") or 1)))
+    return {u for u, i in highest.items() if (u, i) not in null and (u, i) not in failed}
+
+
+def failure_records(store: JobStore, uuids: Iterable[str] | None = None, campaign: str | None = None) -> list[dict]:
+    """Failure records (JobFailureDoc dicts) of the given job uuids and/or campaign."""
+    crit: dict[str, Any] = {"output.kind": FAILURE_KIND}
+    if campaign is not None:
+        crit["output.campaign"] = campaign
+    out: list[dict] = []
+    if uuids is None:
+        return [d["output"] for d in store.docs_store.query(crit, properties=["output"])]
+    for chunk in _chunks([FAILURE_UUID_PREFIX + u for u in uuids]):
+        out += [d["output"] for d in store.docs_store.query({**crit, "uuid": {"$in": chunk}}, properties=["output"])]
+    return out
+
+
+def _write_failure(store: JobStore, job: Job, doc: JobFailureDoc) -> None:
+    store.docs_store.update(
+        {
+            "uuid": FAILURE_UUID_PREFIX + job.uuid,
+            "index": 1,
+            "name": f"{doc.state}: {job.name}",
+            "output": doc.model_dump(mode="json"),
+            "metadata": job.metadata,
+            "hosts": list(job.hosts),
+            "completed_at": datetime.now().isoformat(),
+        },
+        key=["uuid", "index"],
+    )
+
+
+def _clear_failure(store: JobStore, uuid: str) -> None:
+    store.docs_store.remove_docs({"uuid": FAILURE_UUID_PREFIX + uuid})
+
+
+def _tag(job: Job) -> dict[str, Any]:
+    return dict((job.metadata or {}).get(METADATA_KEY) or {})
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 400 else text[:397] + "..."
+
+
+def _soft_failure(output: Any) -> str | None:
+    """The reason when a job returned a document that says it failed (PhononDoc, TrainingDoc)."""
+    failed = output.get("failed") if isinstance(output, dict) else getattr(output, "failed", None)
+    if failed is not True:
+        return None
+    get = output.get if isinstance(output, dict) else (lambda k, d=None: getattr(output, k, d))
+    errors = get("errors") or []
+    reason = get("error") or "; ".join(str(e) for e in errors)
+    return " ".join(str(reason or "the document says it failed").split())
+
+
+def _dir_name(job: Job) -> str:
+    import re
+
+    tag = _tag(job)
+    parts = [tag.get("stage") or "job", tag.get("material_id") or "", job.uuid[:8]]
+    if not tag.get("stage"):
+        parts[0] = job.name
+    text = "_".join(p for p in parts if p)
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "-", text).strip("-")
+
+
+class _Lock:
+    """An exclusive lock on a campaign's work directory: two local runs of one campaign at once
+    would compute the same jobs twice."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.fd: int | None = None
+
+    def __enter__(self):
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self.fd)
+            self.fd = None
+            raise PhononFlowsError(
+                f"another run of this campaign is going on (lock {self.path}); wait for it or stop it first"
+            ) from None
+        os.ftruncate(self.fd, 0)
+        os.write(self.fd, str(os.getpid()).encode())
+        return self
+
+    def __exit__(self, *exc):
+        import fcntl
+
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+
+@contextlib.contextmanager
+def _job_output(job_dir: Path, capture: bool):
+    """Run in ``job_dir`` with Python's stdout/stderr and the root logger also going to job.log."""
+    from monty.os import cd
+
+    job_dir.mkdir(parents=True, exist_ok=True)
+    if not capture:
+        with cd(job_dir):
+            yield
+        return
+    with open(job_dir / "job.log", "a") as log, cd(job_dir):
+        handler = logging.StreamHandler(log)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root = logging.getLogger()
+        root.addHandler(handler)
+        old_level = root.level
+        if root.level > logging.INFO or root.level == logging.NOTSET:
+            root.setLevel(logging.INFO)
+        quiet = []
+        for h in root.handlers:  # keep the console for the progress bar
+            if h is not handler and isinstance(h, logging.StreamHandler) and h.level < logging.WARNING:
+                quiet.append((h, h.level))
+                h.setLevel(logging.WARNING)
+        try:
+            log.write(f"\n==== {datetime.now().isoformat()} pid {os.getpid()}\n")
+            log.flush()
+            with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+                yield
+        finally:
+            root.removeHandler(handler)
+            root.setLevel(old_level)
+            for h, level in quiet:
+                h.setLevel(level)
+
+
+# ---------------------------------------------------------------------------------------------
+# the runner
+# ---------------------------------------------------------------------------------------------
+def run_campaign(
+    flow: Flow | Job | list[Job],
+    store: JobStore | None = None,
+    progress: bool = True,
+    resume: bool = True,
+    work_dir: str | Path | None = None,
+    retry_failed: bool = True,
+    capture_output: bool = True,
+    console: Any = None,
+) -> RunSummary:
+    """Run ``flow`` here, job by job in dependency order, and return a :class:`RunSummary`.
+
+    ``resume``: skip jobs whose output is already in ``store`` (see :func:`finished_jobs`) unless
+    a job they depend on ran now; ``retry_failed``: documents that say they failed are redone.
+    ``work_dir``: parent of the campaign folder (default ``./phonon_flows_runs``); each job runs in
+    ``work_dir/<campaign>/<stage>_<material>_<uuid8>/``. ``capture_output``: the jobs' printing
+    and logging go to ``job.log`` in their directory instead of the terminal. ``console``: a
+    rich Console for the progress bar (default: stderr).
+    """
+    from jobflow import SETTINGS
+    from jobflow.core.flow import get_flow
+    from jobflow.core.reference import OnMissing
+
+    store = store if store is not None else SETTINGS.JOB_STORE
+    flow = get_flow(flow)
+    campaign = (getattr(flow, "metadata", None) or {}).get(METADATA_KEY, {}).get("campaign")
+    if campaign is None:
+        campaign = next((_tag(j).get("campaign") for j in _all_jobs(flow) if _tag(j).get("campaign")), None)
+    root = Path(work_dir or DEFAULT_WORK_DIR).resolve() / _safe(campaign or flow.name or "flow")
+    summary = RunSummary(campaign=campaign, work_dir=str(root))
+    t_start = time.perf_counter()
+    store.connect()
+
+    jobs = list(flow.iterflow())
+    uuids = [j.uuid for j, _ in jobs]
+    done_before = finished_jobs(store, uuids, retry_failed=retry_failed) if resume else set()
+    old_failures = {r["job_uuid"] for r in failure_records(store, uuids)}
+
+    state: dict[str, str] = {}
+    reasons: dict[str, str] = {}
+    ran_now: set[str] = set()
+
+    bar = _Progress(progress, console, total=len(jobs), campaign=campaign)
+
+    def record(outcome: JobOutcome) -> None:
+        summary.outcomes.append(outcome)
+        state[outcome.uuid] = outcome.state
+        if outcome.reason:
+            reasons[outcome.uuid] = outcome.reason
+
+    def run_one(job: Job, parents: list[str], dynamic: bool) -> None:
+        tag = _tag(job)
+        base = dict(uuid=job.uuid, name=job.name, stage=tag.get("stage"), material_id=tag.get("material_id"))
+        bad = [p for p in parents if state.get(p) in ("failed", "skipped")]
+        if bad and job.config.on_missing_references == OnMissing.ERROR:
+            first = bad[0]
+            reason = f"needs the output of a job that {state[first]}: {reasons.get(first, 'see its record')}"
+            out = JobOutcome(**base, state="skipped", reason=reason)
+            record(out)
+            _write_failure(store, job, JobFailureDoc(
+                material_id=out.material_id or job.name, stage=out.stage or "job", reason=reason,
+                state="skipped", campaign=tag.get("campaign", campaign), job_uuid=job.uuid, job_name=job.name,
+                upstream_uuid=first,
+            ))
+            bar.advance(f"skipped {job.name}")
+            return
+        if (
+            resume and not dynamic and job.uuid in done_before
+            and not any(p in ran_now for p in parents)
+        ):
+            record(JobOutcome(**base, state="reused"))
+            if job.uuid in old_failures:
+                _clear_failure(store, job.uuid)
+            bar.advance(f"reused {job.name}")
+            return
+
+        job_dir = root / _dir_name(job)
+        bar.describe(f"{job.name}")
+        t0 = time.perf_counter()
+        try:
+            with _job_output(job_dir, capture_output):
+                if capture_output:
+                    print(f"job {job.name} ({job.uuid})")
+                response = job.run(store=store, job_dir=job_dir)
+        except Exception as exc:  # noqa: BLE001 - one job's failure must not sink the campaign
+            reason = f"{type(exc).__name__}: {_one_line(exc)}"
+            tb = traceback.format_exc()
+            with contextlib.suppress(OSError):
+                with open(job_dir / "job.log", "a") as log:
+                    log.write(tb)
+            out = JobOutcome(**base, state="failed", seconds=time.perf_counter() - t0, reason=reason,
+                             directory=str(job_dir))
+            record(out)
+            ran_now.add(job.uuid)
+            _write_failure(store, job, JobFailureDoc(
+                material_id=out.material_id or job.name, stage=out.stage or "job", reason=reason,
+                directory=str(job_dir), state="failed", campaign=tag.get("campaign", campaign), job_uuid=job.uuid,
+                job_name=job.name, error_type=type(exc).__name__, traceback_tail="".join(tb.splitlines(True)[-12:]),
+            ))
+            bar.advance(f"failed {job.name}")
+            return
+        ran_now.add(job.uuid)
+        soft = _soft_failure(response.output)
+        record(JobOutcome(**base, state="failed" if soft else "done", seconds=time.perf_counter() - t0,
+                          reason=soft, directory=str(job_dir)))
+        if job.uuid in old_failures:
+            _clear_failure(store, job.uuid)
+        bar.advance(f"{'failed' if soft else 'done'} {job.name}")
+        if response.stored_data is not None:
+            logger.warning("%s: Response.stored_data is not kept by the local runner", job.name)
+        for new in (response.replace, response.detour, response.addition):
+            if new is not None:
+                sub = list(new.iterflow())
+                bar.add(len(sub))
+                for sub_job, sub_parents in sub:
+                    run_one(sub_job, sub_parents, dynamic=True)
+
+    try:
+        with _Lock(root / ".lock"), bar:
+            for job, parents in jobs:
+                run_one(job, parents, dynamic=False)
+    finally:
+        summary.wall_time = time.perf_counter() - t_start
+    return summary
+
+
+def _all_jobs(flow: Any) -> list:
+    from jobflow import Flow
+
+    if not isinstance(flow, Flow):
+        return [flow]
+    out = []
+    for item in flow.jobs:
+        out.extend(_all_jobs(item))
+    return out
+
+
+def _safe(text: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "-", str(text)).strip("-") or "campaign"
+
+
+class _Progress:
+    """A rich progress bar (or nothing)."""
+
+    def __init__(self, enabled: bool, console: Any, total: int, campaign: str | None):
+        self.enabled = enabled
+        self.total = total
+        self.campaign = campaign
+        self.progress = None
+        self.task = None
+        if enabled:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            console = console or Console(file=sys.stderr)
+            self.progress = Progress(
+                TextColumn("[bold]{task.fields[campaign]}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TextColumn("{task.description}"),
+                console=console,
+                redirect_stdout=False,
+                redirect_stderr=False,
+                transient=False,
+            )
+
+    def __enter__(self):
+        if self.progress is not None:
+            self.progress.__enter__()
+            self.task = self.progress.add_task("", total=self.total, campaign=self.campaign or "jobs")
+        return self
+
+    def __exit__(self, *exc):
+        if self.progress is not None:
+            self.progress.update(self.task, description="")
+            self.progress.__exit__(*exc)
+
+    def describe(self, text: str) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, description=text)
+
+    def advance(self, text: str) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, advance=1, description=text)
+
+    def add(self, n: int) -> None:
+        if self.progress is not None:
+            self.total += n
+            self.progress.update(self.task, total=self.total)
+
+
+# ---------------------------------------------------------------------------------------------
+# status from the store
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class CampaignStatus:
+    """Where a campaign stands, from the store: counts of jobs by state and the failures."""
+
+    campaign: str
+    campaign_type: str | None
+    n_jobs: int
+    counts: dict[str, int]
+    by_stage: dict[str, dict[str, int]]
+    failures: list[dict[str, Any]]
+    input_failures: list[dict[str, Any]]
+    reference_note: str | None = None
+    completed_at: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+def campaign_docs(store: JobStore, campaign: str | None = None) -> list[dict[str, Any]]:
+    """The latest CampaignDoc (dict) of each campaign in the store (or of ``campaign``), with
+    ``_uuid`` and ``_completed_at`` of its job."""
+    store.connect()
+    crit: dict[str, Any] = {"output.kind": CAMPAIGN_KIND}
+    if campaign is not None:
+        crit["output.campaign"] = campaign
+    latest: dict[str, dict[str, Any]] = {}
+    for d in store.docs_store.query(crit, properties=["uuid", "output", "completed_at"]):
+        out = dict(d["output"])
+        out["_uuid"] = d["uuid"]
+        out["_completed_at"] = d.get("completed_at")
+        name = out["campaign"]
+        if name not in latest or str(out["_completed_at"]) > str(latest[name]["_completed_at"]):
+            latest[name] = out
+    return [latest[k] for k in sorted(latest)]
+
+
+def campaign_status(store: JobStore, campaign: str | None = None) -> list[CampaignStatus]:
+    """Status of each campaign (or of ``campaign``) in the store.
+
+    A job is *done* when its output is in the store and does not say it failed, *failed* when it
+    raised (failure record) or its output says it failed, *skipped* when a job it needed failed,
+    else *pending* (not run yet, running, or interrupted).
+    """
+    from phonon_flows.errors import InputError
+
+    docs = campaign_docs(store, campaign)
+    if campaign is not None and not docs:
+        known = sorted({d["campaign"] for d in campaign_docs(store)})
+        raise InputError(
+            f"no campaign {campaign!r} in the store" + (f" (campaigns: {', '.join(known)})" if known else " (it is empty)")
+        )
+    out: list[CampaignStatus] = []
+    for doc in docs:
+        cdoc = CampaignDoc.model_validate({k: v for k, v in doc.items() if not k.startswith(("_", "@"))})
+        uuids = [j.uuid for j in cdoc.jobs]
+        finished = finished_jobs(store, uuids, retry_failed=False)
+        soft: dict[str, str] = {}
+        for chunk in _chunks(uuids):
+            for d in store.docs_store.query(
+                {"uuid": {"$in": chunk}, "output.failed": True},
+                properties=["uuid", "index", "output.errors", "output.error", "output.material_id"],
+            ):
+                soft[d["uuid"]] = _soft_failure({**d.get("output", {}), "failed": True}) or "failed"
+        records = {r["job_uuid"]: r for r in failure_records(store, uuids)}
+        counts = {s: 0 for s in ("done", "failed", "skipped", "pending")}
+        by_stage: dict[str, dict[str, int]] = {}
+        failures: list[dict[str, Any]] = []
+        for j in cdoc.jobs:
+            if j.uuid in soft:
+                s = "failed"
+                failures.append({"material_id": j.material_id, "stage": j.stage, "state": "failed",
+                                 "reason": soft[j.uuid], "directory": None, "job_name": j.name})
+            elif j.uuid in finished:
+                s = "done"
+            elif j.uuid in records:
+                r = records[j.uuid]
+                s = r.get("state", "failed")
+                failures.append({k: r.get(k) for k in ("material_id", "stage", "state", "reason", "directory",
+                                                        "job_name")})
+            else:
+                s = "pending"
+            counts[s] += 1
+            st = by_stage.setdefault(j.stage, {k: 0 for k in counts})
+            st[s] += 1
+        out.append(CampaignStatus(
+            campaign=cdoc.campaign,
+            campaign_type=cdoc.campaign_type,
+            n_jobs=len(uuids),
+            counts=counts,
+            by_stage=by_stage,
+            failures=failures,
+            input_failures=[e.model_dump() for e in cdoc.input_failures],
+            reference_note=cdoc.reference_note,
+            completed_at=doc.get("_completed_at"),
+        ))
+    return out
