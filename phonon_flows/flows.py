@@ -67,6 +67,7 @@ def prepare_materials(
     min_distance: float = MIN_DISTANCE,
     engines: Sequence[tuple[str, frozenset[str]]] = (),
     perturbation_maker: PerturbationMaker | None = None,
+    check_duplicates: bool = True,
 ) -> tuple[list[tuple[str, Structure]], list[MaterialError]]:
     """Read and check the inputs of a flow: ``[(material_id, structure)]`` of the good ones and a
     MaterialError (stage ``input``) naming each bad one and its problem.
@@ -74,7 +75,9 @@ def prepare_materials(
     Inputs are Structures or structure files; ids come from ``material_ids``, the keys of a
     mapping, or :func:`~phonon_flows.core.structures.material_id_for` (the file name for a file
     that cannot be read). Checks: readable, ordered, no overlapping atoms, elements handled by
-    each of ``engines``, and some supercell size in the perturbation maker's window.
+    each of ``engines``, some supercell size in the perturbation maker's window, and (with
+    ``check_duplicates``) no crystal given twice (the first is kept, see
+    :func:`phonon_flows.validation.find_duplicates`).
     """
     if isinstance(structures, Mapping):
         material_ids = list(structures.keys())
@@ -119,6 +122,12 @@ def prepare_materials(
             continue
         taken.add(name)
         good.append((name, structure))
+    if check_duplicates and len(good) > 1:  # the same crystal twice is computed once
+        from phonon_flows.validation import duplicate_reason, find_duplicates
+
+        dups = find_duplicates(good)
+        bad += [MaterialError(material_id=mid, stage="input", reason=duplicate_reason(first)) for mid, first in dups.items()]
+        good = [g for g in good if g[0] not in dups]
     return good, bad
 
 

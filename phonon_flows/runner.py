@@ -29,6 +29,7 @@ import os
 import sys
 import time
 import traceback
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -266,14 +267,12 @@ class _Lock:
 @contextlib.contextmanager
 def _job_output(job_dir: Path, capture: bool):
     """Run in ``job_dir`` with Python's stdout/stderr and the root logger also going to job.log."""
-    from monty.os import cd
-
     job_dir.mkdir(parents=True, exist_ok=True)
     if not capture:
-        with cd(job_dir):
+        with contextlib.chdir(job_dir):
             yield
         return
-    with open(job_dir / "job.log", "a") as log, cd(job_dir):
+    with open(job_dir / "job.log", "a") as log, contextlib.chdir(job_dir):
         handler = logging.StreamHandler(log)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root = logging.getLogger()
@@ -334,7 +333,9 @@ def run_campaign(
     t_start = time.perf_counter()
     store.connect()
 
-    jobs = list(flow.iterflow())
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Some jobs are not connected")
+        jobs = list(flow.iterflow())
     uuids = [j.uuid for j, _ in jobs]
     done_before = finished_jobs(store, uuids, retry_failed=retry_failed) if resume else set()
     old_failures = {r["job_uuid"] for r in failure_records(store, uuids)}

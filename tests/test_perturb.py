@@ -54,7 +54,7 @@ def test_reproducible_with_seed():
     b = perturb_supercell(sc.copy(), seed=42)
     c = perturb_supercell(sc, seed=43)
     assert np.array_equal(a.displacements, b.displacements)
-    assert all(np.array_equal(x.cart_coords, y.cart_coords) for x, y in zip(a.structures, b.structures))
+    assert all(np.array_equal(x.cart_coords, y.cart_coords) for x, y in zip(a.structures, b.structures, strict=True))
     assert not np.allclose(a.displacements, c.displacements)
     # the structures differ from one another
     assert not np.allclose(a.displacements[0], a.displacements[1])

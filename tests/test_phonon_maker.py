@@ -417,21 +417,22 @@ def test_vasp_force_maker_flow_with_real_nacl_outputs(shared_data, tmp_path):
     real NaCl outputs: the PhononDoc equals phonopy's numbers from the same DFT forces + BORN."""
     from _phonopy_reference import DFT, phonopy_load, reference_numbers
     from phonopy.file_IO import parse_BORN
-    from pymatgen.core import Structure
+    from pymatgen.io.phonopy import get_pmg_structure
 
     from phonon_flows.makers.vasp import VaspForceMaker
 
     folder = shared_data.joinpath(*DFT, "NaCl")
-    unit = Structure.from_file(folder / "POSCAR-unitcell")
     ref_ph = phonopy_load(folder, tmp_path)
+    unit = get_pmg_structure(ref_ph.unitcell)  # the 8-atom cell (POSCAR-unitcell is VASP 4 format)
     born = parse_BORN(ref_ph.primitive, filename=folder / "BORN")
-    nac = {"born": np.asarray(born["born"]).tolist(), "dielectric": np.asarray(born["dielectric"]).tolist()}
+    nac = {"born": np.asarray(born["born"]).tolist(), "dielectric": np.asarray(born["dielectric"]).tolist(),
+           "factor": float(born["factor"])}  # BORN's first line: 14.400
     fake = _FakeStaticMaker(vasprun_files=tuple(str(folder / f"vasprun.xml-00{i}") for i in (1, 2)))
     flow = PhononMaker(force_maker=VaspForceMaker(static_maker=fake)).make(
         unit, material_id="NaCl-vasp", supercell_matrix=[2, 2, 2], nac_params=nac
     )
     store = get_store(store_dir=tmp_path / "store")
-    run_locally(flow, store=store, log=False, ensure_success=True)
+    run_locally(flow, store=store, log=False, ensure_success=True, raise_immediately=True)
     doc = _doc_from_store(store, flow.output.uuid)
     assert not doc.failed, doc.errors
     assert doc.engine.name == "vasp" and doc.engine.kind == "dft" and doc.has_nac and doc.n_displacements == 2
@@ -441,3 +442,13 @@ def test_vasp_force_maker_flow_with_real_nacl_outputs(shared_data, tmp_path):
             assert getattr(doc.thermal[key], field) == pytest.approx(ref["thermal"][key][field], rel=1e-6)
     np.testing.assert_allclose(np.array(doc.band_structure.frequencies), ref["band_frequencies"], rtol=1e-6,
                                atol=1e-6)
+
+
+def test_overlapping_atoms_give_a_failed_doc():
+    from pymatgen.core import Lattice, Structure
+
+    from phonon_flows.makers.phonons import engine_phonons
+
+    bad = Structure(Lattice.cubic(3.6), ["Cu", "Cu"], [[0, 0, 0], [0.01, 0, 0]])
+    doc = engine_phonons.original(bad, "emt", {}, phonon_settings(), [3, 3, 3], "Cu-overlap")
+    assert doc.failed and doc.errors[0].startswith("Cu-overlap") and "Å" in doc.errors[0]

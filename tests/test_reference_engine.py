@@ -154,7 +154,7 @@ def test_chgnet_batch_matches_chgnets_own_calculator(chgnet):
     s2.perturb(0.02, min_distance=0.01)
     results = chgnet.compute([s1.to_ase_atoms(), s2.to_ase_atoms()])
     calc = CHGNetCalculator(model=chgnet.model, use_device="cpu")
-    for s, res in zip((s1, s2), results):
+    for s, res in zip((s1, s2), results, strict=True):
         atoms = s.to_ase_atoms()
         atoms.calc = calc
         assert res.energy == pytest.approx(atoms.get_potential_energy(), abs=1e-4)

@@ -434,6 +434,52 @@ def parse_learning_curve(
     return curve
 
 
+_LOG_TIME = r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) INFO: "
+
+
+def epoch_seconds(log_path: str | Path) -> list[float]:
+    """Wall time of each epoch (training plus validation), s, from the timestamps of mace's
+    ``Initial:``/``Epoch N:`` log lines; runs after a restart are counted too."""
+    import re
+    from datetime import datetime
+
+    path = Path(log_path)
+    if not path.is_file():
+        return []
+    pattern = re.compile(_LOG_TIME + r"(?:Initial|Epoch (\d+)): head")
+    out: list[float] = []
+    prev: tuple[datetime, int] | None = None
+    for line in path.read_text(errors="replace").splitlines():
+        m = pattern.match(line)
+        if not m:
+            continue
+        stamp = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S.%f")
+        epoch = int(m.group(2)) if m.group(2) is not None else -1
+        if prev is not None and epoch == prev[1] + 1 and epoch >= 0:
+            out.append((stamp - prev[0]).total_seconds())
+        elif prev is not None and epoch > prev[1] + 1:
+            pass  # epochs without evaluation in between (eval_interval > 1): not counted
+        prev = (stamp, epoch)
+    return out
+
+
+def logged_run_facts(log_path: str | Path) -> dict[str, Any]:
+    """What mace's log says: ``n_train``/``n_valid`` and ``final_epoch`` (epoch of the checkpoint
+    the saved model comes from; the last one logged)."""
+    import re
+
+    path = Path(log_path)
+    text = path.read_text(errors="replace") if path.is_file() else ""
+    facts: dict[str, Any] = {}
+    counts = re.findall(r"Total number of configurations: train=(\d+), valid=(\d+)", text)
+    if counts:
+        facts["n_train"], facts["n_valid"] = int(counts[-1][0]), int(counts[-1][1])
+    loaded = re.findall(r"Loaded Stage (?:one|two) model from epoch (\d+)", text)
+    if loaded:
+        facts["final_epoch"] = int(loaded[-1])
+    return facts
+
+
 def diverged_epoch(curve: Sequence[dict[str, Any]]) -> int | None:
     """First epoch whose training or validation loss is NaN/inf, or None."""
     for row in curve:
@@ -484,6 +530,7 @@ class MaceTrainingRun:
     valid_indices: list[int]
     wall_time: float
     seconds_per_epoch: float | None
+    final_epoch: int | None = None
     energy_phase_args: list[str] = field(default_factory=list)
 
 
@@ -532,6 +579,13 @@ def train_mace(
     start_swa = hp.start_swa if hp.start_swa is not None else max(1, hp.max_num_epochs // 4 * 3)
     curve = parse_learning_curve(metrics_file(work_dir, hp.name, hp.seed), start_swa=start_swa if stage_two else None)
     _raise_if_diverged(curve, log_path, name)
+    facts = logged_run_facts(log_path)
+    if facts.get("n_valid") is not None and facts["n_valid"] != len(valid_idx):
+        raise CalculationError(
+            f"mace validated on {facts['n_valid']} structures, expected {len(valid_idx)}; log: {log_path}", name, STAGE
+        )
+    final_epoch = facts.get("final_epoch")
+    seconds = epoch_seconds(log_path)
     model_path = final_model_path(work_dir, hp.name, stage_two)
     if not model_path.is_file():
         raise CalculationError(f"mace finished without writing {model_path.name}; log kept in {log_path}", name, STAGE)
@@ -566,11 +620,14 @@ def train_mace(
         )
         _raise_if_diverged(phase_curve, phase_log, name)
         curve = curve + phase_curve
+        phase_facts = logged_run_facts(phase_log)
+        if phase_facts.get("final_epoch") is not None:
+            final_epoch = phase_facts["final_epoch"] + hp.max_num_epochs
+        seconds += epoch_seconds(phase_log)
         model_path = final_model_path(phase_dir, phase_hp.name, False)
         if not model_path.is_file():
             raise CalculationError(f"energy phase finished without writing {model_path.name}; log: {phase_log}", name, STAGE)
     wall = time.perf_counter() - t0
-    n_epochs = sum(1 for row in curve if row["epoch"] >= 0)
     return MaceTrainingRun(
         model_path=model_path,
         work_dir=work_dir,
@@ -580,7 +637,8 @@ def train_mace(
         train_indices=train_idx,
         valid_indices=valid_idx,
         wall_time=wall,
-        seconds_per_epoch=wall / n_epochs if n_epochs else None,
+        seconds_per_epoch=float(np.mean(seconds)) if seconds else None,
+        final_epoch=final_epoch,
         energy_phase_args=phase_args,
     )
 

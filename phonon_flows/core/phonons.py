@@ -338,8 +338,10 @@ def set_nac_params(
         raise InputError(
             f"{len(params['born'])} Born charges for a primitive cell of {len(phonon.primitive)} atoms"
         )
-    if params.get("factor") is None:
-        params.pop("factor", None)  # phonopy then uses the factor of its calculator interface (VASP units)
+    if params.get("factor") is None:  # the factor of the calculator's units (VASP: eV, Å), as phonopy.load does
+        from phonopy.physical_units import get_calculator_physical_units
+
+        params["factor"] = get_calculator_physical_units(phonon.calculator).nac_factor
     phonon.nac_params = params
 
 

@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import io
 import threading
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -58,9 +59,8 @@ class EmtEngine(ReferenceEngine):
 
     name = "emt"
 
-    def __init__(self, **settings: Any):
-        if settings:
-            raise TypeError(f"EMT takes no settings, got {sorted(settings)}")
+    def __init__(self, device: str | None = None, batch_size: int | None = None):
+        # device and batch_size are accepted for a uniform interface; EMT runs on the CPU, one by one
         self.supported_elements = emt_elements()
 
     @property
@@ -272,7 +272,13 @@ def relax_structure(
             atoms.set_constraint(FixSymmetry(atoms, symprec=symprec))
     target = FrechetCellFilter(atoms, scalar_pressure=pressure * GPa) if relax_cell else atoms
     # the cell filter does thousands of 3x3 matrix functions: BLAS threads only slow them down
-    with contextlib.redirect_stdout(io.StringIO()), threadpool_limits(limits=1, user_api="blas"):
+    with (
+        contextlib.redirect_stdout(io.StringIO()),
+        threadpool_limits(limits=1, user_api="blas"),
+        warnings.catch_warnings(),
+    ):
+        # CHGNet's calculator converts to pymatgen at each step, which warns about FixSymmetry
+        warnings.filterwarnings("ignore", message="Only FixAtoms and FixCartesian")
         opt = opt_cls(target, logfile=None)
         converged = bool(opt.run(fmax=fmax, steps=steps))
     forces = atoms.get_forces()

@@ -13,6 +13,7 @@ _WHERE = {
     "VaspRelaxMaker": "phonon_flows.makers.vasp",
     "VaspForceMaker": "phonon_flows.makers.vasp",
     "ReferenceForceMaker": "phonon_flows.makers.reference",
+    "ReferenceRelaxMaker": "phonon_flows.makers.reference",
     "TrainingSetMaker": "phonon_flows.makers.training_set",
     "MaceTrainingMaker": "phonon_flows.makers.training",
     "PhononMaker": "phonon_flows.makers.phonons",

@@ -101,10 +101,20 @@ def _structure_hash(structure: Structure) -> str:
 def _settings_hash(settings: dict, supercell_matrix: Any, engine: EngineInfo) -> str:
     payload = {
         **settings,
-        "supercell_matrix": None if supercell_matrix is None else np.asarray(supercell_matrix).tolist(),
+        "supercell_matrix": _matrix_or_none(supercell_matrix),
         "engine": engine.model_dump(exclude={"provenance"}),
     }
     return ph_core.settings_hash(payload)
+
+
+def _matrix_or_none(matrix: Any) -> list[list[int]] | None:
+    """A 3x3 integer supercell matrix as lists (a diagonal of 3 is expanded), None if it is not one."""
+    try:
+        m = np.asarray(matrix, dtype=float)
+        m = np.diag(m) if m.shape == (3,) else m
+        return np.rint(m).astype(int).tolist() if m.shape == (3, 3) else None
+    except (TypeError, ValueError):
+        return None
 
 
 def failed_phonon_doc(
@@ -124,7 +134,7 @@ def failed_phonon_doc(
         formula=None if structure is None else structure.composition.reduced_formula,
         chemsys=None if structure is None else structure.composition.chemical_system,
         structure=structure,
-        supercell_matrix=None if supercell_matrix is None else np.rint(supercell_matrix).astype(int).tolist(),
+        supercell_matrix=_matrix_or_none(supercell_matrix),
         displacement_A=settings.get("displacement"),
         fc_method=settings.get("fc_method"),
         engine=engine,
@@ -248,6 +258,9 @@ def _supercell_matrix(structure: Structure, supercell_matrix: Any, settings: dic
 
 def _prepare(structure: Structure, supercell_matrix: Any, settings: dict, material_id: str, nac_params: dict | None):
     """Phonopy object with displacements, and the displaced supercells (ASE)."""
+    from phonon_flows.core.structures import validate_structure
+
+    validate_structure(structure, material_id)  # empty, disordered, overlapping atoms: InputError
     smat = _supercell_matrix(structure, supercell_matrix, settings, material_id)
     phonon = ph_core.make_phonopy(structure, smat, symprec=settings["symprec"])
     if nac_params:

@@ -2,6 +2,19 @@
 
 from phonon_flows.schemas.benchmark import BenchmarkDoc
 from phonon_flows.schemas.common import EngineInfo, MaterialError
+from phonon_flows.schemas.forces import ForceDoc, RelaxDoc
+from phonon_flows.schemas.perturbation import PerturbationDoc
 from phonon_flows.schemas.phonon import PhononDoc, ThermalProperties
+from phonon_flows.schemas.training_set import TrainingSetDoc
 
-__all__ = ["BenchmarkDoc", "EngineInfo", "MaterialError", "PhononDoc", "ThermalProperties"]
+__all__ = [
+    "BenchmarkDoc",
+    "EngineInfo",
+    "ForceDoc",
+    "MaterialError",
+    "PerturbationDoc",
+    "PhononDoc",
+    "RelaxDoc",
+    "ThermalProperties",
+    "TrainingSetDoc",
+]
