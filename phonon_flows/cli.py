@@ -161,5 +161,460 @@ def import_(
         console.print(f"stored as job {uuid}")
 
 
+# --- campaigns: demo, run, submit, status, query, report -------------------------------------
+# (phonon_flows.flows builds the flows, phonon_flows.runner runs them here, phonon_flows.campaign
+# holds the demo set and the report.) Exit codes: 0 done, 1 error (one line), 2 a campaign ran
+# but some of its materials failed (listed; see `phonon-flows status`).
+EXIT_MATERIALS_FAILED = 2
+
+
+def _split_list(values: list[str] | None) -> list[str]:
+    """``--holdout a --holdout b,c`` -> ``[a, b, c]``."""
+    out: list[str] = []
+    for v in values or []:
+        out += [p.strip() for p in str(v).split(",") if p.strip()]
+    return out
+
+
+def _store_from(store_dir: str | None, mongo_uri: str | None, database: str | None):
+    from phonon_flows.store import get_store
+
+    return get_store(mongo_uri=mongo_uri, store_dir=store_dir, database=database)
+
+
+def _check_files(files: list[str]) -> None:
+    from pathlib import Path
+
+    if not files:
+        raise typer.BadParameter("give at least one structure file (CIF, POSCAR, ...)")
+    for f in files:
+        if Path(f).is_dir():
+            raise typer.BadParameter(f"{f} is a folder; give structure files (e.g. {f}/*.cif)")
+
+
+def _campaign_flow(
+    files: list[str], name: str, holdout: list[str], engine: str, preset: str, epochs: int | None,
+    n_perturbations: int, min_atoms: int, max_atoms: int, relax: bool, fmax: float | None, device: str,
+    screen: bool, model: str | None, store,
+):
+    """The Flow of ``phonon-flows run/submit`` and the input problems found making it."""
+    from phonon_flows.errors import InputError
+
+    _check_files(files)
+    if preset not in ("paper", "small"):
+        raise typer.BadParameter(f"--preset must be paper or small, not {preset!r}")
+    if min_atoms < 1 or max_atoms < min_atoms:
+        raise typer.BadParameter(f"supercell window {min_atoms}..{max_atoms} atoms is empty")
+    relax_kwargs = {"fmax": fmax} if fmax is not None else {}
+    if screen:
+        from phonon_flows.flows import ScreeningMaker
+
+        if not model:
+            raise typer.BadParameter("--screen needs --model SHA256 (the sha256 of a trained model in the store)")
+        if holdout:
+            raise typer.BadParameter("--holdout is for training campaigns, not with --screen")
+        maker = ScreeningMaker(name=name, model=model, store=store, relax=relax, relax_kwargs=relax_kwargs,
+                               engine_kwargs={"device": device}, min_atoms=min_atoms, max_atoms=max_atoms)
+        flow = maker.make(files)
+    else:
+        from phonon_flows.flows import TrainingCampaignMaker
+
+        if model:
+            raise typer.BadParameter("--model is for --screen")
+        if engine not in ("chgnet", "emt", "vasp"):
+            raise typer.BadParameter(f"--engine must be chgnet, emt or vasp, not {engine!r}")
+        hp = {"max_num_epochs": epochs} if epochs else {}
+        if epochs and preset == "small":
+            hp["start_swa"] = max(1, min(epochs - 1, int(0.75 * epochs)))
+        elif epochs:
+            hp["start_swa"] = max(1, epochs // 2)
+        maker = TrainingCampaignMaker(
+            name=name, engine=engine, n_perturbations=n_perturbations, min_atoms=min_atoms, max_atoms=max_atoms,
+            relax=relax, relax_kwargs=relax_kwargs, preset=preset, hyperparameters=hp,
+            training_kwargs={"device": device}, mlip_engine_kwargs={"device": device},
+        )
+        try:
+            flow = maker.make(files, holdout=holdout)
+        except InputError as exc:
+            raise InputError(exc.reason, material_id=exc.material_id, stage=exc.stage) from None
+    doc = flow.jobs[0].function_args[0]  # the CampaignDoc the first job records
+    return flow, doc
+
+
+def _print_input_failures(doc, console) -> None:
+    for err in doc.input_failures:
+        console.print(f"[yellow]skipped input[/yellow] {err.material_id}: {err.reason}", soft_wrap=True)
+
+
+@app.command()
+@friendly
+def demo(
+    out: str = typer.Option("demo_output", "--out", help="Folder of the report (figures, summary.md, tables)"),
+    store_dir: str = typer.Option(None, help="Embedded store directory (default: settings' store_dir)"),
+    mongo_uri: str = typer.Option(None, help="MongoDB URI instead of the embedded store"),
+    work_dir: str = typer.Option(None, help="Folder of the job directories (default: phonon_flows_runs)"),
+    name: str = typer.Option("demo", help="Campaign name"),
+    epochs: int = typer.Option(None, help="MACE epochs (default: the small preset's)"),
+    fresh: bool = typer.Option(False, "--fresh", help="Recompute everything instead of reusing stored results"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar"),
+) -> None:
+    """Run the demo campaign: 10 crystals, CHGNet as the reference (NOT DFT), small MACE, benchmark.
+
+    Training: Si, C (diamond), Zn (hcp), MgS, ZnS, SiC (rock salt), 6 perturbed supercells each
+    labelled with CHGNet. Held out: ZnS zinc blende/wurtzite and SiC 3C/2H, whose phonons are
+    computed with the trained MACE and with CHGNet and compared (paper metrics, stability,
+    polymorphs). A second run reuses everything already in the store.
+    """
+    import time
+
+    from rich.console import Console
+
+    from phonon_flows.campaign import demo_campaign_maker, demo_structures, write_campaign_report
+    from phonon_flows.runner import run_campaign
+
+    console = Console(stderr=True)
+    t0 = time.perf_counter()
+    hp = {"max_num_epochs": epochs, "start_swa": max(1, int(0.75 * epochs))} if epochs else None
+    maker = demo_campaign_maker(name=name, **({"hyperparameters": hp} if hp else {}))
+    console.print(
+        "[bold]phonon-flows demo[/bold]: the reference is CHGNet 0.3.0, a pretrained universal potential "
+        "standing in for DFT -- NOT DFT. Numbers compare MACE with CHGNet, not with DFT."
+    )
+    flow = maker.make(demo_structures())
+    store = _store_from(store_dir, mongo_uri, None)
+    summary = run_campaign(flow, store, progress=progress, resume=not fresh, work_dir=work_dir, console=console)
+    console.print(summary.render(), soft_wrap=True, highlight=False)
+    report = write_campaign_report(store, name, out)
+    if report.metrics_text:
+        typer.echo(report.metrics_text)
+    typer.echo(
+        "NOTE: the reference of this demo is CHGNet 0.3.0, a pretrained potential, NOT DFT; the paper's "
+        "column is MACE against DFT (PBE) on 384 materials."
+    )
+    typer.echo(f"report: {report.out_dir}/summary.md and {report.out_dir}/figures/ "
+               f"({sum(1 for p in report.files.values() if p.endswith('.png'))} figures); "
+               f"wall time {time.perf_counter() - t0:.0f} s")
+    if not summary.ok:
+        fail(f"{summary.count('failed')} job(s) failed, {summary.count('skipped')} skipped "
+             "(see above and `phonon-flows status`)", code=EXIT_MATERIALS_FAILED)
+
+
+@app.command()
+@friendly
+def run(
+    files: list[str] = typer.Argument(None, help="Structure files (CIF, POSCAR, ...); one material each"),
+    name: str = typer.Option("campaign", "--name", "-n", help="Campaign name (part of every job's key)"),
+    holdout: list[str] = typer.Option(None, "--holdout", help="Held-out materials (file, file name or stem); repeat or comma-separate"),
+    engine: str = typer.Option("chgnet", help="Reference: chgnet (pretrained potential, NOT DFT), emt (tests) or vasp (DFT)"),
+    preset: str = typer.Option("paper", help="MACE settings: paper (the recipe) or small (fast, CPU)"),
+    epochs: int = typer.Option(None, help="MACE epochs (overrides the preset)"),
+    n_perturbations: int = typer.Option(6, help="Perturbed supercells per training material"),
+    min_atoms: int = typer.Option(100, help="Smallest supercell (atoms)"),
+    max_atoms: int = typer.Option(200, help="Largest supercell (atoms)"),
+    relax: bool = typer.Option(True, "--relax/--no-relax", help="Relax the inputs first (reference, or the model with --screen)"),
+    fmax: float = typer.Option(None, help="Force criterion of the relaxation, eV/Å (default 1e-3)"),
+    screen: bool = typer.Option(False, "--screen", help="Screen new materials with a trained model (needs --model)"),
+    model: str = typer.Option(None, "--model", help="sha256 of a trained MACE model in the store (with --screen)"),
+    device: str = typer.Option("auto", help="Torch device for MACE: auto, cpu or cuda"),
+    check: bool = typer.Option(False, "--check", help="Only check the inputs and print one line per problem"),
+    store_dir: str = typer.Option(None, help="Embedded store directory (default: settings' store_dir)"),
+    mongo_uri: str = typer.Option(None, help="MongoDB URI (documents in MongoDB, large data in GridFS)"),
+    database: str = typer.Option(None, help="Database name (default: settings' database)"),
+    work_dir: str = typer.Option(None, help="Folder of the job directories (default: phonon_flows_runs)"),
+    fresh: bool = typer.Option(False, "--fresh", help="Recompute everything instead of reusing stored results"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar"),
+) -> None:
+    """Run a training campaign (or, with --screen, a screening) from structure files, here.
+
+    A training campaign relaxes every material with the reference, trains MACE on perturbed
+    supercells of the training materials, and benchmarks MACE against the reference on the
+    --holdout materials. Rerunning the same command reuses everything already in the store.
+    Exit code 2: the campaign ran but some materials failed (see `phonon-flows status`).
+    """
+    from rich.console import Console
+
+    from phonon_flows.runner import run_campaign
+
+    console = Console(stderr=True)
+    store = _store_from(store_dir, mongo_uri, database)
+    flow, doc = _campaign_flow(
+        list(files or []), name, _split_list(holdout), engine.lower(), preset, epochs, n_perturbations, min_atoms,
+        max_atoms, relax, fmax, device, screen, model, store if screen else None,
+    )
+    _print_input_failures(doc, console)
+    n_ok = len(doc.materials)
+    if check:
+        typer.echo(f"{n_ok} material(s) ready, {len(doc.input_failures)} refused; {len(doc.jobs)} jobs")
+        if doc.input_failures:
+            raise typer.Exit(1)
+        return
+    if doc.reference_note:
+        console.print(doc.reference_note, highlight=False)
+    summary = run_campaign(flow, store, progress=progress, resume=not fresh, work_dir=work_dir, console=console)
+    console.print(summary.render(), soft_wrap=True, highlight=False)
+    if doc.campaign_type == "training":
+        from phonon_flows.campaign import load_benchmark
+        from phonon_flows.report import render_paper_metrics
+
+        bench = load_benchmark(store, name)
+        if bench is not None and doc.holdout_material_ids:
+            typer.echo(render_paper_metrics(bench))
+    else:
+        _print_results(store, {"campaign": name}, 300.0, as_json=False, as_csv=False)
+    if not summary.ok or doc.input_failures:
+        fail(f"{len(summary.failed_materials()) + len(doc.input_failures)} material(s) failed or were refused "
+             f"(see above and `phonon-flows status {name}`)", code=EXIT_MATERIALS_FAILED)
+
+
+@app.command()
+@friendly
+def submit(
+    files: list[str] = typer.Argument(None, help="Structure files (CIF, POSCAR, ...); one material each"),
+    name: str = typer.Option("campaign", "--name", "-n", help="Campaign name"),
+    holdout: list[str] = typer.Option(None, "--holdout", help="Held-out materials (file, file name or stem)"),
+    engine: str = typer.Option("vasp", help="Reference: vasp (DFT), chgnet or emt"),
+    preset: str = typer.Option("paper", help="MACE settings: paper or small"),
+    epochs: int = typer.Option(None, help="MACE epochs (overrides the preset)"),
+    n_perturbations: int = typer.Option(6, help="Perturbed supercells per training material"),
+    min_atoms: int = typer.Option(100, help="Smallest supercell (atoms)"),
+    max_atoms: int = typer.Option(200, help="Largest supercell (atoms)"),
+    relax: bool = typer.Option(True, "--relax/--no-relax", help="Relax the inputs first"),
+    fmax: float = typer.Option(None, help="Force criterion of a reference-engine relaxation, eV/Å"),
+    screen: bool = typer.Option(False, "--screen", help="Screen new materials with a trained model (needs --model)"),
+    model: str = typer.Option(None, "--model", help="sha256 of a trained MACE model (with --screen)"),
+    device: str = typer.Option("auto", help="Torch device for MACE on the workers"),
+    launchpad: str = typer.Option(None, "--launchpad", "-l", help="LaunchPad yaml (see launchpad.yaml.example)"),
+    mongo_uri: str = typer.Option(None, help="MongoDB URI of the LaunchPad (instead of --launchpad)"),
+    db: str = typer.Option(None, "--db", help="LaunchPad database name (default: the URI's)"),
+    force: bool = typer.Option(False, "--force", help="Submit even if Fireworks of these jobs are already there"),
+) -> None:
+    """Submit a campaign (or a screening) to a FireWorks LaunchPad.
+
+    Training and MACE phonons become gpu Fireworks, DFT/reference labelling cpu Fireworks. Workers
+    write to their own jobflow JOB_STORE (JOBFLOW_CONFIG_FILE, see jobflow.yaml.example).
+    """
+    from phonon_flows.fireworks import category_counts, get_launchpad
+    from phonon_flows.fireworks import submit as fw_submit
+
+    if bool(launchpad) == bool(mongo_uri):
+        raise typer.BadParameter("give the LaunchPad as --launchpad FILE or as --mongo-uri URI [--db NAME]")
+    if launchpad:
+        from fireworks import LaunchPad
+
+        lp = LaunchPad.from_file(launchpad)
+    else:
+        lp = get_launchpad(mongo_uri, db)
+    store = None
+    if screen and mongo_uri:
+        store = _store_from(None, mongo_uri, None)
+    flow, doc = _campaign_flow(
+        list(files or []), name, _split_list(holdout), engine.lower(), preset, epochs, n_perturbations, min_atoms,
+        max_atoms, relax, fmax, device, screen, model, store,
+    )
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    _print_input_failures(doc, console)
+    keys = [j.metadata["phonon_flows"]["key"] for j in _flow_jobs(flow)]
+    there = lp.fireworks.count_documents({"spec.phonon_flows.key": {"$in": keys}})
+    if there and not force:
+        fail(f"{there} of these {len(keys)} jobs are already in the LaunchPad (campaign {name!r}); "
+             "rerun fizzled ones with `lpad rerun_fws`, or use --force")
+    ids = fw_submit(flow, lp)
+    counts = category_counts(lp, {"fw_id": {"$in": list(ids.values())}})
+    per_cat = ", ".join(f"{cat}: {sum(v.values())}" for cat, v in sorted(counts.items()))
+    typer.echo(f"submitted campaign {name!r}: {len(ids)} Fireworks ({per_cat}); "
+               f"start workers with `rlaunch -w my_fworker_gpu.yaml rapidfire` / my_fworker_cpu.yaml")
+
+
+def _flow_jobs(flow) -> list:
+    from jobflow import Flow
+
+    out = []
+    for item in flow.jobs:
+        out += _flow_jobs(item) if isinstance(item, Flow) else [item]
+    return out
+
+
+@app.command()
+@friendly
+def status(
+    campaign: str = typer.Argument(None, help="Campaign name (default: every campaign in the store)"),
+    store_dir: str = typer.Option(None, help="Embedded store directory (default: settings' store_dir)"),
+    mongo_uri: str = typer.Option(None, help="MongoDB URI of the job store"),
+    database: str = typer.Option(None, help="Database name of the job store"),
+    launchpad: str = typer.Option(None, "--launchpad", "-l", help="Also show the Fireworks of a LaunchPad (yaml)"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON"),
+) -> None:
+    """Jobs of each campaign by state (done, failed, skipped, pending), and the failures with reasons."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from phonon_flows.runner import campaign_status
+
+    store = _store_from(store_dir, mongo_uri, database)
+    statuses = campaign_status(store, campaign)
+    fw: dict = {}
+    if launchpad:
+        fw = _launchpad_status(launchpad, [s.campaign for s in statuses] if not campaign else [campaign])
+    if as_json:
+        typer.echo(json.dumps({"campaigns": [s.as_dict() for s in statuses], "fireworks": fw}, default=str))
+        return
+    console = Console()
+    if not statuses:
+        console.print("no campaign in the store")
+    for s in statuses:
+        table = Table(title=f"campaign {s.campaign} ({s.campaign_type}): {s.n_jobs} jobs")
+        table.add_column("stage")
+        for state in ("done", "failed", "skipped", "pending"):
+            table.add_column(state, justify="right")
+        for stage, c in s.by_stage.items():
+            table.add_row(stage, *(str(c[k]) for k in ("done", "failed", "skipped", "pending")))
+        table.add_row("[bold]total", *(f"[bold]{s.counts[k]}" for k in ("done", "failed", "skipped", "pending")))
+        console.print(table)
+        if s.reference_note:
+            console.print(s.reference_note, highlight=False)
+        for f in s.input_failures:
+            console.print(f"  refused input {f['material_id']}: {f['reason']}", highlight=False, soft_wrap=True)
+        for f in s.failures:
+            where = f" [{f['directory']}]" if f.get("directory") and f.get("state") == "failed" else ""
+            console.print(f"  {f['state']} {f['material_id'] or '-'} ({f['stage']}): {f['reason']}{where}",
+                          highlight=False, soft_wrap=True)
+    for name, info in fw.items():
+        console.print(f"LaunchPad, campaign {name}: " + "; ".join(
+            f"{cat}: " + ", ".join(f"{st} {n}" for st, n in sorted(states.items()))
+            for cat, states in sorted(info["counts"].items())) or "no Fireworks")
+        for f in info["fizzled"]:
+            console.print(f"  FIZZLED {f['name']}: {f['reason']}", highlight=False, soft_wrap=True)
+
+
+def _launchpad_status(path: str, campaigns: list[str]) -> dict:
+    from fireworks import LaunchPad
+
+    from phonon_flows.fireworks import category_counts
+
+    lp = LaunchPad.from_file(path)
+    out = {}
+    for name in campaigns:
+        query = {"spec.phonon_flows.campaign": name}
+        fizzled = []
+        for fw in lp.fireworks.find({**query, "state": "FIZZLED"}, {"fw_id": 1, "name": 1, "launches": 1}):
+            reason = "see the launch directory"
+            for launch in lp.launches.find({"launch_id": {"$in": fw.get("launches", [])}}, {"action": 1}):
+                trace = (((launch.get("action") or {}).get("stored_data") or {}).get("_exception") or {}).get(
+                    "_stacktrace") or ""
+                if trace:
+                    reason = trace.strip().splitlines()[-1]
+            fizzled.append({"fw_id": fw["fw_id"], "name": fw["name"], "reason": reason})
+        out[name] = {"counts": category_counts(lp, query), "fizzled": fizzled}
+    return out
+
+
+def _print_results(store, filters: dict, temperature: float, as_json: bool, as_csv: bool, limit: int = 0,
+                   sort: str | None = None) -> int:
+    from phonon_flows.store import PhononResults
+
+    results = PhononResults(store)
+    df = results.to_dataframe(temperatures=[temperature], sort=sort, limit=limit, temperature=temperature, **filters)
+    if as_json:
+        typer.echo(df.to_json(orient="records"))
+        return len(df)
+    if as_csv:
+        typer.echo(df.to_csv(index=False), nl=False)
+        return len(df)
+    from rich.console import Console
+    from rich.table import Table
+
+    from phonon_flows.store import temperature_key
+
+    t = temperature_key(temperature)
+    table = Table(title=f"{len(df)} phonon result(s); thermal properties at {t} K")
+    cols = [("material_id", "material"), ("formula", "formula"), ("engine", "engine"), ("campaign", "campaign"),
+            ("dynamically_stable", "stable"), ("min_frequency_THz", "min ν (THz)"),
+            (f"A_vib_meV_per_atom_{t}K", "A_vib (meV/atom)"), (f"Cv_J_per_K_mol_{t}K", "C_v (J/K/mol)"),
+            (f"S_J_per_K_mol_{t}K", "S_vib (J/K/mol)")]
+    for _, label in cols:
+        table.add_column(label, justify="left" if label in ("material", "formula", "engine", "campaign") else "right")
+    for _, row in df.iterrows():
+        cells = []
+        for key, _ in cols:
+            v = row.get(key)
+            if key == "engine" and row.get("model_sha256"):
+                v = f"{v} [{str(row['model_sha256'])[:8]}]"
+            cells.append("—" if v is None or (isinstance(v, float) and v != v) else (f"{v:.3f}" if isinstance(v, float) else str(v)))
+        table.add_row(*cells)
+    Console().print(table)
+    return len(df)
+
+
+@app.command()
+@friendly
+def query(
+    formula: str = typer.Option(None, help="Formula (as given or reduced: Si2 finds Si)"),
+    chemsys: str = typer.Option(None, help="Chemical system, e.g. Zn-S"),
+    material_id: str = typer.Option(None, "--material-id", help="Material id"),
+    campaign: str = typer.Option(None, help="Campaign name"),
+    engine: str = typer.Option(None, help="Engine name: mace, chgnet, emt, vasp, phonopy-import"),
+    engine_kind: str = typer.Option(None, help="Engine kind: dft, reference, mlip, imported"),
+    model: str = typer.Option(None, "--model", help="MACE model sha256 (or a prefix)"),
+    stable: bool = typer.Option(None, "--stable/--unstable", help="Only dynamically stable / unstable materials"),
+    temperature: float = typer.Option(300.0, "--temperature", "-T", help="Temperature of the thermal columns and ranges, K"),
+    min_a: float = typer.Option(None, "--min-A", help="Smallest A_vib, meV/atom"),
+    max_a: float = typer.Option(None, "--max-A", help="Largest A_vib, meV/atom"),
+    min_cv: float = typer.Option(None, "--min-Cv", help="Smallest C_v, J/(K mol)"),
+    max_cv: float = typer.Option(None, "--max-Cv", help="Largest C_v, J/(K mol)"),
+    min_s: float = typer.Option(None, "--min-S", help="Smallest S_vib, J/(K mol)"),
+    max_s: float = typer.Option(None, "--max-S", help="Largest S_vib, J/(K mol)"),
+    include_failed: bool = typer.Option(False, "--include-failed", help="Also list failed phonon documents"),
+    sort: str = typer.Option(None, help="Sort field, '-' for descending (e.g. -S_vib, A_vib, min_frequency)"),
+    limit: int = typer.Option(0, help="At most this many rows (0: all)"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON records"),
+    as_csv: bool = typer.Option(False, "--csv", help="Print CSV"),
+    store_dir: str = typer.Option(None, help="Embedded store directory (default: settings' store_dir)"),
+    mongo_uri: str = typer.Option(None, help="MongoDB URI of the job store"),
+    database: str = typer.Option(None, help="Database name of the job store"),
+) -> None:
+    """A table of phonon results (PhononDocs) in the store, with filters."""
+    if as_json and as_csv:
+        raise typer.BadParameter("--json and --csv exclude each other")
+    if temperature < 0:
+        raise typer.BadParameter(f"--temperature must be >= 0 K, not {temperature}")
+    filters: dict = {"failed": None if include_failed else False}
+    for key, value in (("formula", formula), ("chemsys", chemsys), ("material_id", material_id),
+                       ("campaign", campaign), ("engine", engine), ("engine_kind", engine_kind),
+                       ("model_sha256", model), ("stable", stable)):
+        if value is not None:
+            filters[key] = value
+    for key, lo, hi in (("A_vib", min_a, max_a), ("C_v", min_cv, max_cv), ("S_vib", min_s, max_s)):
+        if lo is not None or hi is not None:
+            filters[key] = (lo, hi)
+    store = _store_from(store_dir, mongo_uri, database)
+    _print_results(store, filters, temperature, as_json, as_csv, limit=limit, sort=sort)
+
+
+@app.command()
+@friendly
+def report(
+    campaign: str = typer.Argument(..., help="Campaign name"),
+    out: str = typer.Option(None, "--out", "-o", help="Folder of the report (default: report_<campaign>)"),
+    store_dir: str = typer.Option(None, help="Embedded store directory (default: settings' store_dir)"),
+    mongo_uri: str = typer.Option(None, help="MongoDB URI of the job store"),
+    database: str = typer.Option(None, help="Database name of the job store"),
+) -> None:
+    """Write the figures and summary tables of a training campaign into a folder."""
+    from phonon_flows.campaign import write_campaign_report
+
+    store = _store_from(store_dir, mongo_uri, database)
+    rep = write_campaign_report(store, campaign, out or f"report_{campaign}")
+    if rep.metrics_text:
+        typer.echo(rep.metrics_text)
+    if rep.reference_note:
+        typer.echo(rep.reference_note)
+    n_fig = sum(1 for p in rep.files.values() if str(p).endswith(".png"))
+    typer.echo(f"report of {campaign!r}: {rep.out_dir}/summary.md, {n_fig} figures in {rep.out_dir}/figures")
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())

@@ -405,7 +405,10 @@ def _input_items(
         if material_ids is not None:
             if len(material_ids) != len(items):
                 raise InputError(f"{len(material_ids)} material ids for {len(items)} structures", stage="input")
-            ids = [str(m) if m else None for m in material_ids]
+            ids = [
+                str(m) if m else (Path(it).stem if isinstance(it, (str, Path)) else None)
+                for m, it in zip(material_ids, items, strict=True)
+            ]
         else:
             ids = [Path(it).stem if isinstance(it, (str, Path)) else None for it in items]
     sources = [str(it) if isinstance(it, (str, Path)) else None for it in items]

@@ -119,3 +119,40 @@ def mongo_uri(tmp_path_factory) -> str:
 def mongo_db_name() -> str:
     """A database name no other test uses."""
     return f"test_{_uuid.uuid4().hex[:12]}"
+
+
+# ---------------------------------------------------------------------------------------------
+# A tiny trained MACE model (small preset, a few epochs on EMT-labelled Cu and Al supercells),
+# trained once per session through MaceTrainingMaker and jobflow, for any test needing a model.
+# ---------------------------------------------------------------------------------------------
+from typing import NamedTuple as _NamedTuple
+
+
+class TinyMaceModel(_NamedTuple):
+    path: Path  # the model file
+    sha256: str  # its sha256, also stored in `store` (data store)
+    elements: list  # elements it knows: ["Al", "Cu"]
+    doc: object  # the TrainingDoc (with model_b64)
+    store: object  # the JobStore (embedded, file-backed) holding the training job's output
+    structures: list  # the EMT-labelled training structures (ase Atoms)
+
+
+@pytest.fixture(scope="session")
+def tiny_mace_model(tmp_path_factory) -> TinyMaceModel:
+    """Trains the ``small`` MACE preset once per session (about 30 s on 2 cores)."""
+    from jobflow import run_locally
+
+    from _mace_data import emt_structures, training_set_dict
+    from phonon_flows.makers.training import MaceTrainingMaker
+    from phonon_flows.schemas.training import MaceHyperparameters
+    from phonon_flows.store import get_store
+
+    root = tmp_path_factory.mktemp("tiny_mace")
+    structures = emt_structures()
+    store = get_store(store_dir=root / "store")
+    maker = MaceTrainingMaker(hyperparameters=MaceHyperparameters.preset("small"), device="cpu", num_threads=2)
+    job = maker.make(training_set_dict(structures))
+    responses = run_locally(job, store=store, create_folders=True, root_dir=root / "jobs", ensure_success=True, log=False)
+    doc = responses[job.uuid][1].output
+    path = Path(doc.work_dir) / doc.model_file_name
+    return TinyMaceModel(path, doc.model_sha256, list(doc.elements), doc, store, structures)

@@ -78,8 +78,9 @@ def _fmt_weight(value: float) -> str:
     return f"{float(value):g}"
 
 
-def option_args(options: dict[str, Any]) -> list[str]:
+def option_args(options: dict[str, Any], skip_none: bool = True) -> list[str]:
     """``--key=value`` arguments of mace options; flags follow mace's parser (``--swa``, ``--ema``).
+    None values are left out (mace's default), or written ``--key=None`` when not ``skip_none``.
 
     Raises InputError on an option mace does not know.
     """
@@ -95,7 +96,7 @@ def option_args(options: dict[str, Any]) -> list[str]:
         elif kind == "false":
             if not value:
                 out.append(f"--{key}")
-        elif value is not None:
+        elif value is not None or not skip_none:
             out.append(f"--{key}={_fmt(value)}")
     return out
 
@@ -163,7 +164,7 @@ def build_mace_args(
     if device.startswith("cuda"):
         run_options["save_cpu"] = True  # the stored model loads on CPU-only machines too
     args.extend(option_args(run_options))
-    args.extend(option_args(dict(hp.extra)))
+    args.extend(option_args(dict(hp.extra), skip_none=False))
     return args
 
 
