@@ -258,9 +258,9 @@ def demo(
     fresh: bool = typer.Option(False, "--fresh", help="Recompute everything instead of reusing stored results"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar"),
 ) -> None:
-    """Run the demo campaign: 10 crystals, CHGNet as the reference (NOT DFT), small MACE, benchmark.
+    """Run the demo campaign: 9 crystals, CHGNet as the reference (NOT DFT), small MACE, benchmark.
 
-    Training: Si, C (diamond), Zn (hcp), MgS, ZnS, SiC (rock salt), 6 perturbed supercells each
+    Training: Si (diamond), Zn (hcp), MgS and ZnS (rock salt), SiC 4H, 6 perturbed supercells each
     labelled with CHGNet. Held out: ZnS zinc blende/wurtzite and SiC 3C/2H, whose phonons are
     computed with the trained MACE and with CHGNet and compared (paper metrics, stability,
     polymorphs). A second run reuses everything already in the store.

@@ -194,12 +194,14 @@ def read_xyz(text: str) -> list[Atoms]:
         raise InputError(f"training set is not readable extxyz: {exc}", stage=STAGE) from exc
 
 
-def _get_array(atoms: Atoms, key: str):
+def reference_forces(atoms: Atoms, key: str = "REF_forces") -> np.ndarray | None:
+    """The reference forces (N, 3) of a structure stored under ``key``, or None. (ase's extxyz
+    reader moves a plain ``forces`` key into a single-point calculator: read from there too.)"""
     if key in atoms.arrays:
         return np.asarray(atoms.arrays[key], dtype=float)
-    calc = atoms.calc
-    if calc is not None and key in ("forces",) and "forces" in getattr(calc, "results", {}):
-        return np.asarray(calc.results["forces"], dtype=float)
+    results = getattr(atoms.calc, "results", {}) if atoms.calc is not None else {}
+    if key == "forces" and "forces" in results:
+        return np.asarray(results["forces"], dtype=float)
     return None
 
 
@@ -222,7 +224,7 @@ def check_training_set(
             stage=STAGE,
         )
     for i, atoms in enumerate(atoms_list):
-        forces = _get_array(atoms, forces_key)
+        forces = reference_forces(atoms, forces_key)
         if forces is None:
             found = sorted(k for k in atoms.arrays if k not in ("numbers", "positions"))
             raise InputError(
@@ -505,11 +507,11 @@ def final_model_path(work_dir: str | Path, name: str, stage_two: bool) -> Path:
 
 
 def force_errors(predicted: Sequence[np.ndarray], reference: Sequence[np.ndarray]) -> tuple[float, float]:
-    """Force MAE and RMSE over all components, meV/Å."""
-    if not predicted:
-        return float("nan"), float("nan")
-    diff = np.concatenate([np.asarray(p, float) - np.asarray(r, float) for p, r in zip(predicted, reference)]).ravel()
-    return 1000.0 * float(np.mean(np.abs(diff))), 1000.0 * float(np.sqrt(np.mean(diff**2)))
+    """Force MAE and RMSE over all components, meV/Å (:func:`phonon_flows.core.metrics.force_metrics`)."""
+    from phonon_flows.core.metrics import force_metrics
+
+    m = force_metrics(list(reference), list(predicted))
+    return m.mae_meV_per_A, m.rmse_meV_per_A
 
 
 def energy_mae_per_atom(predicted: Sequence[float], reference: Sequence[float], n_atoms: Sequence[int]) -> float:

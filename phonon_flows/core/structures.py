@@ -19,6 +19,8 @@ from phonon_flows.errors import InputError
 
 #: atoms closer than this (Å) are "overlapping": no real crystal has such bonds
 MIN_DISTANCE = 0.5
+#: longest cell edge (Å) accepted: beyond it an input is not a crystal to compute phonons of
+MAX_CELL_LENGTH = 1000.0
 
 
 def read_structure(path: str | Path, material_id: str | None = None) -> Structure:
@@ -77,10 +79,14 @@ def _read_with_ase(path: Path, errors: list[str], fmt: str | None = None) -> Str
         return None
     if isinstance(atoms, list):  # pragma: no cover - ase.io.read without index returns one
         atoms = atoms[-1]
-    if not all(atoms.pbc) or atoms.cell.rank < 3:
-        errors.append("ase: not a periodic 3D structure (no cell or pbc not set)")
+    try:
+        if not all(atoms.pbc) or atoms.cell.rank < 3:
+            errors.append("ase: not a periodic 3D structure (no cell or pbc not set)")
+            return None
+        return AseAtomsAdaptor.get_structure(atoms)
+    except Exception as exc:  # noqa: BLE001 - e.g. a singular cell
+        errors.append(f"ase: {_one_line(exc)}")
         return None
-    return AseAtomsAdaptor.get_structure(atoms)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -109,6 +115,13 @@ def validate_structure(
         raise InputError(f"degenerate lattice (cell volume {volume:.3g} Å^3)", material_id=name, stage="input")
     if not np.all(np.isfinite(structure.cart_coords)):
         raise InputError("non-finite atomic coordinates", material_id=name, stage="input")
+    longest = max(structure.lattice.abc)
+    if not np.isfinite(longest) or longest > MAX_CELL_LENGTH:
+        raise InputError(
+            f"cell edge of {longest:.3g} Å, longer than {MAX_CELL_LENGTH:g} Å: not a crystal to compute phonons of",
+            material_id=name,
+            stage="input",
+        )
 
     disordered = [i for i, site in enumerate(structure) if not site.is_ordered]
     if disordered:
@@ -127,8 +140,9 @@ def validate_structure(
     close = closest_pair(structure, min_distance)
     if close is not None:
         i, j, dist = close
+        other = "its periodic image" if i == j else f"{j} ({structure[j].specie})"
         raise InputError(
-            f"overlapping atoms: sites {i} ({structure[i].specie}) and {j} ({structure[j].specie}) are "
+            f"overlapping atoms: sites {i} ({structure[i].specie}) and {other} are "
             f"{dist:.3f} Å apart (< {min_distance:g} Å)",
             material_id=name,
             stage="input",
@@ -137,8 +151,25 @@ def validate_structure(
 
 
 def closest_pair(structure: Structure, cutoff: float) -> tuple[int, int, float] | None:
-    """The closest pair of sites (periodic images included) nearer than ``cutoff`` Å, or None."""
-    centers, neighbors, _images, distances = structure.get_neighbor_list(cutoff)
+    """The closest pair of sites (periodic images included) nearer than ``cutoff`` Å, or None.
+
+    Searched in the LLL-reduced cell (same sites, few periodic images) with ASE's neighbour list,
+    whose memory does not grow with the cell volume; a lattice vector shorter than ``cutoff``
+    (every atom on its own image) is found first, since it would make the search explode.
+    """
+    from ase import Atoms
+    from ase.neighborlist import neighbor_list
+
+    try:
+        reduced = structure.lattice.get_lll_reduced_lattice()
+    except Exception:  # noqa: BLE001 - keep the cell as given
+        reduced = structure.lattice
+    shortest = float(min(reduced.abc))
+    if shortest < cutoff:
+        return 0, 0, shortest
+    frac = reduced.get_fractional_coords(structure.cart_coords) % 1.0
+    atoms = Atoms(numbers=np.ones(len(structure), dtype=int), scaled_positions=frac, cell=reduced.matrix, pbc=True)
+    centers, neighbors, distances = neighbor_list("ijd", atoms, cutoff, self_interaction=False)
     if len(distances) == 0:
         return None
     k = int(np.argmin(distances))

@@ -12,7 +12,7 @@ from typing import Any
 
 from jobflow import Job, Maker, job
 
-from phonon_flows.errors import PhononFlowsError
+from phonon_flows.errors import InputError, PhononFlowsError
 from phonon_flows.makers.base import set_category
 from phonon_flows.schemas.training import EpochMetrics, MaceHyperparameters, TrainingDoc, TrainingSetInfo
 
@@ -82,7 +82,12 @@ class MaceTrainingMaker(Maker):
             hp = MaceHyperparameters(**hp)
         ts = _training_set_fields(training_set)
         work_dir = Path(self.work_dir or os.getcwd()).resolve()
-        device = resolve_device(self.device)
+        try:
+            device = resolve_device(self.device)
+        except InputError:
+            if self.raise_on_failure:
+                raise
+            device = self.device
         nproc = self.num_gpus if (self.num_gpus and self.num_gpus > 1) else None
         device_label = f"{device} x{nproc}" if nproc else device
         common = {
@@ -94,6 +99,10 @@ class MaceTrainingMaker(Maker):
         }
         t0 = time.perf_counter()
         try:
+            if nproc and not device.startswith("cuda"):
+                raise InputError(f"num_gpus={nproc} (--distributed) needs device cuda, not {device}", stage=core.STAGE)
+            if nproc and torch.cuda.device_count() < nproc:
+                raise InputError(f"num_gpus={nproc} but torch sees {torch.cuda.device_count()} GPU(s)", stage=core.STAGE)
             atoms_list = core.read_xyz(ts["xyz"])
             core.check_training_set(
                 atoms_list, ts["energy_key"], ts["forces_key"], name=", ".join(ts["material_ids"][:3]) or None
@@ -122,7 +131,7 @@ class MaceTrainingMaker(Maker):
         # the final model evaluated on its own training and validation structures
         engine = load_mace_engine(model_path=run.model_path, device=device, default_dtype=hp.default_dtype)
         predictions = engine.compute(atoms_list)
-        ref_forces = [a.arrays[ts["forces_key"]] for a in atoms_list]
+        ref_forces = [core.reference_forces(a, ts["forces_key"]) for a in atoms_list]
         ref_energy = [a.info.get(ts["energy_key"]) for a in atoms_list]
         metrics: dict[str, float | None] = {}
         for label, idx in (("train", run.train_indices), ("valid", run.valid_indices)):

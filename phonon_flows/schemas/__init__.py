@@ -5,16 +5,20 @@ from phonon_flows.schemas.common import EngineInfo, MaterialError
 from phonon_flows.schemas.forces import ForceDoc, RelaxDoc
 from phonon_flows.schemas.perturbation import PerturbationDoc
 from phonon_flows.schemas.phonon import PhononDoc, ThermalProperties
+from phonon_flows.schemas.training import EnergyPhase, MaceHyperparameters, TrainingDoc
 from phonon_flows.schemas.training_set import TrainingSetDoc
 
 __all__ = [
     "BenchmarkDoc",
+    "EnergyPhase",
     "EngineInfo",
     "ForceDoc",
+    "MaceHyperparameters",
     "MaterialError",
     "PerturbationDoc",
     "PhononDoc",
     "RelaxDoc",
     "ThermalProperties",
+    "TrainingDoc",
     "TrainingSetDoc",
 ]
