@@ -47,6 +47,11 @@ def get_store(
     data_collection = data_collection or settings.data_collection
 
     if mongo_uri:
+        if not str(mongo_uri).startswith(("mongodb://", "mongodb+srv://")):
+            from phonon_flows.errors import InputError
+
+            # pymongo would take any other text for a host name and wait 30 s for it
+            raise InputError(f"a MongoDB URI starts with mongodb:// or mongodb+srv://, not {str(mongo_uri)[:40]!r}")
         docs, data = _mongo_stores(mongo_uri, database, collection, data_collection)
     else:
         from maggma.stores import MontyStore

@@ -218,23 +218,28 @@ def _param_values(param: click.Parameter, draw, folder: Path) -> list[str]:
     """Tokens for one parameter: its option string and a random value."""
     name = param.name or ""
     if isinstance(param, click.Argument):
-        n = draw(st.integers(0, 3))
+        n = 1 if param.nargs == 1 and draw(st.integers(0, 5)) else draw(st.integers(0, 3))
         return [draw(st.one_of(st.sampled_from(_path_values(folder)), st.text(string.printable, max_size=8)))
                 for _ in range(n)]
     opt = draw(st.sampled_from(list(param.opts) + list(param.secondary_opts or [])))
     if param.is_flag if isinstance(param, click.Option) else False:
         return [opt]
+    anything = st.one_of(
+        st.text(string.ascii_letters + string.digits + "-_.,:", max_size=10),
+        st.floats(allow_nan=True, allow_infinity=True).map(str),
+        st.sampled_from(["", "-1", "0", "nan", "cpu", "cuda", "emt", "vasp", "chgnet", "small", "paper", "ab" * 32]),
+    )
     if "uri" in name:
         value = draw(st.sampled_from(BAD_URIS))
     elif any(w in name for w in PATH_WORDS):
         value = draw(st.sampled_from(_path_values(folder)))
+    elif isinstance(param.type, click.types.IntParamType):  # mostly well-typed values: reach the command
+        value = draw(st.one_of(st.integers(-5, 300).map(str), st.integers(-5, 300).map(str), anything))
+    elif isinstance(param.type, click.types.FloatParamType):
+        value = draw(st.one_of(st.floats(allow_nan=True, allow_infinity=True).map(str), st.floats(-1e3, 1e3).map(str),
+                               anything))
     else:
-        value = draw(st.one_of(
-            st.text(string.ascii_letters + string.digits + "-_.,:", max_size=10),
-            st.integers(-5, 500).map(str),
-            st.floats(allow_nan=True, allow_infinity=True).map(str),
-            st.sampled_from(["", "-1", "0", "nan", "cpu", "cuda", "emt", "vasp", "small", "paper", "ab" * 32]),
-        ))
+        value = draw(anything)
     return [opt, value]
 
 
