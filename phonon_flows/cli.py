@@ -11,6 +11,7 @@ import os
 import sys
 
 import typer
+from rich.markup import escape
 
 app = typer.Typer(
     name="phonon-flows",
@@ -156,7 +157,7 @@ def import_(
     console = Console()
     console.print(table)
     for err in doc.errors:
-        console.print(f"[yellow]warning:[/yellow] {err}")
+        console.print(f"[yellow]warning:[/yellow] {escape(str(err))}")
     if uuid:
         console.print(f"stored as job {uuid}")
 
@@ -243,7 +244,7 @@ def _campaign_flow(
 
 def _print_input_failures(doc, console) -> None:
     for err in doc.input_failures:
-        console.print(f"[yellow]skipped input[/yellow] {err.material_id}: {err.reason}", soft_wrap=True)
+        console.print(f"[yellow]skipped input[/yellow] {escape(f'{err.material_id}: {err.reason}')}", soft_wrap=True)
 
 
 @app.command()
@@ -283,7 +284,7 @@ def demo(
     flow = maker.make(demo_structures())
     store = _store_from(store_dir, mongo_uri, None)
     summary = run_campaign(flow, store, progress=progress, resume=not fresh, work_dir=work_dir, console=console)
-    console.print(summary.render(), soft_wrap=True, highlight=False)
+    console.print(summary.render(), soft_wrap=True, highlight=False, markup=False)
     report = write_campaign_report(store, name, out)
     if report.metrics_text:
         typer.echo(report.metrics_text)
@@ -351,7 +352,7 @@ def run(
     if doc.reference_note:
         console.print(doc.reference_note, highlight=False)
     summary = run_campaign(flow, store, progress=progress, resume=not fresh, work_dir=work_dir, console=console)
-    console.print(summary.render(), soft_wrap=True, highlight=False)
+    console.print(summary.render(), soft_wrap=True, highlight=False, markup=False)
     if doc.campaign_type == "training":
         from phonon_flows.campaign import load_benchmark
         from phonon_flows.report import render_paper_metrics
@@ -477,17 +478,18 @@ def status(
         if s.reference_note:
             console.print(s.reference_note, highlight=False)
         for f in s.input_failures:
-            console.print(f"  refused input {f['material_id']}: {f['reason']}", highlight=False, soft_wrap=True)
+            console.print(f"  refused input {f['material_id']}: {f['reason']}", highlight=False, soft_wrap=True,
+                          markup=False)
         for f in s.failures:
             where = f" [{f['directory']}]" if f.get("directory") and f.get("state") == "failed" else ""
             console.print(f"  {f['state']} {f['material_id'] or '-'} ({f['stage']}): {f['reason']}{where}",
-                          highlight=False, soft_wrap=True)
+                          highlight=False, soft_wrap=True, markup=False)
     for name, info in fw.items():
         console.print(f"LaunchPad, campaign {name}: " + "; ".join(
             f"{cat}: " + ", ".join(f"{st} {n}" for st, n in sorted(states.items()))
             for cat, states in sorted(info["counts"].items())) or "no Fireworks")
         for f in info["fizzled"]:
-            console.print(f"  FIZZLED {f['name']}: {f['reason']}", highlight=False, soft_wrap=True)
+            console.print(f"  FIZZLED {f['name']}: {f['reason']}", highlight=False, soft_wrap=True, markup=False)
 
 
 def _launchpad_status(path: str, campaigns: list[str]) -> dict:

@@ -573,10 +573,15 @@ class TrainingCampaignMaker(Maker):
         if not self.relax:
             return None
         if self.engine_name == "vasp":
-            from phonon_flows.makers.vasp import VaspRelaxMaker
+            from phonon_flows.makers.vasp import VaspRelaxMaker as cls
 
-            return VaspRelaxMaker(**self.relax_kwargs)
-        return ReferenceRelaxMaker(engine=self.engine_name, engine_kwargs=dict(self.engine_kwargs), **self.relax_kwargs)
+            kwargs = {}
+        else:
+            cls, kwargs = ReferenceRelaxMaker, {"engine": self.engine_name, "engine_kwargs": dict(self.engine_kwargs)}
+        unknown = sorted(set(self.relax_kwargs) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise InputError(f"relax_kwargs {', '.join(unknown)} are not settings of {cls.__name__}", stage="relax")
+        return cls(**kwargs, **self.relax_kwargs)
 
     def force_maker(self) -> Maker:
         if self.engine_name == "vasp":

@@ -395,7 +395,10 @@ def run_campaign(
             out = JobOutcome(**base, state="failed", seconds=time.perf_counter() - t0, reason=reason,
                              directory=str(job_dir))
             record(out)
-            ran_now.add(job.uuid)
+            # a job that failed before and fails again changes nothing downstream (no retraining
+            # because one material failed twice); one whose stored output is now stale does
+            if job.uuid in done_before:
+                ran_now.add(job.uuid)
             _write_failure(store, job, JobFailureDoc(
                 material_id=out.material_id or job.name, stage=out.stage or "job", reason=reason,
                 directory=str(job_dir), state="failed", campaign=tag.get("campaign", campaign), job_uuid=job.uuid,

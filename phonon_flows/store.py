@@ -57,6 +57,10 @@ def get_store(
         from maggma.stores import MontyStore
 
         path = Path(store_dir if store_dir is not None else settings.store_dir).expanduser().resolve()
+        if path.exists() and not path.is_dir():
+            from phonon_flows.errors import InputError
+
+            raise InputError(f"the store directory {path} is a file, not a directory")
         path.mkdir(parents=True, exist_ok=True)
         kwargs: dict[str, Any] = {"database_path": str(path), "database_name": database, "storage": "sqlite"}
         docs = MontyStore(collection, **kwargs)

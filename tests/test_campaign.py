@@ -216,7 +216,8 @@ def test_runner_records_failures_skips_downstream_and_resumes(tmp_path):
 
     # nothing changed: the failed job fails again, the others are reused
     again = run_campaign(_toy_flow(str(flag)), store, progress=False, work_dir=tmp_path / "runs")
-    assert again.counts == {"done": 1, "reused": 1, "failed": 1, "skipped": 1}  # the collector follows its parent
+    # the failed job fails again: nothing its collector sees changed, so the collector is reused
+    assert again.counts == {"done": 0, "reused": 2, "failed": 1, "skipped": 1}
 
     flag.touch()  # "fixed": the failed job and everything downstream of it run, nothing else
     fixed = run_campaign(_toy_flow(str(flag)), store, progress=False, work_dir=tmp_path / "runs")
@@ -312,3 +313,41 @@ def test_campaign_with_the_runner_then_a_screening_with_its_model(tmp_path):
     assert [d["material_id"] for d in docs] == ["Cu-bcc"]
     assert docs[0]["engine"]["model_sha256"] == sha and docs[0]["thermal"]["300"]["Cv_J_per_K_mol"] > 0
     assert np.isfinite(docs[0]["min_frequency_THz"])
+
+
+def _all_jobs(flow):
+    out = []
+    for item in flow.jobs:
+        out += _all_jobs(item) if isinstance(item, Flow) else [item]
+    return out
+
+
+def test_vasp_campaign_flow_is_static_too():
+    """With VASP as the reference the makers return sub-flows (relax chain, static + parse, and
+    the reference phonons: displacements -> one static per displaced supercell -> phonopy): they
+    get deterministic uuids too, with their internal references rewired."""
+    from phonon_flows.fireworks import flow_to_workflow
+
+    mats = {"Cu-hcp": materials()["Cu-hcp"], "Cu-fcc": materials()["Cu-fcc"]}
+    maker = campaign_maker(engine="vasp", n_perturbations=2, relax_kwargs={})
+    flow = maker.make(mats)
+    jobs = _all_jobs(flow)
+    assert [j.uuid for j in jobs] == [j.uuid for j in _all_jobs(maker.make(mats))]
+    uuids = {j.uuid for j in jobs}
+    assert len(uuids) == len(jobs)
+    for j in jobs:
+        assert set(j.input_uuids) <= uuids, j.name
+        assert j.output.uuid == j.uuid
+    by_stage = {}
+    for j in jobs:
+        by_stage.setdefault(j.metadata["phonon_flows"]["stage"], []).append(j.name)
+    # fcc Cu: one symmetry-inequivalent displacement -> one VASP static (+ its parsing job)
+    assert sorted(by_stage["phonon-reference"]) == sorted(
+        ["phonon displacements Cu-fcc", "recipe static Cu-fcc #0", "vasp forces Cu-fcc #0", "phonons vasp Cu-fcc"]
+    )
+    assert len(by_stage["label"]) == 2 * 2  # two perturbed supercells: static + parsing each
+    doc = flow.jobs[0].function_args[0]
+    assert doc.reference_is_dft is True and "DFT" in doc.reference_note and "NOT" not in doc.reference_note
+    wf = flow_to_workflow(flow)
+    assert len(wf.fws) == len(jobs)
+    assert {fw.spec["_category"] for fw in wf.fws if fw.spec["phonon_flows"]["stage"] == "label"} == {"cpu"}

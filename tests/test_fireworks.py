@@ -301,3 +301,70 @@ def test_real_phonon_flow_on_fireworks(mongo_uri, mongo_db_name, tmp_path):
     finally:
         results.close()
         launchpad.connection.close()
+
+
+# -- reliability: three workers at once on a real (tiny) campaign flow ------------------------------
+
+
+@pytest.mark.slow
+def test_three_workers_on_a_campaign_flow_launch_each_firework_once(mongo_uri, mongo_db_name, tmp_path, monkeypatch):
+    """Two cpu workers and a gpu worker pull the Fireworks of a TrainingCampaignMaker flow (EMT
+    reference, 3 training materials whose perturb/label Fireworks are ready at the same time, one
+    held out) from one LaunchPad: every Firework is launched exactly once, and every job output is
+    stored exactly once."""
+    from ase.build import bulk
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    from phonon_flows.flows import TrainingCampaignMaker
+    from phonon_flows.makers.benchmark import BenchmarkMaker
+    from phonon_flows.store import PhononResults
+
+    launchpad, lp_yaml, jobflow_yaml = _setup(tmp_path, mongo_uri, mongo_db_name)
+    monkeypatch.setenv("PHONON_FLOWS_MODEL_CACHE", str(tmp_path / "model_cache"))  # the gpu worker fetches the model
+    materials = {
+        name: AseAtomsAdaptor.get_structure(bulk(el, lat, **kw))
+        for name, (el, lat, kw) in {
+            "Cu-hcp": ("Cu", "hcp", {"a": 2.56, "c": 4.18}), "Au-fcc": ("Au", "fcc", {"a": 4.08}),
+            "Cu-bcc": ("Cu", "bcc", {"a": 2.87}), "Cu-fcc": ("Cu", "fcc", {"a": 3.61}),
+        }.items()
+    }
+    maker = TrainingCampaignMaker(
+        name="fw-three", engine="emt", n_perturbations=2, min_atoms=8, max_atoms=40, relax=False, preset="small",
+        hyperparameters={"max_num_epochs": 2, "start_swa": 1}, training_kwargs={"num_threads": 1, "device": "cpu"},
+        mlip_engine_kwargs={"device": "cpu"}, benchmark_maker=BenchmarkMaker(write_figures=False),
+    )
+    flow = maker.make(materials, holdout=["Cu-fcc"])
+    uuids = [j.uuid for j in flow.jobs]
+    submit(flow, launchpad)
+    n_fw = launchpad.fireworks.count_documents({})
+    assert n_fw == len(uuids) == 12  # campaign, 3 x (perturb, label), training set, train, 2 phonons, benchmark
+
+    workers = [_worker_yaml(tmp_path, "my_fworker_cpu.yaml", f"cpu-{k}") for k in (1, 2)]
+    workers.append(_worker_yaml(tmp_path, "my_fworker_gpu.yaml", "gpu-1"))
+    _wait(_start_workers(tmp_path, lp_yaml, jobflow_yaml, workers), tmp_path)
+
+    report = _launch_report(launchpad)
+    assert len(report) == n_fw  # a static flow: nothing created at run time
+    assert launchpad.launches.count_documents({}) == n_fw, (report, open(tmp_path / "gpu-1.log").read()[-3000:])  # no Firework launched twice
+    assert launchpad.fireworks.count_documents({"archived_launches.0": {"$exists": True}}) == 0
+    for fw_id, r in report.items():
+        assert r["state"] == "COMPLETED", (fw_id, r)
+        assert len(r["fw_launch_ids"]) == 1 and r["launch_states"] == ["COMPLETED"], (fw_id, r)
+        assert r["launch_categories"] == [r["category"]], (fw_id, r)
+    per_worker: dict[str, int] = {}
+    for r in report.values():
+        per_worker[r["workers"][0]] = per_worker.get(r["workers"][0], 0) + 1
+    assert per_worker.get("gpu-1") == 2 and sum(per_worker.values()) == n_fw, per_worker
+
+    store = get_store(mongo_uri=mongo_uri, database=mongo_db_name, connect=True)
+    try:
+        docs = list(store.docs_store.query({"uuid": {"$in": uuids}}, properties=["uuid", "index"]))
+        assert sorted(d["uuid"] for d in docs) == sorted(uuids)  # every output, each exactly once
+        assert len({(d["uuid"], d["index"]) for d in docs}) == len(docs)
+        found = PhononResults(store).find(campaign="fw-three")
+        assert sorted(d["engine"]["name"] for d in found) == ["emt", "mace"]
+        ts = store.query_one({"metadata.phonon_flows.campaign": "fw-three", "metadata.phonon_flows.stage": "training-set"})
+        assert ts["output"]["material_ids"] == ["Cu-hcp", "Au-fcc", "Cu-bcc"]
+    finally:
+        store.close()
+        launchpad.connection.close()

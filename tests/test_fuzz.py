@@ -10,7 +10,6 @@ import string
 import warnings
 from pathlib import Path
 
-import click
 import pytest
 import typer
 from hypothesis import HealthCheck, given, settings
@@ -214,15 +213,21 @@ def _path_values(folder: Path) -> list[str]:
     return ["missing.cif", "junk.cif", "empty.vasp", "sub", "junk.bin", "out_here"]
 
 
-def _param_values(param: click.Parameter, draw, folder: Path) -> list[str]:
-    """Tokens for one parameter: its option string and a random value."""
+def _annotation(param) -> object:
+    descriptor = getattr(param, "type_descriptor", None)
+    return getattr(descriptor, "annotation", None)
+
+
+def _param_values(param, draw, folder: Path) -> list[str]:
+    """Tokens for one parameter (typer's own click parameters): its option string and a random value."""
     name = param.name or ""
-    if isinstance(param, click.Argument):
-        n = 1 if param.nargs == 1 and draw(st.integers(0, 5)) else draw(st.integers(0, 3))
+    if param.param_type_name == "argument":
+        n = 1 if param.nargs == 1 and draw(st.integers(0, 5)) else draw(st.integers(0, 3) if param.nargs == 1
+                                                                          else st.integers(1, 3))
         return [draw(st.one_of(st.sampled_from(_path_values(folder)), st.text(string.printable, max_size=8)))
                 for _ in range(n)]
     opt = draw(st.sampled_from(list(param.opts) + list(param.secondary_opts or [])))
-    if param.is_flag if isinstance(param, click.Option) else False:
+    if param.is_flag:
         return [opt]
     anything = st.one_of(
         st.text(string.ascii_letters + string.digits + "-_.,:", max_size=10),
@@ -233,9 +238,9 @@ def _param_values(param: click.Parameter, draw, folder: Path) -> list[str]:
         value = draw(st.sampled_from(BAD_URIS))
     elif any(w in name for w in PATH_WORDS):
         value = draw(st.sampled_from(_path_values(folder)))
-    elif isinstance(param.type, click.types.IntParamType):  # mostly well-typed values: reach the command
+    elif _annotation(param) is int:  # mostly well-typed values, to get past the parser into the command
         value = draw(st.one_of(st.integers(-5, 300).map(str), st.integers(-5, 300).map(str), anything))
-    elif isinstance(param.type, click.types.FloatParamType):
+    elif _annotation(param) is float:
         value = draw(st.one_of(st.floats(allow_nan=True, allow_infinity=True).map(str), st.floats(-1e3, 1e3).map(str),
                                anything))
     else:
@@ -247,10 +252,11 @@ def _param_values(param: click.Parameter, draw, folder: Path) -> list[str]:
 def command_line(draw, folder: Path) -> list[str]:
     name = draw(st.sampled_from(FUZZED_COMMANDS))
     command = COMMAND.commands[name]
-    params = [p for p in command.params if p.name != "help"]
-    chosen = draw(st.lists(st.sampled_from(params), max_size=5, unique_by=lambda p: p.name))
+    arguments = [p for p in command.params if p.param_type_name == "argument"]
+    options = [p for p in command.params if p.param_type_name == "option" and p.name != "help"]
+    chosen = draw(st.lists(st.sampled_from(options), max_size=6, unique_by=lambda p: p.name))
     args = [name]
-    for param in chosen:
+    for param in [*arguments, *chosen]:
         args += _param_values(param, draw, folder)
     if draw(st.integers(0, 9)) == 0:
         args.append(draw(st.sampled_from(["--no-such-option", "--help", "-x", "--"])))

@@ -1,0 +1,86 @@
+"""Smoke test of benchmarks/phonon_throughput.py: it runs end to end on one small material, the
+serial baseline, atomate2 and phonon_flows (per material, float32, batched) agree on the
+frequencies, and the JSON report holds what `make bench` promises. No timing is asserted."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, BENCH_DIR / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def bench():
+    sys.path.insert(0, str(BENCH_DIR))
+    try:
+        _load("make_model")
+        yield _load("phonon_throughput")
+    finally:
+        sys.path.remove(str(BENCH_DIR))
+
+
+def test_benchmark_model_is_deterministic(tmp_path, bench):
+    make_model = sys.modules["make_model"]
+    a = make_model.make_model(tmp_path / "a.model")
+    b = make_model.make_model(tmp_path / "b.model")
+    import torch
+
+    pa = torch.load(a, weights_only=False).state_dict()
+    pb = torch.load(b, weights_only=False).state_dict()
+    assert pa.keys() == pb.keys()
+    assert all(torch.equal(pa[k], pb[k]) for k in pa)
+
+
+def test_material_set_matches_the_brief(bench):
+    """>= 10 materials, 1-6 atoms per cell, 100-200 atom supercells, --quick picks 3."""
+    assert len(bench.MATERIALS) >= 10
+    for mat in bench.MATERIALS:
+        s = mat.structure()
+        n_super = round(abs(np.linalg.det(np.array(mat.supercell_matrix)))) * len(s)
+        assert 100 <= n_super <= 200, (mat.name, n_super)
+    assert len(bench.select_materials(bench.parse_args(["--quick"]))) == 3
+
+
+@pytest.mark.slow
+def test_benchmark_runs_and_methods_agree(tmp_path, bench):
+    out = tmp_path / "bench" / "phonon_throughput.json"
+    report = bench.main(["--quick", "--materials", "Si", "--methods", "a,b,c,c32,d", "--workers", "1",
+                         "--threads", "1", "--no-progress", "--out", str(out)])
+
+    saved = json.loads(out.read_text())
+    assert saved["n_materials"] == 1
+    assert set(saved["methods"]) == {"a", "b", "c", "c32", "d"}
+    for rec in saved["methods"].values():
+        assert rec["seconds"] > 0 and rec["materials_per_minute"] > 0 and rec["peak_rss_mb"] > 0
+    assert {"c/a", "c/b", "c32/a", "d/a"} <= set(saved["ratios"])
+
+    # same forces, same phonopy: frequencies agree to 1e-4 THz (here to ~1e-7)
+    assert report["agreement"]["all_agree"], report["agreement"]
+    assert set(report["agreement"]["max_abs_diff_THz"]) == {"b_vs_a", "c_vs_a", "d_vs_a"}
+    assert max(report["agreement"]["max_abs_diff_THz"].values()) < 1e-4
+    # the model gives non-trivial phonons: agreement is not agreement of zeros
+    lo, hi = report["frequency_range_THz"]["Si"]
+    assert hi > 1.0
+    # float32 costs little accuracy, but is not bit-identical
+    f32 = report["float32"]["comparisons"]["c32_vs_c"]["max_abs_diff_THz"]
+    assert 0 < f32 < 0.01
+
+    # database cost: atomate2 writes one document per displacement job (+ data), phonon_flows a constant few
+    db = report["database_cost"]
+    assert db["c"]["docs_store_documents_per_material"] == 1
+    assert db["b"]["documents_per_material"] > db["c"]["documents_per_material"]
+    assert db["b"]["bytes_per_material"] > db["c"]["bytes_per_material"]
