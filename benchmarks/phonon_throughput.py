@@ -223,10 +223,10 @@ def frequencies_from_fc(material: Material, fc: np.ndarray, qpoints: np.ndarray)
                      primitive_matrix="auto", symprec=SYMPREC)
     phonon.force_constants = np.asarray(fc, dtype=float)
     phonon.run_qpoints(qpoints)
-    raw = np.asarray(phonon.get_qpoints_dict()["frequencies"])
+    raw = np.asarray(phonon.qpoints.frequencies)
     phonon.symmetrize_force_constants(show_drift=False)
     phonon.run_qpoints(qpoints)
-    return raw, np.asarray(phonon.get_qpoints_dict()["frequencies"])
+    return raw, np.asarray(phonon.qpoints.frequencies)
 
 
 def mesh_numbers(lattice: np.ndarray, length: float = MESH_LENGTH) -> list[int]:
@@ -341,7 +341,7 @@ def run_phonon_flows(material: Material, model_path: Path, device: str, dtype: s
         raise RuntimeError(f"phonon_flows failed for {material.name}: {doc.errors}")
     return {"seconds": seconds, "force_constants": np.array(doc.force_constants.force_constants),
             "store": store_cost(store), "n_displacements": doc.n_displacements,
-            "natom_supercell": doc.natom_supercell}
+            "natom_supercell": doc.natom_supercell, "natom_primitive": doc.natom_primitive}
 
 
 def run_phonon_flows_batched(materials: list[Material], model_path: Path, device: str, dtype: str,
@@ -364,7 +364,9 @@ def run_phonon_flows_batched(materials: list[Material], model_path: Path, device
     if failed:
         raise RuntimeError(f"phonon_flows batched run failed for {failed}: {[d.errors for d in docs if d.failed]}")
     return {"seconds": seconds, "store": store_cost(store),
-            "force_constants": {d.material_id: np.array(d.force_constants.force_constants) for d in docs}}
+            "force_constants": {d.material_id: np.array(d.force_constants.force_constants) for d in docs},
+            "sizes": {d.material_id: {"natom_supercell": d.natom_supercell, "n_displacements": d.n_displacements,
+                                      "natom_primitive": d.natom_primitive} for d in docs}}
 
 
 # --------------------------------------------------------------------------------------------
@@ -567,6 +569,16 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def _max_rss_mb() -> float | None:
+    """Peak resident memory of this process over its whole life (ru_maxrss)."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on POSIX
+        return None
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
+
+
 def _device_name(device: str) -> str:
     import torch
 
@@ -681,10 +693,17 @@ def _main(args, argv, workdir: Path) -> dict[str, Any]:
 
     def measured(rec: dict[str, Any], fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         """One call with stage timers, memory sampler, wall and CPU clocks, added into ``rec``."""
+        cuda = device.startswith("cuda")
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
         with PeakRSS() as mem, StageTimer() as stages:
             t0, c0 = time.perf_counter(), time.process_time()
             r = fn()
+            if cuda:
+                torch.cuda.synchronize()
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        if cuda:
+            rec["peak_gpu_mb"] = max(rec.get("peak_gpu_mb", 0.0), torch.cuda.max_memory_allocated() / 2**20)
         rec["seconds"] += r["seconds"]
         rec["wall_s"] += wall
         rec["cpu_s"] += cpu
@@ -731,6 +750,8 @@ def _main(args, argv, workdir: Path) -> dict[str, Any]:
             r = measured(recs[key], lambda: run_phonon_flows_batched(materials, model_path, device, dtype, workdir,
                                                                     workers))
             fcs[key].update(r["force_constants"])
+            for name, sizes in r["sizes"].items():
+                info.setdefault(name, {}).update(sizes)
             recs[key]["store"] = r["store"]
             recs[key]["postprocess_workers"] = workers
             bar.update()
@@ -868,7 +889,8 @@ def _main(args, argv, workdir: Path) -> dict[str, Any]:
         "postprocess_workers": workers,
         "machine": {"device": device, "device_name": _device_name(device), "torch_threads": torch.get_num_threads(),
                     "cpus_available": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-                    "platform": platform.platform(), "python": platform.python_version(), "versions": _versions()},
+                    "platform": platform.platform(), "python": platform.python_version(), "versions": _versions(),
+                    "process_max_rss_mb": _max_rss_mb()},
         "model": {"file": model_path.name, "sha256": sha256(model_path), "parameters": n_params,
                   "hidden_irreps": "16x0e + 16x1o", "r_max_A": 5.0, "num_interactions": 2, "correlation": 3,
                   "trained": False},

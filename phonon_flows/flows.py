@@ -43,11 +43,15 @@ StructureInput = Structure | str | Path
 # training data: structures -> (relax) -> perturb -> label -> training set
 # ============================================================================================
 def _engine_elements(maker: Any) -> tuple[str, frozenset[str]] | None:
-    """(engine name, supported elements) of a reference maker; None for VASP or unknown makers."""
+    """(engine name, supported elements) of a reference or VASP maker; None for other makers."""
     if isinstance(maker, (ReferenceForceMaker, ReferenceRelaxMaker)):
         from phonon_flows.engines.reference import reference_engine_elements
 
         return maker.engine, reference_engine_elements(maker.engine)
+    if type(maker).__name__ in ("VaspForceMaker", "VaspRelaxMaker"):  # elements with a POTCAR in the recipe's set
+        from phonon_flows.validation import vasp_elements
+
+        return "vasp", vasp_elements()
     return None
 
 

@@ -459,7 +459,10 @@ def paper_metrics_table(doc: BenchmarkDoc, paper: PaperNumbers = PAPER_NUMBERS):
     """A rich Table of this run beside the paper's numbers."""
     from rich.table import Table
 
-    table = Table(title=f"{doc.mlip_label} vs {doc.reference_label}: this run and the paper")
+    from rich.markup import escape
+
+    # escape: a label like "mace [a0b78a03dc]" would otherwise be read as rich markup and vanish
+    table = Table(title=escape(f"{doc.mlip_label} vs {doc.reference_label}: this run and the paper"))
     table.add_column("metric")
     table.add_column("unit")
     table.add_column("this run", justify="right")

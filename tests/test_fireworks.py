@@ -345,7 +345,7 @@ def test_three_workers_on_a_campaign_flow_launch_each_firework_once(mongo_uri, m
 
     report = _launch_report(launchpad)
     assert len(report) == n_fw  # a static flow: nothing created at run time
-    assert launchpad.launches.count_documents({}) == n_fw, (report, open(tmp_path / "gpu-1.log").read()[-3000:])  # no Firework launched twice
+    assert launchpad.launches.count_documents({}) == n_fw  # no Firework launched twice
     assert launchpad.fireworks.count_documents({"archived_launches.0": {"$exists": True}}) == 0
     for fw_id, r in report.items():
         assert r["state"] == "COMPLETED", (fw_id, r)
@@ -355,6 +355,7 @@ def test_three_workers_on_a_campaign_flow_launch_each_firework_once(mongo_uri, m
     for r in report.values():
         per_worker[r["workers"][0]] = per_worker.get(r["workers"][0], 0) + 1
     assert per_worker.get("gpu-1") == 2 and sum(per_worker.values()) == n_fw, per_worker
+    print(f"launches per worker: {per_worker}")
 
     store = get_store(mongo_uri=mongo_uri, database=mongo_db_name, connect=True)
     try:

@@ -112,6 +112,10 @@ def test_engine_elements_and_supercell_limit():
     assert "Es" not in vasp_elements() and {"Cu", "Al", "Na", "Cl", "O"} <= vasp_elements()
     good, problems = check_inputs({"Cu": cu, "Es": es}, engine="vasp")
     assert [m for m, _ in good] == ["Cu"] and "engine vasp has no parameters for element(s) Es" in problems[0].reason
+    doc = TrainingCampaignMaker(name="vasp-elements", engine="vasp", relax=False, min_atoms=8, max_atoms=40).make(
+        {"Cu": cu, "Es": es}).jobs[0].function_args[0]  # the campaign makers check the same
+    assert [(e.material_id, e.reason) for e in doc.input_failures] == [
+        ("Es", "engine vasp has no parameters for element(s) Es")]
     # a trained model knows only its training elements
     good, problems = check_inputs({"Cu": cu, "Al": al}, engine="mace", model_elements=["Cu"])
     assert [m for m, _ in good] == ["Cu"] and problems[0].line() == "Al: engine mace has no parameters for element(s) Al"

@@ -169,10 +169,12 @@ def test_kill_9_mid_campaign_then_rerun_equals_a_clean_run(tmp_path):
     before, _ = _documents(killed_store)
     done_before = len([k for k in before if k[0] in uuids])
     assert 2 <= done_before < n_jobs, done_before
+    print(f"killed with {done_before} of {n_jobs} outputs stored")
 
     # 2. the same campaign again on the same store: what was stored is reused, the rest runs
     resumed = _finish(_run(script, inputs, killed_store, tmp_path / "runs-killed"))
     assert resumed == {"done": n_jobs - done_before, "reused": done_before, "failed": 0, "skipped": 0}
+    print(f"rerun after the kill: {resumed}")
 
     # 3. a clean run in another store
     clean = _finish(_run(script, inputs, tmp_path / "store-clean", tmp_path / "runs-clean"))

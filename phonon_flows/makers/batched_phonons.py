@@ -12,6 +12,7 @@ PhononMaker). A material that fails gets a failed PhononDoc; the others carry on
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from contextlib import contextmanager
@@ -35,6 +36,8 @@ from phonon_flows.makers.phonons import (
     phonon_settings,
 )
 from phonon_flows.schemas.phonon import PHONON_DATA_FIELDS, PhononDoc
+
+logger = logging.getLogger(__name__)
 
 
 def phonons_for_many(
@@ -67,8 +70,13 @@ def phonons_for_many(
         raise InputError(f"{n} structures, {len(smats)} supercell matrices and {len(ids_in)} material ids")
     ids = [_material_id(s, m) for s, m in zip(structures, ids_in, strict=True)]
     if postprocess_workers and postprocess_workers > 0 and n > 1:
-        return _phonons_pipelined(structures, engine, settings, smats, ids, store_force_constants,
-                                  store_phonopy_yaml, int(postprocess_workers))
+        import multiprocessing as mp
+
+        if mp.current_process().daemon:  # a daemonic process may not start workers: run in this one
+            logger.warning("phonopy workers cannot start from a daemonic process; running them in this one")
+        else:
+            return _phonons_pipelined(structures, engine, settings, smats, ids, store_force_constants,
+                                      store_phonopy_yaml, int(postprocess_workers))
 
     from phonon_flows.engines.batching import compute_grouped
 
@@ -117,12 +125,6 @@ def _worker_prepare(structure: Structure, smat: Any, settings: dict, mid: str):
     except PhononFlowsError as exc:
         return "error", str(exc.with_material(mid, "phonon")), smat
     return "ok", phonon, np.asarray(smat).astype(int).tolist(), supercells
-
-
-def _worker_finish(phonon, smat, forces, structure, info, settings, mid, store_force_constants, store_phonopy_yaml):
-    if isinstance(forces, str):
-        forces = CalculationError(forces, material_id=mid, stage="phonon")
-    return _finish(phonon, smat, forces, structure, info, settings, mid, store_force_constants, store_phonopy_yaml)
 
 
 def _noop() -> int:
@@ -201,8 +203,12 @@ def _phonons_pipelined(structures, engine, settings, smats, ids, store_force_con
                 results = compute_grouped(engine, [prepared[i][2] for i in batch], [ids[i] for i in batch])
                 for i, res in zip(batch, results, strict=True):
                     phonon, smat, _sc = prepared.pop(i)
-                    forces = str(res) if isinstance(res, BaseException) else [np.asarray(r.forces) for r in res]
-                    finishing[pool.submit(_worker_finish, phonon, smat, forces, structures[i], info, settings, ids[i],
+                    if isinstance(res, BaseException):  # no phonopy work left: the failed doc is made here
+                        docs[i] = _finish(phonon, smat, res, structures[i], info, settings, ids[i],
+                                          store_force_constants, store_phonopy_yaml)
+                        continue
+                    forces = [np.asarray(r.forces) for r in res]
+                    finishing[pool.submit(_finish, phonon, smat, forces, structures[i], info, settings, ids[i],
                                           store_force_constants, store_phonopy_yaml)] = i
         for f, i in finishing.items():
             docs[i] = f.result()

@@ -121,6 +121,16 @@ class MaceHyperparameters(BaseModel):
             raise ValueError(f"set {', '.join(clash)} with the named field(s), not through extra")
         return self
 
+    def as_dict(self) -> dict[str, Any]:
+        """monty's JSON form (``@module``, ``@class`` and the fields). A Maker holding these settings
+        keeps them through serialisers that only know ``as_dict``: FireWorks re-serialises each
+        job with a non-strict ``jsanitize``, which would write a bare pydantic model as ``str()``."""
+        return {"@module": type(self).__module__, "@class": type(self).__name__, **self.model_dump(mode="json")}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "MaceHyperparameters":
+        return cls.model_validate({k: v for k, v in d.items() if not k.startswith("@")})
+
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> "MaceHyperparameters":
         """Named settings: ``paper`` (the recipe) or ``small`` (tiny fast model for CPU demos and tests)."""
