@@ -214,6 +214,7 @@ def _campaign_flow(
             raise typer.BadParameter("--screen needs --model SHA256 (the sha256 of a trained model in the store)")
         if holdout:
             raise typer.BadParameter("--holdout is for training campaigns, not with --screen")
+        model = _full_sha(model, store)
         maker = ScreeningMaker(name=name, model=model, store=store, relax=relax, relax_kwargs=relax_kwargs,
                                engine_kwargs={"device": device}, min_atoms=min_atoms, max_atoms=max_atoms)
         flow = maker.make(files)
@@ -240,6 +241,32 @@ def _campaign_flow(
             raise InputError(exc.reason, material_id=exc.material_id, stage=exc.stage) from None
     doc = flow.jobs[0].function_args[0]  # the CampaignDoc the first job records
     return flow, doc
+
+
+def _full_sha(model: str, store) -> str:
+    """A model sha256 from a unique prefix of one in the store (``--model a0b78a03``)."""
+    import re
+
+    model = model.strip().lower()
+    if len(model) == 64 or store is None or not re.fullmatch(r"[0-9a-f]{6,63}", model):
+        return model
+    store.connect()
+    shas = sorted({d["output"]["model_sha256"] for d in store.query(
+        {"output.model_sha256": {"$regex": f"^{model}"}, "output.hyperparameters": {"$exists": True}},
+        properties=["output.model_sha256"])})
+    if len(shas) > 1:
+        raise typer.BadParameter(f"--model {model} matches {len(shas)} models: {', '.join(x[:12] for x in shas)}")
+    if not shas:
+        raise typer.BadParameter(f"no trained model with a sha256 starting {model} in the store")
+    return shas[0]
+
+
+def _console():
+    """A rich console, wide when the output is not a terminal (files, pipes, tests)."""
+    from rich.console import Console
+
+    console = Console()
+    return console if console.is_terminal else Console(width=160)
 
 
 def _print_input_failures(doc, console) -> None:
@@ -350,7 +377,7 @@ def run(
             raise typer.Exit(1)
         return
     if doc.reference_note:
-        console.print(doc.reference_note, highlight=False)
+        console.print(doc.reference_note, highlight=False, markup=False)
     summary = run_campaign(flow, store, progress=progress, resume=not fresh, work_dir=work_dir, console=console)
     console.print(summary.render(), soft_wrap=True, highlight=False, markup=False)
     if doc.campaign_type == "training":
@@ -463,11 +490,11 @@ def status(
     if as_json:
         typer.echo(json.dumps({"campaigns": [s.as_dict() for s in statuses], "fireworks": fw}, default=str))
         return
-    console = Console()
+    console = _console()
     if not statuses:
         console.print("no campaign in the store")
     for s in statuses:
-        table = Table(title=f"campaign {s.campaign} ({s.campaign_type}): {s.n_jobs} jobs")
+        table = Table(title=escape(f"campaign {s.campaign} ({s.campaign_type}): {s.n_jobs} jobs"))
         table.add_column("stage")
         for state in ("done", "failed", "skipped", "pending"):
             table.add_column(state, justify="right")
@@ -476,7 +503,7 @@ def status(
         table.add_row("[bold]total", *(f"[bold]{s.counts[k]}" for k in ("done", "failed", "skipped", "pending")))
         console.print(table)
         if s.reference_note:
-            console.print(s.reference_note, highlight=False)
+            console.print(s.reference_note, highlight=False, markup=False)
         for f in s.input_failures:
             console.print(f"  refused input {f['material_id']}: {f['reason']}", highlight=False, soft_wrap=True,
                           markup=False)
@@ -487,7 +514,7 @@ def status(
     for name, info in fw.items():
         console.print(f"LaunchPad, campaign {name}: " + "; ".join(
             f"{cat}: " + ", ".join(f"{st} {n}" for st, n in sorted(states.items()))
-            for cat, states in sorted(info["counts"].items())) or "no Fireworks")
+            for cat, states in sorted(info["counts"].items())) or "no Fireworks", markup=False)
         for f in info["fizzled"]:
             console.print(f"  FIZZLED {f['name']}: {f['reason']}", highlight=False, soft_wrap=True, markup=False)
 
@@ -546,8 +573,8 @@ def _print_results(store, filters: dict, temperature: float, as_json: bool, as_c
             if key == "engine" and row.get("model_sha256"):
                 v = f"{v} [{str(row['model_sha256'])[:8]}]"
             cells.append("—" if v is None or (isinstance(v, float) and v != v) else (f"{v:.3f}" if isinstance(v, float) else str(v)))
-        table.add_row(*cells)
-    Console().print(table)
+        table.add_row(*(escape(c) for c in cells))  # "mace [a0b78a03]" is not rich markup
+    _console().print(table)
     return len(df)
 
 

@@ -463,11 +463,11 @@ class _Progress:
 
             console = console or Console(file=sys.stderr)
             self.progress = Progress(
-                TextColumn("[bold]{task.fields[campaign]}"),
+                TextColumn("{task.fields[campaign]}", markup=False, style="bold"),
                 BarColumn(),
                 MofNCompleteColumn(),
                 TimeElapsedColumn(),
-                TextColumn("{task.description}"),
+                TextColumn("{task.description}", markup=False),
                 console=console,
                 redirect_stdout=False,
                 redirect_stderr=False,
