@@ -303,6 +303,19 @@ def log_tail(path: str | Path, lines: int = 40) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
+def _die_with_parent() -> None:
+    """In the child: ask Linux to SIGKILL it when the parent dies (a killed campaign must not
+    leave a training running that a rerun would race with). No-op elsewhere."""
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def run_mace_train(
     args: Sequence[str],
     work_dir: str | Path,
@@ -325,7 +338,10 @@ def run_mace_train(
         log.write(f"# phonon_flows: running {' '.join(cmd[1:])}\n")
         log.flush()
         try:
-            proc = subprocess.run(cmd, cwd=work_dir, stdout=log, stderr=subprocess.STDOUT, env=env, timeout=timeout)
+            proc = subprocess.run(
+                cmd, cwd=work_dir, stdout=log, stderr=subprocess.STDOUT, env=env, timeout=timeout,
+                preexec_fn=_die_with_parent,
+            )
         except subprocess.TimeoutExpired as exc:
             raise CalculationError(f"mace training ran past {timeout} s; log: {log_path}", stage=STAGE) from exc
     if proc.returncode != 0:
