@@ -668,9 +668,10 @@ def _main(args, argv, workdir: Path) -> dict[str, Any]:
     bad = [m for m in methods if m not in METHODS]
     if bad:
         raise SystemExit(f"unknown method(s) {bad}; choose from {METHODS}")
-    out_path = Path(args.out)
+    out_path = Path(args.out).resolve()
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    model_path = Path(args.model) if args.model else make_model(out_path.parent / "bench_mace.model")
+    # absolute: the jobs run in their own folders
+    model_path = (Path(args.model) if args.model else make_model(out_path.parent / "bench_mace.model")).resolve()
     n_params = int(sum(p.numel() for p in torch.load(str(model_path), weights_only=False).parameters()))
     progress = not args.no_progress
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
