@@ -55,7 +55,7 @@ def _phonopy_emt_reference(structure, smat, temperatures=(300.0, 1000.0)):
         forces.append(atoms.get_forces())
     ph.forces = forces
     ph.produce_force_constants()
-    ph.symmetrize_force_constants(use_symfc_projector=True)
+    ph.symmetrize_force_constants(show_drift=False)
     mesh = length2mesh(75.0, ph.primitive.cell).tolist()
     ph.run_mesh(mesh, is_gamma_center=True)
     ph.run_thermal_properties(temperatures=list(temperatures), cutoff_frequency=0.1)

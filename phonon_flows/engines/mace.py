@@ -364,4 +364,15 @@ def load_mace_engine(
         model_path = fetch_model(store, model_sha256, cache_dir=cache_dir)
     else:
         raise InputError("load_mace_engine needs model_sha256, model_path or training_doc")
-    return MaceEngine(model_path, device=device, default_dtype=default_dtype, batch_size=batch_size, model_sha256=model_sha256)
+    key = (str(Path(model_path).resolve()), model_sha256 or sha256_file(model_path), device, default_dtype, batch_size)
+    engine = _ENGINE_CACHE.get(key)
+    if engine is None:
+        engine = MaceEngine(model_path, device=device, default_dtype=default_dtype, batch_size=batch_size, model_sha256=model_sha256)
+        _ENGINE_CACHE.clear()  # keep one model in memory per process
+        _ENGINE_CACHE[key] = engine
+    return engine
+
+
+#: engines loaded in this process, keyed by (file, sha256, device, dtype, batch size): a job that
+#: runs many materials (or a worker that runs many jobs) loads the model once
+_ENGINE_CACHE: dict[tuple, MaceEngine] = {}

@@ -17,6 +17,7 @@ _WHERE = {
     "TrainingSetMaker": "phonon_flows.makers.training_set",
     "MaceTrainingMaker": "phonon_flows.makers.training",
     "PhononMaker": "phonon_flows.makers.phonons",
+    "BatchedPhononMaker": "phonon_flows.makers.batched_phonons",
     "BenchmarkMaker": "phonon_flows.makers.benchmark",
 }
 
