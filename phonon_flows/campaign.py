@@ -33,7 +33,7 @@ DEMO_HOLDOUT = ("ZnS-zincblende", "ZnS-wurtzite", "SiC-3C", "SiC-2H")
 DEMO_MIN_ATOMS = 40
 DEMO_MAX_ATOMS = 100
 #: MACE epochs of the demo (the small preset's architecture)
-DEMO_EPOCHS = 40
+DEMO_EPOCHS = 120
 
 
 def _zincblende(a: float, cation: str, anion: str) -> Structure:
