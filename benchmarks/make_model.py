@@ -17,7 +17,6 @@ Run ``python benchmarks/make_model.py OUT.model`` or call :func:`make_model`.
 
 from __future__ import annotations
 
-import hashlib
 import sys
 from pathlib import Path
 
@@ -92,11 +91,10 @@ def make_model(path: str | Path, **kwargs) -> Path:
 
 
 def sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    """sha256 of the model file, as phonon_flows stores models."""
+    from phonon_flows.engines.mace import sha256_file
+
+    return sha256_file(path)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from phonon_flows.core.structures import (
     check_elements,
     material_id_for,
     read_structure,
+    unique_material_id,
     validate_structure,
 )
 from phonon_flows.core.supercells import supercell_sizes_in_window
@@ -53,15 +54,6 @@ def _engine_elements(maker: Any) -> tuple[str, frozenset[str]] | None:
 
         return "vasp", vasp_elements()
     return None
-
-
-def _unique(material_id: str, taken: set[str]) -> str:
-    if material_id not in taken:
-        return material_id
-    k = 2
-    while f"{material_id}-{k}" in taken:
-        k += 1
-    return f"{material_id}-{k}"
 
 
 def prepare_materials(
@@ -104,7 +96,7 @@ def prepare_materials(
                     name = material_id_for(structure)
                 except Exception:  # noqa: BLE001 - named by formula then
                     name = structure.composition.reduced_formula
-            name = _unique(name, taken)
+            name = unique_material_id(name, taken)
             validate_structure(structure, name, min_distance=min_distance)
             for engine, elements in engines:
                 check_elements(structure, elements, engine, name)
@@ -120,7 +112,7 @@ def prepare_materials(
                         stage="input",
                     )
         except PhononFlowsError as err:
-            name = _unique(err.material_id or name, taken)
+            name = unique_material_id(err.material_id or name, taken)
             taken.add(name)
             bad.append(MaterialError(material_id=name, stage="input", reason=err.reason))
             continue

@@ -26,7 +26,7 @@ from typing import Any
 from pydantic import Field
 from pymatgen.core import Structure
 
-from phonon_flows.core.structures import MIN_DISTANCE, material_id_for
+from phonon_flows.core.structures import MIN_DISTANCE, material_id_for, unique_material_id
 from phonon_flows.core.supercells import MAX_ATOMS, MIN_ATOMS
 from phonon_flows.errors import InputError, PhononFlowsError
 from phonon_flows.schemas.common import MaterialError
@@ -262,7 +262,7 @@ def check_inputs(
         for err in bad:
             problems.append(InputProblem(material_id=err.material_id, stage="input", reason=err.reason, source=src))
         for mid, structure in ok:
-            mid = _unique(mid, taken)
+            mid = unique_material_id(mid, taken)
             taken.add(mid)
             if check_supercell:
                 try:
@@ -282,15 +282,6 @@ def check_inputs(
                                          source=src_of.get(mid)))
         good = [g for g in good if g[0] not in dups]
     return [(mid, s) for mid, s, _ in good], problems
-
-
-def _unique(material_id: str, taken: set[str]) -> str:
-    if material_id not in taken:
-        return material_id
-    k = 2
-    while f"{material_id}-{k}" in taken:
-        k += 1
-    return f"{material_id}-{k}"
 
 
 def _crash_reason(exc: BaseException) -> str:

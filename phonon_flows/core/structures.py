@@ -241,3 +241,13 @@ def check_elements(structure: Structure, supported: frozenset[str] | set[str] | 
             material_id=material_id or structure.composition.reduced_formula,
             stage="input",
         )
+
+
+def unique_material_id(material_id: str, taken: set[str]) -> str:
+    """``material_id``, or ``material_id-2``, ``-3``... when it is already in ``taken``."""
+    if material_id not in taken:
+        return material_id
+    k = 2
+    while f"{material_id}-{k}" in taken:
+        k += 1
+    return f"{material_id}-{k}"

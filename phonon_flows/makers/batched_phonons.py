@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from jobflow import CURRENT_JOB, job
+from jobflow import job
 from pymatgen.core import Structure
 
 from phonon_flows.core import phonons as ph_core
@@ -34,6 +34,7 @@ from phonon_flows.makers.phonons import (
     failed_phonon_doc,
     phonon_doc_from_phonopy,
     phonon_settings,
+    with_job_store,
 )
 from phonon_flows.schemas.phonon import PHONON_DATA_FIELDS, PhononDoc
 
@@ -230,16 +231,13 @@ def batched_engine_phonons(
     postprocess_workers: int = 0,
 ) -> list[PhononDoc]:
     """Job: phonons of several materials with one force engine built (one model load) in the job."""
-    from phonon_flows.engines import MLIP_ENGINES, get_engine
+    from phonon_flows.engines import get_engine
 
     settings = settings or phonon_settings()
     kwargs = dict(engine_kwargs or {})
     structures = [_as_structure(s) for s in structures]
     ids = list(material_ids) if material_ids is not None else [None] * len(structures)
-    if engine.lower() in MLIP_ENGINES and "model_path" not in kwargs and "store" not in kwargs:
-        store = getattr(CURRENT_JOB, "store", None)
-        if store is not None:
-            kwargs["store"] = store
+    kwargs = with_job_store(engine, kwargs)
     try:
         eng = get_engine(engine, **kwargs)
     except Exception as exc:  # noqa: BLE001 - no engine: every material of the pack fails, saying why

@@ -231,6 +231,18 @@ def _engine_info_guess(name: str, kwargs: dict) -> EngineInfo:
     return EngineInfo(name=name, kind=kind, settings=settings, model_sha256=sha)
 
 
+def with_job_store(engine: str, kwargs: dict) -> dict:
+    """Engine kwargs with the running job's store added for an MLIP given by sha256 (so that
+    the model is fetched from the store the job writes to, on whichever worker runs it)."""
+    from phonon_flows.engines import MLIP_ENGINES
+
+    if engine.lower() in MLIP_ENGINES and "model_path" not in kwargs and "store" not in kwargs:
+        store = getattr(CURRENT_JOB, "store", None)
+        if store is not None:
+            return {**kwargs, "store": store}
+    return kwargs
+
+
 def _as_structure(structure: Any) -> Structure:
     if isinstance(structure, Structure):
         return structure
@@ -308,10 +320,7 @@ def engine_phonons(
     smat = supercell_matrix
     try:
         phonon, smat, supercells = _prepare(structure, supercell_matrix, settings, mid, nac_params)
-        if engine.lower() in MLIP_ENGINES and "model_path" not in kwargs and "store" not in kwargs:
-            store = getattr(CURRENT_JOB, "store", None)
-            if store is not None:
-                kwargs["store"] = store
+        kwargs = with_job_store(engine, kwargs)
         try:
             eng = get_engine(engine, **kwargs)
         except PhononFlowsError:
