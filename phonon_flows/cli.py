@@ -163,8 +163,8 @@ def import_(
 
 
 # --- campaigns: demo, run, submit, status, query, report -------------------------------------
-# (phonon_flows.flows builds the flows, phonon_flows.runner runs them here, phonon_flows.campaign
-# holds the demo set and the report.) Exit codes: 0 done, 1 error (one line), 2 a campaign ran
+# (phonon_flows.flows builds the flows, phonon_flows.runner runs them here, phonon_flows.demo
+# holds the demo set and phonon_flows.report.campaign the report.) Exit codes: 0 done, 1 error (one line), 2 a campaign ran
 # but some of its materials failed (listed; see `phonon-flows status`).
 EXIT_MATERIALS_FAILED = 2
 
@@ -297,7 +297,8 @@ def demo(
 
     from rich.console import Console
 
-    from phonon_flows.campaign import demo_campaign_maker, demo_structures, write_campaign_report
+    from phonon_flows.demo import demo_campaign_maker, demo_structures
+    from phonon_flows.report.campaign import write_campaign_report
     from phonon_flows.runner import run_campaign
 
     console = Console(stderr=True)
@@ -381,8 +382,8 @@ def run(
     summary = run_campaign(flow, store, progress=progress, resume=not fresh, work_dir=work_dir, console=console)
     console.print(summary.render(), soft_wrap=True, highlight=False, markup=False)
     if doc.campaign_type == "training":
-        from phonon_flows.campaign import load_benchmark
-        from phonon_flows.report import render_paper_metrics
+        from phonon_flows.report.campaign import load_benchmark
+        from phonon_flows.report.figures import render_paper_metrics
 
         bench = load_benchmark(store, name)
         if bench is not None and doc.holdout_material_ids:
@@ -543,7 +544,7 @@ def _launchpad_status(path: str, campaigns: list[str]) -> dict:
 
 def _print_results(store, filters: dict, temperature: float, as_json: bool, as_csv: bool, limit: int = 0,
                    sort: str | None = None) -> int:
-    from phonon_flows.store import PhononResults
+    from phonon_flows.results import PhononResults
 
     results = PhononResults(store)
     df = results.to_dataframe(temperatures=[temperature], sort=sort, limit=limit, temperature=temperature, **filters)
@@ -556,7 +557,7 @@ def _print_results(store, filters: dict, temperature: float, as_json: bool, as_c
     from rich.console import Console
     from rich.table import Table
 
-    from phonon_flows.store import temperature_key
+    from phonon_flows.results import temperature_key
 
     t = temperature_key(temperature)
     table = Table(title=f"{len(df)} phonon result(s); thermal properties at {t} K")
@@ -633,7 +634,7 @@ def report(
     database: str = typer.Option(None, help="Database name of the job store"),
 ) -> None:
     """Write the figures and summary tables of a training campaign into a folder."""
-    from phonon_flows.campaign import write_campaign_report
+    from phonon_flows.report.campaign import write_campaign_report
 
     store = _store_from(store_dir, mongo_uri, database)
     rep = write_campaign_report(store, campaign, out or f"report_{campaign}")

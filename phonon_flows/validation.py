@@ -2,7 +2,8 @@
 and the good inputs go on.
 
 :func:`check_inputs` is what ``phonon-flows run --check`` prints and what the flow makers rely on
-(through :func:`phonon_flows.flows.prepare_materials`, which uses :func:`find_duplicates`):
+(through :func:`phonon_flows.flows.prepare_materials`, which uses
+:func:`phonon_flows.core.structures.find_duplicates`):
 
 - the file exists, is not empty, and holds a periodic crystal structure (CIF, POSCAR, vasprun.xml,
   pymatgen JSON, extended XYZ, ...);
@@ -23,18 +24,41 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pydantic import Field
 from pymatgen.core import Structure
 
-from phonon_flows.core.structures import MIN_DISTANCE, material_id_for, unique_material_id
-from phonon_flows.core.supercells import MAX_ATOMS, MIN_ATOMS
+from phonon_flows.core.structures import (
+    MATCHER_KWARGS,
+    MIN_DISTANCE,
+    duplicate_reason,
+    find_duplicates,
+    primitive_cell,
+    unique_material_id,
+)
+from phonon_flows.core.supercells import MAX_ATOMS, MIN_ATOMS, choose_supercell_matrix
+from phonon_flows.engines.reference import reference_engine_elements
 from phonon_flows.errors import InputError, PhononFlowsError
+from phonon_flows.flows.inputs import prepare_materials
+from phonon_flows.flows.screening import training_doc_for
 from phonon_flows.schemas.common import MaterialError
+
+
+def vasp_elements() -> frozenset[str]:
+    """Elements with a POTCAR in the recipe's VASP input set (PAW PBE); see
+    :func:`phonon_flows.engines.vasp.vasp_elements`."""
+    from phonon_flows.engines.vasp import vasp_elements as _vasp_elements  # atomate2's VASP: heavy, optional
+
+    return _vasp_elements()
+
+
+__all__ = [
+    "KNOWN_ENGINES", "MATCHER_KWARGS", "InputProblem", "check_inputs", "duplicate_reason", "engine_elements",
+    "expand_inputs", "find_duplicates", "problem_lines", "supercell_problem", "vasp_elements",
+]
 
 #: engines :func:`engine_elements` knows without a model
 KNOWN_ENGINES = ("emt", "chgnet", "vasp", "mace")
-#: StructureMatcher tolerances for "the same material" (pymatgen's defaults, volume not rescaled)
-MATCHER_KWARGS: dict[str, Any] = {"ltol": 0.2, "stol": 0.3, "angle_tol": 5.0, "primitive_cell": True, "scale": False}
 
 
 class InputProblem(MaterialError):
@@ -54,13 +78,6 @@ class InputProblem(MaterialError):
 # ---------------------------------------------------------------------------------------------
 # elements of an engine
 # ---------------------------------------------------------------------------------------------
-def vasp_elements() -> frozenset[str]:
-    """Elements with a POTCAR in the recipe's VASP input set (PAW PBE)."""
-    from phonon_flows.engines.vasp import RecipeStaticSetGenerator
-
-    return frozenset(RecipeStaticSetGenerator().config_dict["POTCAR"])
-
-
 def engine_elements(
     engine: str | None, model_elements: Iterable[str] | None = None, model: Any = None, store: Any = None
 ) -> tuple[str, frozenset[str]] | None:
@@ -74,18 +91,16 @@ def engine_elements(
         return None
     key = str(engine).lower()
     if key in ("emt", "chgnet"):
-        from phonon_flows.engines.reference import reference_engine_elements
-
         return key, reference_engine_elements(key)
     if key == "vasp":
+        from phonon_flows.engines.vasp import vasp_elements  # atomate2's VASP sets: heavy, optional
+
         return key, vasp_elements()
     if key == "mace":
         if model_elements is not None:
             return key, frozenset(model_elements)
         doc = None
         if isinstance(model, str) and store is not None:
-            from phonon_flows.flows import training_doc_for
-
             doc = training_doc_for(store, model.strip().lower())
             if doc is None:
                 raise InputError(f"no trained model with sha256 {model} in the store", stage="input")
@@ -113,11 +128,6 @@ def supercell_problem(
     it is refused when there is none or when it has more than ``max_supercell_atoms`` atoms
     (default ``max_atoms``).
     """
-    import numpy as np
-
-    from phonon_flows.core.supercells import choose_supercell_matrix
-    from phonon_flows.makers.perturb import primitive_cell
-
     limit = max_atoms if max_supercell_atoms is None else int(max_supercell_atoms)
     prim = primitive_cell(structure)
     if len(prim) > limit:
@@ -130,53 +140,6 @@ def supercell_problem(
     if n > limit:
         return f"its phonon supercell has {n} atoms, above the limit of {limit} atoms"
     return None
-
-
-# ---------------------------------------------------------------------------------------------
-# duplicates
-# ---------------------------------------------------------------------------------------------
-def find_duplicates(materials: Sequence[tuple[str, Structure]], **matcher_kwargs: Any) -> dict[str, str]:
-    """``{material id: id of the first material it duplicates}`` among ``materials`` (in order).
-
-    Two materials are the same when their primitive standard structures hash equal
-    (:func:`~phonon_flows.core.structures.material_id_for`) or pymatgen's ``StructureMatcher``
-    (:data:`MATCHER_KWARGS`, volume not rescaled) maps one onto the other.
-    """
-    from pymatgen.analysis.structure_matcher import StructureMatcher
-
-    matcher = StructureMatcher(**{**MATCHER_KWARGS, **matcher_kwargs})
-    kept: dict[str, list[tuple[str, Structure]]] = {}  # reduced formula -> first of each crystal
-    by_hash: dict[str, str] = {}
-    dups: dict[str, str] = {}
-    for mid, s in materials:
-        try:
-            h = material_id_for(s)
-        except Exception:  # noqa: BLE001 - fall back on the matcher alone
-            h = None
-        if h is not None and h in by_hash:
-            dups[mid] = by_hash[h]
-            continue
-        group = kept.setdefault(s.composition.reduced_formula, [])
-        first = None
-        for other_id, other in group:
-            try:
-                if matcher.fit(other, s):
-                    first = other_id
-                    break
-            except Exception:  # noqa: BLE001 - a matcher failure means "not shown equal"
-                continue
-        if first is not None:
-            dups[mid] = first
-            continue
-        group.append((mid, s))
-        if h is not None:
-            by_hash[h] = mid
-    return dups
-
-
-def duplicate_reason(first: str, source: str | None = None) -> str:
-    where = f" ({source})" if source else ""
-    return f"duplicate of {first}{where}: the same crystal structure is given twice; it is computed once"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -221,8 +184,6 @@ def check_inputs(
     Never raises for a bad input; raises :class:`InputError` for bad arguments (unknown engine,
     ids not matching the inputs).
     """
-    from phonon_flows.flows import prepare_materials
-
     if isinstance(inputs, Mapping):
         ids: list[str | None] = [str(k) for k in inputs]
         items = list(inputs.values())

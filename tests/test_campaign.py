@@ -13,9 +13,10 @@ from pymatgen.io.ase import AseAtomsAdaptor
 from phonon_flows.errors import InputError
 from phonon_flows.flows import ScreeningMaker, TrainingCampaignMaker, key_uuid
 from phonon_flows.makers.benchmark import BenchmarkMaker
+from phonon_flows.results import PhononResults
 from phonon_flows.runner import campaign_status, failure_records, run_campaign
 from phonon_flows.schemas.campaign import CAMPAIGN_KIND, FAILURE_KIND
-from phonon_flows.store import PhononResults, get_store
+from phonon_flows.store import get_store
 
 R_GAS = 8.314462618  # J/(K mol)
 

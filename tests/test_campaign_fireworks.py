@@ -21,7 +21,8 @@ from typer.testing import CliRunner
 from phonon_flows.cli import app
 from phonon_flows.fireworks import get_launchpad, write_jobflow_config
 from phonon_flows.runner import campaign_status
-from phonon_flows.store import PhononResults, get_store
+from phonon_flows.results import PhononResults
+from phonon_flows.store import get_store
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER_TIMEOUT_S = 420

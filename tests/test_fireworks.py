@@ -254,7 +254,8 @@ def test_real_phonon_flow_on_fireworks(mongo_uri, mongo_db_name, tmp_path):
 
     from phonon_flows.makers import PhononMaker, ReferenceForceMaker
     from phonon_flows.makers.base import set_category
-    from phonon_flows.store import PhononResults, tag_metadata
+    from phonon_flows.results import PhononResults
+    from phonon_flows.store import tag_metadata
 
     launchpad, lp_yaml, jobflow_yaml = _setup(tmp_path, mongo_uri, mongo_db_name)
     cu = AseAtomsAdaptor.get_structure(bulk("Cu", "fcc", a=3.61))
@@ -317,7 +318,7 @@ def test_three_workers_on_a_campaign_flow_launch_each_firework_once(mongo_uri, m
 
     from phonon_flows.flows import TrainingCampaignMaker
     from phonon_flows.makers.benchmark import BenchmarkMaker
-    from phonon_flows.store import PhononResults
+    from phonon_flows.results import PhononResults
 
     launchpad, lp_yaml, jobflow_yaml = _setup(tmp_path, mongo_uri, mongo_db_name)
     monkeypatch.setenv("PHONON_FLOWS_MODEL_CACHE", str(tmp_path / "model_cache"))  # the gpu worker fetches the model

@@ -25,8 +25,9 @@ from phonon_flows.cli import app
 from phonon_flows.engines.reference import EmtEngine
 from phonon_flows.flows import TrainingCampaignMaker
 from phonon_flows.makers.benchmark import BenchmarkMaker
+from phonon_flows.results import PhononResults
 from phonon_flows.runner import campaign_status, failure_records, run_campaign
-from phonon_flows.store import PhononResults, get_store, tag_metadata
+from phonon_flows.store import get_store, tag_metadata
 from phonon_flows.validation import check_inputs, find_duplicates, problem_lines, vasp_elements
 
 R_GAS = 8.314462618  # J/(K mol)

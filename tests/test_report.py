@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from _benchmark_data import band_dict, nacl_phonopy
 
-from phonon_flows import report
+from phonon_flows.report import figures as report
 from phonon_flows.core.polymorphs import Polymorph, analyze_polymorphs
 from phonon_flows.schemas.benchmark import (
     BenchmarkDoc,

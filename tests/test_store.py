@@ -11,15 +11,14 @@ import pytest
 from jobflow import Flow, job, run_locally
 
 from phonon_flows.errors import InputError
+from phonon_flows.results import PhononResults, temperature_key
 from phonon_flows.store import (
     DATA_STORE_NAME,
     METADATA_KEY,
-    PhononResults,
     campaign_metadata,
     get_store,
     metadata_criteria,
     tag_metadata,
-    temperature_key,
 )
 
 

@@ -1,7 +1,8 @@
 """MACE training through mace-torch's own entry point (``mace.cli.run_train``).
 
 Plain functions, no jobflow and no stores: build the ``mace_run_train`` arguments from
-:class:`~phonon_flows.schemas.training.MaceHyperparameters`, check a training set, run the training
+:class:`~phonon_flows.schemas.training.MaceHyperparameters` (read through the protocol
+:class:`MaceHyperparameters` here), check a training set, run the training
 in a subprocess (``torchrun`` for multi-GPU ``--distributed``), and read mace's per-epoch metrics
 log (``results/<name>_run-<seed>_train.txt``, JSON lines) into a learning curve.
 """
@@ -20,15 +21,48 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 from ase import Atoms
 
+from phonon_flows.core.metrics import force_metrics
 from phonon_flows.errors import CalculationError, InputError, UnsupportedElementsError
 
-if TYPE_CHECKING:
-    from phonon_flows.schemas.training import MaceHyperparameters
+
+class MaceHyperparameters(Protocol):
+    """What the functions here read of a set of MACE hyperparameters: the fields of
+    :class:`phonon_flows.schemas.training.MaceHyperparameters` (the document), which core does not
+    import (core sits below the documents)."""
+
+    name: str
+    num_interactions: int
+    correlation: int
+    r_max: float
+    hidden_irreps: str
+    max_L: int
+    E0s: Any
+    batch_size: int
+    valid_batch_size: int
+    seed: int
+    valid_fraction: float
+    forces_weight: float
+    energy_weight: float
+    lr: float
+    max_num_epochs: int
+    ema: bool
+    ema_decay: float
+    default_dtype: str
+    foundation_model: Any
+    swa: bool
+    start_swa: int | None
+    swa_forces_weight: float
+    swa_energy_weight: float
+    swa_lr: float
+    energy_phase: Any
+    extra: dict
+
+    def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> MaceHyperparameters: ...
 
 STAGE = "train"
 LOG_NAME = "mace_train.log"
@@ -524,8 +558,6 @@ def final_model_path(work_dir: str | Path, name: str, stage_two: bool) -> Path:
 
 def force_errors(predicted: Sequence[np.ndarray], reference: Sequence[np.ndarray]) -> tuple[float, float]:
     """Force MAE and RMSE over all components, meV/Å (:func:`phonon_flows.core.metrics.force_metrics`)."""
-    from phonon_flows.core.metrics import force_metrics
-
     m = force_metrics(list(reference), list(predicted))
     return m.mae_meV_per_A, m.rmse_meV_per_A
 

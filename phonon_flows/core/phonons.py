@@ -34,6 +34,8 @@ from phonopy.physical_units import get_physical_units
 from phonopy.structure.atoms import PhonopyAtoms
 from pymatgen.core import Structure
 
+from phonon_flows.core.structures import validate_structure
+from phonon_flows.core.supercells import choose_supercell_matrix
 from phonon_flows.errors import CalculationError, InputError
 
 DEFAULT_DISPLACEMENT = 0.01  # Å
@@ -138,6 +140,43 @@ def generate_displacements(
         random_seed=random_seed,
     )
     return [to_ase_atoms(cell) for cell in phonon.supercells_with_displacements]
+
+
+def phonon_supercell_matrix(
+    structure: Structure, supercell_matrix: Any, settings: dict, material_id: str | None
+) -> np.ndarray:
+    """The supercell matrix given (a diagonal of 3 expanded), or the one chosen in the settings'
+    ``min_atoms``-``max_atoms`` window (:func:`~phonon_flows.core.supercells.choose_supercell_matrix`)."""
+    if supercell_matrix is not None:
+        m = np.asarray(supercell_matrix)
+        return np.diag(m) if m.shape == (3,) else m
+    return np.asarray(
+        choose_supercell_matrix(structure, min_atoms=settings["min_atoms"], max_atoms=settings["max_atoms"],
+                                material_id=material_id)
+    )
+
+
+def prepare_displacements(
+    structure: Structure, supercell_matrix: Any, settings: dict, material_id: str, nac_params: dict | None
+) -> tuple[Phonopy, np.ndarray, list]:
+    """Phonopy object with displacements, its supercell matrix, and the displaced supercells (ASE).
+
+    ``settings``: a phonon settings dict (``symprec``, ``displacement``, ``random_displacements``,
+    ``random_seed``, ``min_atoms``, ``max_atoms``). Raises InputError for an empty, disordered or
+    overlapping structure.
+    """
+    validate_structure(structure, material_id)  # empty, disordered, overlapping atoms: InputError
+    smat = phonon_supercell_matrix(structure, supercell_matrix, settings, material_id)
+    phonon = make_phonopy(structure, smat, symprec=settings["symprec"])
+    if nac_params:
+        set_nac_params(phonon, nac_params=nac_params, symprec=settings["symprec"])
+    supercells = generate_displacements(
+        phonon,
+        distance=settings["displacement"],
+        number_of_snapshots=settings.get("random_displacements"),
+        random_seed=settings.get("random_seed"),
+    )
+    return phonon, smat, supercells
 
 
 def dataset_type(dataset: dict | None) -> str | None:

@@ -9,11 +9,15 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from ase import Atoms
+from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import Structure
+from pymatgen.io.ase import AseAtomsAdaptor
 
 from phonon_flows.errors import InputError
 
@@ -251,3 +255,77 @@ def unique_material_id(material_id: str, taken: set[str]) -> str:
     while f"{material_id}-{k}" in taken:
         k += 1
     return f"{material_id}-{k}"
+
+
+def primitive_cell(structure: Structure) -> Structure:
+    """The primitive cell (pymatgen's ``get_primitive_structure``), or the input when it is one."""
+    prim = structure.get_primitive_structure()
+    return prim if len(prim) < len(structure) else structure
+
+
+#: StructureMatcher tolerances for "the same material" (pymatgen's defaults, volume not rescaled)
+MATCHER_KWARGS: dict[str, Any] = {"ltol": 0.2, "stol": 0.3, "angle_tol": 5.0, "primitive_cell": True, "scale": False}
+
+
+def find_duplicates(materials: Sequence[tuple[str, Structure]], **matcher_kwargs: Any) -> dict[str, str]:
+    """``{material id: id of the first material it duplicates}`` among ``materials`` (in order).
+
+    Two materials are the same when their primitive standard structures hash equal
+    (:func:`~phonon_flows.core.structures.material_id_for`) or pymatgen's ``StructureMatcher``
+    (:data:`MATCHER_KWARGS`, volume not rescaled) maps one onto the other.
+    """
+    matcher = StructureMatcher(**{**MATCHER_KWARGS, **matcher_kwargs})
+    kept: dict[str, list[tuple[str, Structure]]] = {}  # reduced formula -> first of each crystal
+    by_hash: dict[str, str] = {}
+    dups: dict[str, str] = {}
+    for mid, s in materials:
+        try:
+            h = material_id_for(s)
+        except Exception:  # noqa: BLE001 - fall back on the matcher alone
+            h = None
+        if h is not None and h in by_hash:
+            dups[mid] = by_hash[h]
+            continue
+        group = kept.setdefault(s.composition.reduced_formula, [])
+        first = None
+        for other_id, other in group:
+            try:
+                if matcher.fit(other, s):
+                    first = other_id
+                    break
+            except Exception:  # noqa: BLE001 - a matcher failure means "not shown equal"
+                continue
+        if first is not None:
+            dups[mid] = first
+            continue
+        group.append((mid, s))
+        if h is not None:
+            by_hash[h] = mid
+    return dups
+
+
+def duplicate_reason(first: str, source: str | None = None) -> str:
+    """The reason given for a material refused as a duplicate of ``first``."""
+    where = f" ({source})" if source else ""
+    return f"duplicate of {first}{where}: the same crystal structure is given twice; it is computed once"
+
+
+def as_pymatgen_structure(structure: Any) -> Structure:
+    """A pymatgen Structure from a Structure, its dict, or ASE Atoms."""
+    if isinstance(structure, Structure):
+        return structure
+    if isinstance(structure, dict):
+        return Structure.from_dict(structure)
+    if isinstance(structure, Atoms):
+        return AseAtomsAdaptor.get_structure(structure)
+    raise InputError(f"expected a pymatgen Structure or ASE Atoms, not {type(structure).__name__}")
+
+
+def material_name(structure: Structure, material_id: str | None = None) -> str:
+    """``material_id`` when given, else :func:`material_id_for` (the reduced formula when that fails)."""
+    if material_id:
+        return material_id
+    try:
+        return material_id_for(structure)
+    except Exception:  # noqa: BLE001 - a name is only a name
+        return structure.composition.reduced_formula

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from phonon_flows.schemas.common import EngineInfo
+
 REFERENCE_ENGINES = ("chgnet", "emt")
 MLIP_ENGINES = ("mace",)
 
@@ -37,3 +39,12 @@ def get_engine(name: str, **kwargs: Any):
 def engine_category(name: str) -> str:
     """FireWorks category of jobs using this engine: ``gpu`` for MLIPs, ``cpu`` otherwise."""
     return "gpu" if name.lower() in MLIP_ENGINES else "cpu"
+
+
+def guess_engine_info(name: str, kwargs: dict) -> EngineInfo:
+    """The EngineInfo of an engine spec before the engine is built (for a document saying why it
+    could not be): its kind from the name, the model's sha256 and the plain settings."""
+    kind = "mlip" if name.lower() in MLIP_ENGINES else ("dft" if name.lower() == "vasp" else "reference")
+    sha = kwargs.get("model_sha256") if isinstance(kwargs.get("model_sha256"), str) else None
+    settings = {k: v for k, v in kwargs.items() if isinstance(v, (str, int, float, bool, type(None)))}
+    return EngineInfo(name=name, kind=kind, settings=settings, model_sha256=sha)

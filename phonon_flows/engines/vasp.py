@@ -118,6 +118,11 @@ class RecipeStaticSetGenerator(StaticSetGenerator):
         return incar_settings("static")
 
 
+def vasp_elements() -> frozenset[str]:
+    """Elements with a POTCAR in the recipe's VASP input set (PAW PBE)."""
+    return frozenset(RecipeStaticSetGenerator().config_dict["POTCAR"])
+
+
 def vasp_engine_info(
     kind: str = "static", version: str | None = None, incar: dict[str, Any] | None = None,
     provenance: str | None = None,

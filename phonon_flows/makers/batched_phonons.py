@@ -25,12 +25,13 @@ from pymatgen.core import Structure
 
 from phonon_flows.core import phonons as ph_core
 from phonon_flows.errors import CalculationError, InputError, PhononFlowsError
+from phonon_flows.core.structures import as_pymatgen_structure, material_name
+from phonon_flows import engines  # engines.get_engine is looked up when a job runs (tests replace it)
+from phonon_flows.engines import engine_category, guess_engine_info
+from phonon_flows.engines.batching import compute_grouped
+from phonon_flows.makers.base import set_category
 from phonon_flows.makers.phonons import (
     PhononMaker,
-    _as_structure,
-    _engine_info_guess,
-    _material_id,
-    _prepare,
     failed_phonon_doc,
     phonon_doc_from_phonopy,
     phonon_settings,
@@ -63,13 +64,13 @@ def phonons_for_many(
     ``cpus - N`` torch threads. Same numbers either way.
     """
     settings = settings or phonon_settings()
-    structures = [_as_structure(s) for s in structures]
+    structures = [as_pymatgen_structure(s) for s in structures]
     n = len(structures)
     smats = list(supercell_matrices) if supercell_matrices is not None else [None] * n
     ids_in = list(material_ids) if material_ids is not None else [None] * n
     if len(smats) != n or len(ids_in) != n:
         raise InputError(f"{n} structures, {len(smats)} supercell matrices and {len(ids_in)} material ids")
-    ids = [_material_id(s, m) for s, m in zip(structures, ids_in, strict=True)]
+    ids = [material_name(s, m) for s, m in zip(structures, ids_in, strict=True)]
     if postprocess_workers and postprocess_workers > 0 and n > 1:
         import multiprocessing as mp
 
@@ -79,14 +80,12 @@ def phonons_for_many(
             return _phonons_pipelined(structures, engine, settings, smats, ids, store_force_constants,
                                       store_phonopy_yaml, int(postprocess_workers))
 
-    from phonon_flows.engines.batching import compute_grouped
-
     info = engine.info
     docs: list[PhononDoc | None] = [None] * n
     prepared: dict[int, tuple] = {}
     for i, (s, smat, mid) in enumerate(zip(structures, smats, ids, strict=True)):
         try:
-            prepared[i] = _prepare(s, smat, settings, mid, None)
+            prepared[i] = ph_core.prepare_displacements(s, smat, settings, mid, None)
         except PhononFlowsError as exc:
             docs[i] = failed_phonon_doc(s, info, [str(exc.with_material(mid, "phonon"))], settings, mid, smat)
 
@@ -122,7 +121,7 @@ def _finish(phonon, smat, res, structure, info, settings, mid, store_force_const
 # ---- worker side of the pipeline (top-level functions: they run in spawned processes) --------
 def _worker_prepare(structure: Structure, smat: Any, settings: dict, mid: str):
     try:
-        phonon, smat, supercells = _prepare(structure, smat, settings, mid, None)
+        phonon, smat, supercells = ph_core.prepare_displacements(structure, smat, settings, mid, None)
     except PhononFlowsError as exc:
         return "error", str(exc.with_material(mid, "phonon")), smat
     return "ok", phonon, np.asarray(smat).astype(int).tolist(), supercells
@@ -170,8 +169,6 @@ def _phonons_pipelined(structures, engine, settings, smats, ids, store_force_con
                        workers: int) -> list[PhononDoc]:
     import multiprocessing as mp
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-
-    from phonon_flows.engines.batching import compute_grouped
 
     info = engine.info
     n = len(structures)
@@ -231,20 +228,18 @@ def batched_engine_phonons(
     postprocess_workers: int = 0,
 ) -> list[PhononDoc]:
     """Job: phonons of several materials with one force engine built (one model load) in the job."""
-    from phonon_flows.engines import get_engine
-
     settings = settings or phonon_settings()
     kwargs = dict(engine_kwargs or {})
-    structures = [_as_structure(s) for s in structures]
+    structures = [as_pymatgen_structure(s) for s in structures]
     ids = list(material_ids) if material_ids is not None else [None] * len(structures)
     kwargs = with_job_store(engine, kwargs)
     try:
-        eng = get_engine(engine, **kwargs)
+        eng = engines.get_engine(engine, **kwargs)
     except Exception as exc:  # noqa: BLE001 - no engine: every material of the pack fails, saying why
-        info = _engine_info_guess(engine, kwargs)
+        info = guess_engine_info(engine, kwargs)
         reason = f"cannot build force engine {engine!r}: {type(exc).__name__}: {exc}"
         return [
-            failed_phonon_doc(s, info, [f"{_material_id(s, m)}: phonon: {reason}"], settings, _material_id(s, m))
+            failed_phonon_doc(s, info, [f"{material_name(s, m)}: phonon: {reason}"], settings, material_name(s, m))
             for s, m in zip(structures, ids, strict=True)
         ]
     return phonons_for_many(structures, eng, settings, supercell_matrices, ids, store_force_constants,
@@ -270,9 +265,6 @@ class BatchedPhononMaker(PhononMaker):
         material_ids: Sequence[str | None] | None = None,
         supercell_matrices: Sequence[Any] | None = None,
     ):
-        from phonon_flows.engines import engine_category
-        from phonon_flows.makers.base import set_category
-
         if self.force_maker is not None:
             raise InputError("BatchedPhononMaker runs a force engine; use PhononMaker with a force_maker instead")
         structures = list(structures)

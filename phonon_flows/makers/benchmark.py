@@ -395,7 +395,7 @@ class BenchmarkMaker(Maker):
 
     @staticmethod
     def _figures(doc, out, pooled_ref, pooled_mlip, band_pairs, curve) -> dict[str, str]:
-        from phonon_flows.report import write_benchmark_figures
+        from phonon_flows.report.figures import write_benchmark_figures
 
         freq = (np.concatenate(pooled_ref), np.concatenate(pooled_mlip)) if pooled_ref else None
         return write_benchmark_figures(doc, out, frequency_pairs=freq, band_pairs=band_pairs, learning_curve=curve)

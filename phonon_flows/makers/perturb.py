@@ -18,7 +18,7 @@ from phonon_flows.core.perturb import (
     derive_seed,
     perturb_supercell,
 )
-from phonon_flows.core.structures import MIN_DISTANCE, material_id_for, validate_structure
+from phonon_flows.core.structures import MIN_DISTANCE, material_id_for, primitive_cell, validate_structure
 from phonon_flows.core.supercells import (
     MAX_ATOMS,
     MIN_ATOMS,
@@ -43,12 +43,6 @@ def as_structure(obj: Any) -> Structure:
     if hasattr(obj, "structure"):
         return as_structure(obj.structure)
     return obj  # validate_structure names what is wrong
-
-
-def primitive_cell(structure: Structure) -> Structure:
-    """The primitive cell (pymatgen's ``get_primitive_structure``), or the input when it is one."""
-    prim = structure.get_primitive_structure()
-    return prim if len(prim) < len(structure) else structure
 
 
 @dataclass

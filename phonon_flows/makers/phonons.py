@@ -31,7 +31,12 @@ from pymatgen.core import Structure
 
 from phonon_flows.core import phonons as ph_core
 from phonon_flows.core.phonopy_io import load_phonopy_folder
+from phonon_flows.core.polymorphs import temperature_key
+from phonon_flows.core.structures import as_pymatgen_structure, material_name, structure_hash
+from phonon_flows import engines  # engines.get_engine is looked up when a job runs (tests replace it)
+from phonon_flows.engines import MLIP_ENGINES, engine_category, guess_engine_info
 from phonon_flows.engines.base import check_forces
+from phonon_flows.makers.base import set_category
 from phonon_flows.errors import CalculationError, InputError, PhononFlowsError
 from phonon_flows.schemas.common import EngineInfo
 from phonon_flows.schemas.phonon import PHONON_DATA_FIELDS, ForceConstantsData, PhononDoc, ThermalProperties
@@ -73,29 +78,6 @@ def phonon_settings(
         "min_atoms": int(min_atoms),
         "max_atoms": int(max_atoms),
     }
-
-
-def _temperature_key(t: float) -> str:
-    from phonon_flows.core.polymorphs import temperature_key
-
-    return temperature_key(t)
-
-
-def _material_id(structure: Structure, material_id: str | None) -> str:
-    if material_id:
-        return material_id
-    from phonon_flows.core.structures import material_id_for
-
-    try:
-        return material_id_for(structure)
-    except Exception:  # noqa: BLE001 - a name is only a name
-        return structure.composition.reduced_formula
-
-
-def _structure_hash(structure: Structure) -> str:
-    from phonon_flows.core.structures import structure_hash
-
-    return structure_hash(structure)
 
 
 def _settings_hash(settings: dict, supercell_matrix: Any, engine: EngineInfo) -> str:
@@ -143,7 +125,7 @@ def failed_phonon_doc(
         cutoff_frequency_THz=settings.get("cutoff_frequency"),
         stability_tolerance_THz=settings.get("stability_tolerance"),
         enthalpy_per_atom_eV=enthalpy_per_atom,
-        structure_hash=None if structure is None else _structure_hash(structure),
+        structure_hash=None if structure is None else structure_hash(structure),
         settings_hash=_settings_hash(settings, supercell_matrix, engine),
         settings=dict(settings),
         errors=list(errors),
@@ -198,7 +180,7 @@ def phonon_doc_from_phonopy(
         has_nac=phonon.nac_params is not None,
         engine=engine,
         temperatures_K=[row["temperature_K"] for row in a.thermal],
-        thermal={_temperature_key(row["temperature_K"]): ThermalProperties(**row) for row in a.thermal},
+        thermal={temperature_key(row["temperature_K"]): ThermalProperties(**row) for row in a.thermal},
         zero_point_energy_meV_per_atom=a.zero_point_energy_meV_per_atom,
         mesh=a.mesh,
         mesh_length_A=a.mesh_length,
@@ -214,7 +196,7 @@ def phonon_doc_from_phonopy(
         dos=a.dos,
         force_constants=fc,
         phonopy_yaml=ph_core.phonopy_yaml_text(phonon) if store_phonopy_yaml else None,
-        structure_hash=_structure_hash(structure),
+        structure_hash=structure_hash(structure),
         settings_hash=_settings_hash(settings, a.supercell_matrix, engine),
         settings=dict(settings),
         errors=all_errors,
@@ -222,68 +204,14 @@ def phonon_doc_from_phonopy(
     )
 
 
-def _engine_info_guess(name: str, kwargs: dict) -> EngineInfo:
-    from phonon_flows.engines import MLIP_ENGINES
-
-    kind = "mlip" if name.lower() in MLIP_ENGINES else ("dft" if name.lower() == "vasp" else "reference")
-    sha = kwargs.get("model_sha256") if isinstance(kwargs.get("model_sha256"), str) else None
-    settings = {k: v for k, v in kwargs.items() if isinstance(v, (str, int, float, bool, type(None)))}
-    return EngineInfo(name=name, kind=kind, settings=settings, model_sha256=sha)
-
-
 def with_job_store(engine: str, kwargs: dict) -> dict:
     """Engine kwargs with the running job's store added for an MLIP given by sha256 (so that
     the model is fetched from the store the job writes to, on whichever worker runs it)."""
-    from phonon_flows.engines import MLIP_ENGINES
-
     if engine.lower() in MLIP_ENGINES and "model_path" not in kwargs and "store" not in kwargs:
         store = getattr(CURRENT_JOB, "store", None)
         if store is not None:
             return {**kwargs, "store": store}
     return kwargs
-
-
-def _as_structure(structure: Any) -> Structure:
-    if isinstance(structure, Structure):
-        return structure
-    if isinstance(structure, dict):
-        return Structure.from_dict(structure)
-    from ase import Atoms
-    from pymatgen.io.ase import AseAtomsAdaptor
-
-    if isinstance(structure, Atoms):
-        return AseAtomsAdaptor.get_structure(structure)
-    raise InputError(f"expected a pymatgen Structure or ASE Atoms, not {type(structure).__name__}")
-
-
-def _supercell_matrix(structure: Structure, supercell_matrix: Any, settings: dict, material_id: str | None) -> np.ndarray:
-    if supercell_matrix is not None:
-        m = np.asarray(supercell_matrix)
-        return np.diag(m) if m.shape == (3,) else m
-    from phonon_flows.core.supercells import choose_supercell_matrix
-
-    return np.asarray(
-        choose_supercell_matrix(structure, min_atoms=settings["min_atoms"], max_atoms=settings["max_atoms"],
-                                material_id=material_id)
-    )
-
-
-def _prepare(structure: Structure, supercell_matrix: Any, settings: dict, material_id: str, nac_params: dict | None):
-    """Phonopy object with displacements, and the displaced supercells (ASE)."""
-    from phonon_flows.core.structures import validate_structure
-
-    validate_structure(structure, material_id)  # empty, disordered, overlapping atoms: InputError
-    smat = _supercell_matrix(structure, supercell_matrix, settings, material_id)
-    phonon = ph_core.make_phonopy(structure, smat, symprec=settings["symprec"])
-    if nac_params:
-        ph_core.set_nac_params(phonon, nac_params=nac_params, symprec=settings["symprec"])
-    supercells = ph_core.generate_displacements(
-        phonon,
-        distance=settings["displacement"],
-        number_of_snapshots=settings.get("random_displacements"),
-        random_seed=settings.get("random_seed"),
-    )
-    return phonon, smat, supercells
 
 
 # --------------------------------------------------------------------------------------------
@@ -310,19 +238,17 @@ def engine_phonons(
     cell is recorded as ``enthalpy_per_atom_eV`` for reference engines, not for MLIPs trained on
     forces only.
     """
-    from phonon_flows.engines import MLIP_ENGINES, get_engine
-
-    structure = _as_structure(structure)
+    structure = as_pymatgen_structure(structure)
     settings = settings or phonon_settings()
     kwargs = dict(engine_kwargs or {})
-    mid = _material_id(structure, material_id)
-    info = _engine_info_guess(engine, kwargs)
+    mid = material_name(structure, material_id)
+    info = guess_engine_info(engine, kwargs)
     smat = supercell_matrix
     try:
-        phonon, smat, supercells = _prepare(structure, supercell_matrix, settings, mid, nac_params)
+        phonon, smat, supercells = ph_core.prepare_displacements(structure, supercell_matrix, settings, mid, nac_params)
         kwargs = with_job_store(engine, kwargs)
         try:
-            eng = get_engine(engine, **kwargs)
+            eng = engines.get_engine(engine, **kwargs)
         except PhononFlowsError:
             raise
         except Exception as exc:  # noqa: BLE001 - a model that cannot be loaded fails this material
@@ -363,8 +289,8 @@ def generate_phonon_displacements(
     nac_params: dict | None = None,
 ) -> dict[str, Any]:
     """Displaced supercells (pymatgen Structures, phonopy's atom order) and the supercell matrix."""
-    structure = _as_structure(structure)
-    phonon, smat, supercells = _prepare(structure, supercell_matrix, settings, _material_id(structure, material_id),
+    structure = as_pymatgen_structure(structure)
+    phonon, smat, supercells = ph_core.prepare_displacements(structure, supercell_matrix, settings, material_name(structure, material_id),
                                         nac_params)
     return {
         "supercells": [ph_core.to_structure(ph_core.to_phonopy_atoms(a)) for a in supercells],
@@ -376,8 +302,6 @@ def generate_phonon_displacements(
 def run_phonon_displacements(supercells: list[Structure], force_maker: Maker, material_id: str | None = None) -> Response:
     """Replace itself with one force job per displaced supercell (as atomate2's job of that name)."""
     import inspect
-
-    from phonon_flows.makers.base import set_category
 
     takes_id = "material_id" in inspect.signature(force_maker.make).parameters
     jobs = []
@@ -421,8 +345,8 @@ def phonons_from_forces(
     matched to phonopy's supercell, in any order); otherwise the supercells must be phonopy's own
     finite displacements for these settings.
     """
-    structure = _as_structure(structure)
-    mid = _material_id(structure, material_id)
+    structure = as_pymatgen_structure(structure)
+    mid = material_name(structure, material_id)
     force_arrays = []
     for f in forces:
         value = _get(f, "forces") if not isinstance(f, (list, np.ndarray)) else f
@@ -443,7 +367,7 @@ def phonons_from_forces(
             ph_core.set_nac_params(phonon, nac_params=nac_params, symprec=settings["symprec"])
         fc_method = settings.get("fc_method")
         if fc_method == "symfc" or settings.get("random_displacements"):
-            ph_core.set_random_displacement_dataset(phonon, [_as_structure(s) for s in supercells], force_arrays,
+            ph_core.set_random_displacement_dataset(phonon, [as_pymatgen_structure(s) for s in supercells], force_arrays,
                                                     material_id=mid)
         else:
             expected = ph_core.generate_displacements(phonon, distance=settings["displacement"])
@@ -451,7 +375,7 @@ def phonons_from_forces(
                 raise InputError(f"{len(supercells)} displaced supercells given, phonopy's finite displacements are "
                                  f"{len(expected)}", material_id=mid, stage="phonon")
             for i, (sc, ref) in enumerate(zip(supercells, expected, strict=True)):
-                order, disp = ph_core.map_to_supercell(phonon, _as_structure(sc), material_id=mid)
+                order, disp = ph_core.map_to_supercell(phonon, as_pymatgen_structure(sc), material_id=mid)
                 _, ref_disp = ph_core.map_to_supercell(phonon, ref, material_id=mid)
                 if not np.allclose(disp, ref_disp, atol=1e-4):
                     raise InputError(f"displaced supercell {i + 1} is not phonopy's displacement {i + 1}; "
@@ -616,9 +540,6 @@ class PhononMaker(Maker):
         with :func:`phonon_flows.core.supercells.choose_supercell_matrix`. ``nac_params``: Born
         charges / dielectric tensor (phonopy's dict) for the non-analytical correction.
         """
-        from phonon_flows.engines import engine_category
-        from phonon_flows.makers.base import set_category
-
         settings = self.settings()
         if self.force_maker is None:
             j = engine_phonons(

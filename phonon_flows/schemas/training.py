@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from phonon_flows.core.mace_training import build_mace_args
+
 #: hyperparameter fields that map one to one to a ``mace_run_train`` option of the same name
 MACE_OPTION_FIELDS = (
     "num_interactions",
@@ -149,8 +151,6 @@ class MaceHyperparameters(BaseModel):
         forces_key: str = "REF_forces",
     ) -> list[str]:
         """The ``mace_run_train`` arguments of these settings (see :func:`phonon_flows.core.mace_training.build_mace_args`)."""
-        from phonon_flows.core.mace_training import build_mace_args
-
         return build_mace_args(self, train_file, work_dir, device=device, energy_key=energy_key, forces_key=forces_key)
 
 

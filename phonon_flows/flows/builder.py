@@ -1,0 +1,66 @@
+"""The campaign builder: collects the jobs of a campaign with their keys, stages, materials and
+categories, and the job that records the campaign's document."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from jobflow import Flow, Job, job
+
+from phonon_flows.flows.keys import assign_key, job_key, jobs_of
+from phonon_flows.makers.base import set_category
+from phonon_flows.schemas.campaign import CampaignJob
+from phonon_flows.store import tag_metadata
+
+REFERENCE_NOTES = {
+    "chgnet": "The reference is CHGNet 0.3.0, a pretrained universal potential standing in for DFT: NOT DFT.",
+    "emt": "The reference is ASE's EMT, an empirical potential for tests: NOT DFT.",
+    "vasp": "The reference is DFT (VASP, PBE) with the recipe's settings.",
+}
+
+
+def job_category(job: Job) -> str | None:
+    return (job.config.manager_config or {}).get("_category")
+
+
+@dataclass
+class CampaignBuilder:
+    """Collects the jobs of a campaign with their keys, stages and materials."""
+
+    campaign: str
+    jobs: list = field(default_factory=list)
+    records: list = field(default_factory=list)
+
+    def add(
+        self,
+        obj: Job | Flow,
+        stage: str,
+        material_id: str | None,
+        material_hash: str | None,
+        settings: str,
+        category: str,
+        split: str | None = None,
+        name: str | None = None,
+    ) -> tuple[Job | Flow, str]:
+        key = job_key(self.campaign, material_hash, stage, settings)
+        assign_key(obj, key)
+        if name:
+            obj.name = name
+        for j in jobs_of(obj):
+            if job_category(j) is None:
+                set_category(j, category)
+        tag_metadata(obj, campaign=self.campaign, material_id=material_id, stage=stage, key=key, split=split)
+        self.jobs.append(obj)
+        for j in jobs_of(obj):
+            self.records.append(
+                CampaignJob(uuid=j.uuid, name=j.name, stage=stage, material_id=material_id, category=job_category(j))
+            )
+        return obj, key
+
+
+@job
+def record_campaign(doc: Any) -> Any:
+    """First job of a campaign: stores its CampaignDoc (materials, split, settings, jobs)."""
+    return doc
+

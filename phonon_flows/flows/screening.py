@@ -1,0 +1,181 @@
+"""ScreeningMaker: new materials screened with a trained MACE model (relax -> phonons), a static
+Flow with deterministic job uuids like the training campaign."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from jobflow import Flow, Maker
+from jobflow.core.reference import OutputReference
+
+from phonon_flows.core.structures import MIN_DISTANCE, structure_hash
+from phonon_flows.errors import InputError, PhononFlowsError
+from phonon_flows.flows.builder import CampaignBuilder, record_campaign
+from phonon_flows.flows.inputs import StructureInput, prepare_campaign_inputs
+from phonon_flows.flows.keys import job_key, key_uuid, settings_hash, settings_payload
+from phonon_flows.flows.phonons import supercell_for, with_model
+from phonon_flows.makers.phonons import PhononMaker
+from phonon_flows.makers.reference import ReferenceRelaxMaker
+from phonon_flows.schemas.campaign import CampaignDoc, CampaignMaterial
+from phonon_flows.schemas.common import MaterialError
+
+
+def _model_spec(model: Any) -> tuple[Any, list[str] | None]:
+    """(model_sha256 or a reference to it, elements the model knows or None) of a model given as a
+    sha256, a TrainingDoc (object or dict) or a reference to a TrainingDoc."""
+    if isinstance(model, OutputReference):
+        return model.model_sha256, None
+    if isinstance(model, str):
+        sha = model.strip().lower()
+        if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+            raise InputError(f"model must be the 64-hex sha256 of a MACE model, not {model!r}", stage="input")
+        return sha, None
+    doc = model if isinstance(model, Mapping) else getattr(model, "__dict__", None)
+    if doc is None:
+        raise InputError(f"model must be a sha256 or a TrainingDoc, not {type(model).__name__}", stage="input")
+    if doc.get("failed"):
+        raise InputError(f"the training failed, there is no model: {doc.get('error')}", stage="input")
+    sha = doc.get("model_sha256")
+    if not sha:
+        raise InputError("the TrainingDoc has no model_sha256", stage="input")
+    return sha, list(doc.get("elements") or []) or None
+
+
+def training_doc_for(store: Any, model_sha256: str) -> dict | None:
+    """The TrainingDoc (dict, model left in the data store) of a model in ``store``, or None."""
+    store.connect()
+    found = store.query_one({"output.model_sha256": model_sha256, "output.hyperparameters": {"$exists": True}},
+                            properties=["output"], load=False)
+    return (found or {}).get("output")
+
+
+@dataclass
+class ScreeningMaker(Maker):
+    """New materials screened with a trained MACE model, one PhononDoc per material.
+
+    materials -> relax with the model (optional) -> phonons with the model (stability, thermal
+    properties, bands). A static Flow with deterministic job uuids, like the training campaign.
+
+    Parameters
+    ----------
+    name
+        Campaign name.
+    model
+        The model: its sha256 (fetched from the job store when the jobs run), a TrainingDoc, or a
+        reference to a training job's output (a screening in the same flow as its training).
+    model_elements
+        Elements the model knows, for the input checks (taken from the TrainingDoc when given;
+        else from ``store`` when given).
+    store
+        A JobStore to look the model's TrainingDoc up in when the flow is made (input checks).
+    relax, relax_kwargs
+        Relax with the model first (``ReferenceRelaxMaker`` fields: ``fmax``, ``steps``,
+        ``relax_cell``...). The model is trained on forces: a cell relaxation trusts its stress.
+    phonon_maker, engine_kwargs
+        The PhononMaker template (settings) and extra MACE engine arguments (``device``, ...).
+    """
+
+    name: str = "screening"
+    model: Any = None
+    model_elements: Sequence[str] | None = None
+    store: Any = None
+    relax: bool = True
+    relax_kwargs: dict = field(default_factory=dict)
+    phonon_maker: Maker | None = None
+    engine_kwargs: dict = field(default_factory=dict)
+    min_atoms: int = 100
+    max_atoms: int = 200
+    min_distance: float = MIN_DISTANCE
+
+    def make(
+        self,
+        structures: Sequence[StructureInput] | Mapping[str, StructureInput],
+        material_ids: Sequence[str] | None = None,
+        model: Any = None,
+    ) -> Flow:
+        """The screening Flow; its output is the list of PhononDocs (one per valid material)."""
+        model = self.model if model is None else model
+        if model is None:
+            raise InputError("a screening needs a model: its sha256 or a TrainingDoc", stage="input")
+        sha, elements = _model_spec(model)
+        if self.model_elements is not None:
+            elements = list(self.model_elements)
+        if elements is None and self.store is not None and isinstance(sha, str):
+            doc = training_doc_for(self.store, sha)
+            if doc is None:
+                raise InputError(f"no trained model with sha256 {sha} in the store", stage="input")
+            if doc.get("failed"):
+                raise InputError(f"the training of model {sha[:12]} failed: {doc.get('error')}", stage="input")
+            elements = list(doc.get("elements") or []) or None
+        engines = [("mace", frozenset(elements))] if elements else []
+        base = self.phonon_maker or PhononMaker(min_atoms=self.min_atoms, max_atoms=self.max_atoms)
+        phonon_maker = dataclasses.replace(with_model(base, sha), name="phonons")
+        phonon_maker.engine_kwargs.update(self.engine_kwargs)
+        settings_maker = dataclasses.replace(base, engine="mace", engine_kwargs=dict(self.engine_kwargs), force_maker=None)
+        relax_maker = None
+        if self.relax:
+            relax_maker = ReferenceRelaxMaker(name="mace relax", engine="mace",
+                                              engine_kwargs={**self.engine_kwargs, "model_sha256": sha},
+                                              **self.relax_kwargs)
+        relax_settings = ReferenceRelaxMaker(name="mace relax", engine="mace", engine_kwargs=dict(self.engine_kwargs),
+                                             **self.relax_kwargs) if self.relax else None
+        model_key = sha if isinstance(sha, str) else f"ref:{sha.uuid}"
+
+        materials, failed, sources, _ = prepare_campaign_inputs(structures, material_ids, engines, None,
+                                                                 self.min_distance)
+        b = CampaignBuilder(self.name)
+        hashes = {mid: structure_hash(s) for mid, s in materials}
+        smats: dict[str, list[list[int]]] = {}
+        docs: list = []
+        kept = []
+        for mid, s in materials:
+            try:
+                smats[mid] = supercell_for(s, phonon_maker, mid)
+            except PhononFlowsError as err:
+                failed.append(MaterialError(material_id=mid, stage="input", reason=err.reason))
+                continue
+            kept.append((mid, s))
+            structure, rkey = s, "none"
+            if relax_maker is not None:
+                r = relax_maker.make(s, material_id=mid)
+                r.config.expose_store = True  # the model is fetched from the job's store
+                _, rkey = b.add(r, "relax", mid, hashes[mid], settings_hash(relax_settings, model_key), "gpu",
+                                "screen", name=f"relax mace {mid}")
+                structure = r.output.structure
+            ph = phonon_maker.make(structure, material_id=mid, supercell_matrix=smats[mid])
+            b.add(ph, "phonon-mlip", mid, hashes[mid], settings_hash(settings_maker, rkey, smats[mid], model_key),
+                  "gpu", "screen", name=f"phonons mace {mid}")
+            docs.append(ph.output)
+
+        settings = {
+            "model_sha256": model_key,
+            "relax": settings_payload(relax_settings),
+            "phonons": settings_maker.settings(),
+            "engine_kwargs": dict(self.engine_kwargs),
+        }
+        doc = CampaignDoc(
+            campaign=self.name,
+            campaign_type="screening",
+            materials=[
+                CampaignMaterial(material_id=mid, formula=s.composition.reduced_formula, split="screen",
+                                 structure_hash=hashes[mid], n_atoms=len(s), source=sources.get(mid),
+                                 supercell_matrix=smats.get(mid))
+                for mid, s in kept
+            ],
+            screen_material_ids=[mid for mid, _ in kept],
+            input_failures=failed,
+            model_sha256=sha if isinstance(sha, str) else None,
+            settings=settings,
+            settings_hash=settings_hash(settings, sorted(r.uuid for r in b.records)),
+        )
+        rec = record_campaign(doc)
+        b.add(rec, "campaign", None, None, doc.settings_hash, "cpu", name=f"campaign {self.name}")
+        b.jobs.insert(0, b.jobs.pop())
+        doc.jobs = [b.records[-1], *b.records[:-1]]
+        flow = Flow(b.jobs, output=docs, name=self.name,
+                    uuid=key_uuid(job_key(self.name, None, "campaign", "flow")))
+        flow.metadata = {"phonon_flows": {"campaign": self.name, "campaign_type": "screening"}}
+        return flow

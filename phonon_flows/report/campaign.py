@@ -1,0 +1,225 @@
+"""The report of a training campaign, read back from the store: :func:`write_campaign_report`
+writes the figures (parity plots, confusion matrix, bands, polymorphs, learning curve, drawn by
+:mod:`phonon_flows.report.figures`) and the summary tables of a campaign into a folder.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jobflow import JobStore
+
+from phonon_flows.errors import InputError
+from phonon_flows.makers.benchmark import BenchmarkMaker
+from phonon_flows.report.figures import paper_metrics, render_paper_metrics
+from phonon_flows.runner import campaign_docs, campaign_status
+from phonon_flows.schemas.benchmark import BenchmarkDoc
+from phonon_flows.store import metadata_criteria
+
+
+# ---------------------------------------------------------------------------------------------
+# reading a campaign back from the store
+# ---------------------------------------------------------------------------------------------
+def _clean(doc: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in doc.items() if not str(k).startswith("@")}
+
+
+def stage_outputs(store: JobStore, campaign: str, stage: str, load: bool = False) -> list[dict[str, Any]]:
+    """Outputs of the jobs of one stage of a campaign (highest index of each job), with ``_uuid``."""
+    store.connect()
+    best: dict[str, dict[str, Any]] = {}
+    for d in store.query(metadata_criteria(campaign=campaign, stage=stage), properties=["uuid", "index", "output"],
+                         load=load):
+        if d["uuid"] not in best or d["index"] > best[d["uuid"]]["index"]:
+            best[d["uuid"]] = d
+    out = []
+    for d in best.values():
+        if isinstance(d.get("output"), dict):
+            o = dict(d["output"])
+            o["_uuid"] = d["uuid"]
+            out.append(o)
+    return out
+
+
+def load_benchmark(store: JobStore, campaign: str) -> BenchmarkDoc | None:
+    """The campaign's BenchmarkDoc, from its latest campaign record's benchmark job (or any)."""
+    docs = campaign_docs(store, campaign)
+    wanted = {j["uuid"] for d in docs for j in d.get("jobs", []) if j.get("stage") == "benchmark"}
+    found = stage_outputs(store, campaign, "benchmark")
+    chosen = [d for d in found if d["_uuid"] in wanted] or found
+    if not chosen:
+        return None
+    return BenchmarkDoc.model_validate(_clean({k: v for k, v in chosen[0].items() if k != "_uuid"}))
+
+
+@dataclass
+class CampaignReport:
+    """What :func:`write_campaign_report` wrote."""
+
+    out_dir: Path
+    files: dict[str, str] = field(default_factory=dict)
+    benchmark: Any = None
+    metrics_text: str | None = None
+    reference_note: str | None = None
+
+
+def _latest_per_material(docs: list[dict[str, Any]], campaign_uuids: set[str]) -> list[dict[str, Any]]:
+    docs = [d for d in docs if not campaign_uuids or d["_uuid"] in campaign_uuids]
+    by_mid: dict[str, dict[str, Any]] = {}
+    for d in docs:
+        by_mid[d.get("material_id") or d["_uuid"]] = d
+    return list(by_mid.values())
+
+
+def write_campaign_report(store: JobStore, campaign: str, out_dir: str | Path) -> CampaignReport:
+    """Figures and summary tables of a training campaign, from the store, into ``out_dir``.
+
+    Writes ``summary.md`` (what the reference is, the split, this run's metrics beside the
+    paper's, per-material results, polymorphs, failures), ``paper_metrics.csv``,
+    ``materials.csv``, ``benchmark.json`` and the PNG figures (recomputed from the stored phonon
+    documents with the campaign's benchmark settings).
+    """
+    import pandas as pd
+
+    out = Path(out_dir)
+    docs = campaign_docs(store, campaign)
+    if not docs:
+        known = sorted({d["campaign"] for d in campaign_docs(store)})
+        raise InputError(
+            f"no campaign {campaign!r} in the store" + (f" (campaigns: {', '.join(known)})" if known else " (it is empty)")
+        )
+    cdoc = docs[0]
+    if cdoc.get("campaign_type") != "training":
+        raise InputError(f"campaign {campaign!r} is a {cdoc.get('campaign_type')}; reports are for training campaigns "
+                         "(use `phonon-flows query --campaign` for a screening)")
+    uuids = {j["uuid"]: j for j in cdoc.get("jobs", [])}
+    report = CampaignReport(out_dir=out, reference_note=cdoc.get("reference_note"))
+    out.mkdir(parents=True, exist_ok=True)
+
+    stored = load_benchmark(store, campaign)
+    ref = _latest_per_material(stage_outputs(store, campaign, "phonon-reference", load=True),
+                               {u for u, j in uuids.items() if j["stage"] == "phonon-reference"})
+    mlip = _latest_per_material(stage_outputs(store, campaign, "phonon-mlip", load=True),
+                                {u for u, j in uuids.items() if j["stage"] == "phonon-mlip"})
+    training = stage_outputs(store, campaign, "train")
+    training = [t for t in training if t["_uuid"] in uuids] or training
+    tdoc = training[0] if training else None
+    bench = stored
+    figures_dir = out / "figures"
+    if ref and mlip:
+        settings = (cdoc.get("settings") or {}).get("benchmark") or {}
+        fields = {k: v for k, v in settings.items() if not k.startswith("@")}
+        maker = BenchmarkMaker(**{k: v for k, v in fields.items() if k in BenchmarkMaker.__dataclass_fields__})
+        try:
+            strip = lambda d: {k: v for k, v in d.items() if k != "_uuid"}  # noqa: E731
+            fresh = maker.benchmark([strip(d) for d in mlip], [strip(d) for d in ref], tdoc, output_dir=figures_dir)
+            bench = bench or fresh
+            for name, fname in fresh.figures.items():
+                report.files[name] = str(figures_dir / fname)
+        except InputError as exc:
+            report.files["figures_error"] = exc.reason
+    report.benchmark = bench
+
+    lines = [f"# Campaign {campaign}", ""]
+    if cdoc.get("reference_note"):
+        lines += [f"**{cdoc['reference_note']}**", ""]
+    lines += [
+        f"- training materials ({len(cdoc.get('training_material_ids', []))}): "
+        + ", ".join(cdoc.get("training_material_ids", [])),
+        f"- held-out materials ({len(cdoc.get('holdout_material_ids', []))}): "
+        + ", ".join(cdoc.get("holdout_material_ids", [])),
+    ]
+    if tdoc:
+        hp = tdoc.get("hyperparameters") or {}
+        lines.append(
+            f"- MACE model {str(tdoc.get('model_sha256'))[:12]}: {hp.get('max_num_epochs')} epochs, "
+            f"{tdoc.get('n_train')} training / {tdoc.get('n_valid')} validation structures, validation force MAE "
+            f"{_num(tdoc.get('valid_force_mae'))} meV/Å, wall time {_num(tdoc.get('wall_time'))} s on {tdoc.get('device')}"
+        )
+    lines.append("")
+    if bench is not None:
+        rows = paper_metrics(bench)
+        pd.DataFrame(rows).to_csv(out / "paper_metrics.csv", index=False)
+        report.files["paper_metrics"] = str(out / "paper_metrics.csv")
+        report.metrics_text = render_paper_metrics(bench)
+        lines += ["## This run beside the paper", "", "| metric | unit | this run | paper |", "|---|---|---:|---:|"]
+        for r in rows:
+            lines.append(f"| {r['metric']} | {r['unit']} | {_num(r['this_run'])} | {_num(r['paper'])} |")
+        if not bench.reference_is_dft:
+            lines += ["", f"The reference here is {bench.reference_label}; the paper's numbers are against DFT (PBE)."]
+        mat_rows = []
+        for m in bench.materials:
+            row = {
+                "material_id": m.material_id, "formula": m.formula,
+                "frequency_mae_THz": m.frequency.mae if m.frequency else None,
+                "min_frequency_reference_THz": m.min_frequency_reference_THz,
+                "min_frequency_mlip_THz": m.min_frequency_mlip_THz,
+                "stable_reference": m.stable_reference, "stable_mlip": m.stable_mlip,
+                "enthalpy_per_atom_eV": m.enthalpy_per_atom_eV,
+            }
+            for t, p in m.thermal.items():
+                row |= {f"A_vib_ref_{t}K": p.A_vib_reference, f"A_vib_mlip_{t}K": p.A_vib_mlip,
+                        f"Cv_ref_{t}K": p.Cv_reference, f"Cv_mlip_{t}K": p.Cv_mlip,
+                        f"S_ref_{t}K": p.S_reference, f"S_mlip_{t}K": p.S_mlip}
+            mat_rows.append(row)
+        table = pd.DataFrame(mat_rows)
+        table.to_csv(out / "materials.csv", index=False)
+        report.files["materials"] = str(out / "materials.csv")
+        lines += ["", "## Held-out materials", "", _markdown(table), ""]
+        for t, res in bench.polymorphs.items():
+            if not res.rows:
+                continue
+            lines += [f"## Polymorphs at {t} K (candidate when ΔA < {res.offset_meV:g} meV/atom)", "",
+                      "| material | ground state | ΔH | ΔA_vib ref | ΔA_vib MLIP | ΔA ref | ΔA MLIP |",
+                      "|---|---|---:|---:|---:|---:|---:|"]
+            for r in res.rows:
+                lines.append(f"| {r.material_id} | {r.ground_state_id} | {_num(r.dH_meV)} | {_num(r.dA_vib_reference_meV)} "
+                             f"| {_num(r.dA_vib_mlip_meV)} | {_num(r.dA_reference_meV)} | {_num(r.dA_mlip_meV)} |")
+            lines += ["", f"transitions: reference {res.n_reference}, MLIP {res.n_mlip}, in common {res.n_common}", ""]
+        (out / "benchmark.json").write_text(bench.model_dump_json(indent=1))
+        report.files["benchmark"] = str(out / "benchmark.json")
+    else:
+        lines += ["No benchmark yet (the campaign has not finished, or nothing was held out).", ""]
+    status = campaign_status(store, campaign)[0]
+    lines += ["## Jobs", "", ", ".join(f"{k}: {v}" for k, v in status.counts.items()), ""]
+    problems = status.input_failures + status.failures
+    if problems:
+        lines += ["## Failures", ""]
+        for f in problems:
+            lines.append(f"- {f.get('material_id')} ({f.get('stage')}): {f.get('reason')}")
+        lines.append("")
+    if report.files:
+        lines += ["## Figures", ""] + [f"- {Path(p).name}" for k, p in sorted(report.files.items())
+                                       if str(p).endswith(".png")]
+    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    report.files["summary"] = str(out / "summary.md")
+    (out / "campaign.json").write_text(json.dumps(_clean(cdoc), indent=1, default=str))
+    report.files["campaign"] = str(out / "campaign.json")
+    return report
+
+
+def _num(v: Any) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, bool) or isinstance(v, str):
+        return str(v)
+    try:
+        return f"{float(v):.4g}"
+    except (TypeError, ValueError):
+        return str(v)
+
+
+def _markdown(df) -> str:
+    if df.empty:
+        return "(none)"
+    cols = list(df.columns)
+    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for _, row in df.iterrows():
+        out.append("| " + " | ".join(_num(row[c]) for c in cols) + " |")
+    return "\n".join(out)
+
+
+__all__ = ["CampaignReport", "load_benchmark", "stage_outputs", "write_campaign_report"]
