@@ -13,6 +13,19 @@ import sys
 import typer
 from rich.markup import escape
 
+from phonon_flows import __version__
+from phonon_flows.demo import demo_campaign_maker, demo_structures
+from phonon_flows.errors import InputError
+from phonon_flows.fireworks import category_counts, get_launchpad
+from phonon_flows.fireworks import submit as fw_submit
+from phonon_flows.flows import ScreeningMaker, TrainingCampaignMaker
+from phonon_flows.makers.phonons import import_phonopy_doc, phonon_settings, store_phonon_doc
+from phonon_flows.report.campaign import load_benchmark, write_campaign_report
+from phonon_flows.report.figures import render_paper_metrics
+from phonon_flows.results import PhononResults, temperature_key
+from phonon_flows.runner import campaign_status, run_campaign
+from phonon_flows.store import get_store
+
 app = typer.Typer(
     name="phonon-flows",
     help="High-throughput phonons with MACE potentials trained on perturbed DFT supercells.",
@@ -54,8 +67,6 @@ def main() -> None:
 @app.command()
 def version() -> None:
     """Print the package version."""
-    from phonon_flows import __version__
-
     typer.echo(__version__)
 
 
@@ -114,8 +125,6 @@ def import_(
 
     temps = _parse_temperatures(temperatures)
     with contextlib.redirect_stdout(sys.stderr):  # nothing but the summary on stdout
-        from phonon_flows.makers.phonons import import_phonopy_doc, phonon_settings, store_phonon_doc
-
         settings = phonon_settings(
             temperatures=temps, mesh_length=mesh_length, cutoff_frequency=cutoff, stability_tolerance=tolerance
         )
@@ -123,8 +132,6 @@ def import_(
         uuid = None
         if not no_store:
             from jobflow import run_locally
-
-            from phonon_flows.store import get_store
 
             store = get_store(mongo_uri=mongo_uri, store_dir=store_dir)
             job = store_phonon_doc(doc)
@@ -178,8 +185,6 @@ def _split_list(values: list[str] | None) -> list[str]:
 
 
 def _store_from(store_dir: str | None, mongo_uri: str | None, database: str | None):
-    from phonon_flows.store import get_store
-
     return get_store(mongo_uri=mongo_uri, store_dir=store_dir, database=database)
 
 
@@ -199,8 +204,6 @@ def _campaign_flow(
     screen: bool, model: str | None, store,
 ):
     """The Flow of ``phonon-flows run/submit`` and the input problems found making it."""
-    from phonon_flows.errors import InputError
-
     _check_files(files)
     if preset not in ("paper", "small"):
         raise typer.BadParameter(f"--preset must be paper or small, not {preset!r}")
@@ -208,8 +211,6 @@ def _campaign_flow(
         raise typer.BadParameter(f"supercell window {min_atoms}..{max_atoms} atoms is empty")
     relax_kwargs = {"fmax": fmax} if fmax is not None else {}
     if screen:
-        from phonon_flows.flows import ScreeningMaker
-
         if not model:
             raise typer.BadParameter("--screen needs --model SHA256 (the sha256 of a trained model in the store)")
         if holdout:
@@ -219,8 +220,6 @@ def _campaign_flow(
                                engine_kwargs={"device": device}, min_atoms=min_atoms, max_atoms=max_atoms)
         flow = maker.make(files)
     else:
-        from phonon_flows.flows import TrainingCampaignMaker
-
         if model:
             raise typer.BadParameter("--model is for --screen")
         if engine not in ("chgnet", "emt", "vasp"):
@@ -297,10 +296,6 @@ def demo(
 
     from rich.console import Console
 
-    from phonon_flows.demo import demo_campaign_maker, demo_structures
-    from phonon_flows.report.campaign import write_campaign_report
-    from phonon_flows.runner import run_campaign
-
     console = Console(stderr=True)
     t0 = time.perf_counter()
     hp = {"max_num_epochs": epochs, "start_swa": max(1, int(0.75 * epochs))} if epochs else None
@@ -362,8 +357,6 @@ def run(
     """
     from rich.console import Console
 
-    from phonon_flows.runner import run_campaign
-
     console = Console(stderr=True)
     store = _store_from(store_dir, mongo_uri, database)
     flow, doc = _campaign_flow(
@@ -382,9 +375,6 @@ def run(
     summary = run_campaign(flow, store, progress=progress, resume=not fresh, work_dir=work_dir, console=console)
     console.print(summary.render(), soft_wrap=True, highlight=False, markup=False)
     if doc.campaign_type == "training":
-        from phonon_flows.report.campaign import load_benchmark
-        from phonon_flows.report.figures import render_paper_metrics
-
         bench = load_benchmark(store, name)
         if bench is not None and doc.holdout_material_ids:
             typer.echo(render_paper_metrics(bench))
@@ -422,9 +412,6 @@ def submit(
     Training and MACE phonons become gpu Fireworks, DFT/reference labelling cpu Fireworks. Workers
     write to their own jobflow JOB_STORE (JOBFLOW_CONFIG_FILE, see jobflow.yaml.example).
     """
-    from phonon_flows.fireworks import category_counts, get_launchpad
-    from phonon_flows.fireworks import submit as fw_submit
-
     if bool(launchpad) == bool(mongo_uri):
         raise typer.BadParameter("give the LaunchPad as --launchpad FILE or as --mongo-uri URI [--db NAME]")
     if launchpad:
@@ -481,8 +468,6 @@ def status(
     from rich.console import Console
     from rich.table import Table
 
-    from phonon_flows.runner import campaign_status
-
     store = _store_from(store_dir, mongo_uri, database)
     statuses = campaign_status(store, campaign)
     fw: dict = {}
@@ -523,8 +508,6 @@ def status(
 def _launchpad_status(path: str, campaigns: list[str]) -> dict:
     from fireworks import LaunchPad
 
-    from phonon_flows.fireworks import category_counts
-
     lp = LaunchPad.from_file(path)
     out = {}
     for name in campaigns:
@@ -544,8 +527,6 @@ def _launchpad_status(path: str, campaigns: list[str]) -> dict:
 
 def _print_results(store, filters: dict, temperature: float, as_json: bool, as_csv: bool, limit: int = 0,
                    sort: str | None = None) -> int:
-    from phonon_flows.results import PhononResults
-
     results = PhononResults(store)
     df = results.to_dataframe(temperatures=[temperature], sort=sort, limit=limit, temperature=temperature, **filters)
     if as_json:
@@ -556,8 +537,6 @@ def _print_results(store, filters: dict, temperature: float, as_json: bool, as_c
         return len(df)
     from rich.console import Console
     from rich.table import Table
-
-    from phonon_flows.results import temperature_key
 
     t = temperature_key(temperature)
     table = Table(title=f"{len(df)} phonon result(s); thermal properties at {t} K")
@@ -634,8 +613,6 @@ def report(
     database: str = typer.Option(None, help="Database name of the job store"),
 ) -> None:
     """Write the figures and summary tables of a training campaign into a folder."""
-    from phonon_flows.report.campaign import write_campaign_report
-
     store = _store_from(store_dir, mongo_uri, database)
     rep = write_campaign_report(store, campaign, out or f"report_{campaign}")
     if rep.metrics_text:

@@ -21,7 +21,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from phonon_flows.errors import InputError
 from phonon_flows.makers.base import CATEGORIES
+from phonon_flows.settings import get_settings
+from phonon_flows.store import DATA_STORE_NAME
 
 if TYPE_CHECKING:
     from fireworks import LaunchPad, Workflow
@@ -45,8 +48,6 @@ def flow_to_workflow(
     :func:`jobflow.managers.fireworks.flow_to_workflow` (``name``, ``metadata``, ...).
     """
     from jobflow.managers.fireworks import flow_to_workflow as jobflow_flow_to_workflow
-
-    from phonon_flows.errors import InputError
 
     from jobflow.core.flow import get_flow
 
@@ -77,8 +78,6 @@ def get_launchpad(uri: str, name: str | None = None, **kwargs: Any) -> "LaunchPa
     """``LaunchPad(host=uri, uri_mode=True, name=name)``; the database name defaults to the URI's."""
     from fireworks import LaunchPad
     from pymongo.uri_parser import parse_uri
-
-    from phonon_flows.errors import InputError
 
     if name is None:
         name = parse_uri(uri).get("database")
@@ -123,9 +122,6 @@ def jobflow_config(
     Same layout as :func:`phonon_flows.store.get_store`: documents in ``collection``, large data
     in the GridFS bucket ``data_collection`` (zlib-compressed), additional store named ``data``.
     """
-    from phonon_flows.settings import get_settings
-    from phonon_flows.store import DATA_STORE_NAME
-
     settings = get_settings()
     database = database or settings.database
     return {

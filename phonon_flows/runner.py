@@ -36,7 +36,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from phonon_flows.errors import PhononFlowsError
+from phonon_flows.errors import InputError, PhononFlowsError
 from phonon_flows.schemas.campaign import (
     CAMPAIGN_KIND,
     FAILURE_KIND,
@@ -547,8 +547,6 @@ def campaign_status(store: JobStore, campaign: str | None = None) -> list[Campai
     raised (failure record) or its output says it failed, *skipped* when a job it needed failed,
     else *pending* (not run yet, running, or interrupted).
     """
-    from phonon_flows.errors import InputError
-
     docs = campaign_docs(store, campaign)
     if campaign is not None and not docs:
         known = sorted({d["campaign"] for d in campaign_docs(store)})

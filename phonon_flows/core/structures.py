@@ -19,7 +19,7 @@ from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import Structure
 from pymatgen.io.ase import AseAtomsAdaptor
 
-from phonon_flows.errors import InputError
+from phonon_flows.errors import InputError, UnsupportedElementsError
 
 #: atoms closer than this (Å) are "overlapping": no real crystal has such bonds
 MIN_DISTANCE = 0.5
@@ -234,8 +234,6 @@ def check_elements(structure: Structure, supported: frozenset[str] | set[str] | 
                    material_id: str | None = None) -> None:
     """Raise :class:`~phonon_flows.errors.UnsupportedElementsError` when ``structure`` holds
     elements outside ``supported`` (None means every element)."""
-    from phonon_flows.errors import UnsupportedElementsError
-
     if supported is None:
         return
     missing = sorted({el.symbol for el in structure.composition.elements} - set(supported))

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from phonon_flows.engines.mace import load_mace_engine
+from phonon_flows.engines.reference import get_reference_engine
 from phonon_flows.schemas.common import EngineInfo
 
 REFERENCE_ENGINES = ("chgnet", "emt")
@@ -26,12 +28,8 @@ def get_engine(name: str, **kwargs: Any):
     """
     key = name.lower()
     if key in REFERENCE_ENGINES:
-        from phonon_flows.engines.reference import get_reference_engine
-
         return get_reference_engine(key, **kwargs)
     if key in MLIP_ENGINES:
-        from phonon_flows.engines.mace import load_mace_engine
-
         return load_mace_engine(**kwargs)
     raise ValueError(f"unknown force engine {name!r}; choose one of {REFERENCE_ENGINES + MLIP_ENGINES}")
 

@@ -24,6 +24,7 @@ from ase import Atoms
 from phonon_flows.engines.base import ForceEngine, ForceResult
 from phonon_flows.errors import CalculationError, InputError
 from phonon_flows.schemas.common import EngineInfo
+from phonon_flows.store import DATA_STORE_NAME, get_store
 
 if TYPE_CHECKING:
     from jobflow import JobStore
@@ -75,8 +76,6 @@ def resolve_device(device: str = "auto") -> str:
 
 
 def _data_store(store: JobStore):
-    from phonon_flows.store import DATA_STORE_NAME
-
     try:
         return store.additional_stores[DATA_STORE_NAME]
     except KeyError:
@@ -143,8 +142,6 @@ def fetch_model(store: JobStore | None, sha256: str, cache_dir: str | Path | Non
     if target.is_file() and sha256_file(target) == sha:
         return target
     if store is None:
-        from phonon_flows.store import get_store
-
         store = get_store()
     b64 = _b64_from_store(store, sha)
     if b64 is None:

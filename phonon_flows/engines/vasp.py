@@ -35,6 +35,7 @@ from pymatgen.core import Structure
 from phonon_flows.engines.base import check_forces
 from phonon_flows.errors import CalculationError, InputError
 from phonon_flows.schemas.common import EngineInfo
+from phonon_flows.schemas.forces import ForceDoc, RelaxDoc
 
 ENCUT = 520.0  # eV
 EDIFF = 1e-8  # eV
@@ -152,8 +153,6 @@ def force_doc_from_outputs(
     dir_name: str | None = None,
 ):
     """A ForceDoc from VASP's outputs (energy eV, forces eV/Å, stress kB as VASP writes it)."""
-    from phonon_flows.schemas.forces import ForceDoc
-
     forces = np.asarray(forces, dtype=float)
     if forces.shape != (len(structure), 3):
         raise CalculationError(
@@ -237,8 +236,6 @@ def relax_doc_from_outputs(
     dir_name: str | None = None,
 ):
     """A RelaxDoc from a VASP relaxation's outputs (final energy in eV; zero pressure: H = E)."""
-    from phonon_flows.schemas.forces import RelaxDoc
-
     if energy is None or not np.isfinite(energy):
         raise CalculationError("VASP relaxation has no finite energy", material_id=material_id, stage="relax")
     n = len(structure)

@@ -18,9 +18,11 @@ from typing import Any
 import numpy as np
 from jobflow import Maker, job
 
+from phonon_flows import engines  # engines.get_engine is looked up when a job runs (tests replace it)
 from phonon_flows.core import metrics as M
 from phonon_flows.core.polymorphs import DEFAULT_OFFSET_MEV, Polymorph, analyze_polymorphs, temperature_key
 from phonon_flows.errors import InputError, PhononFlowsError
+from phonon_flows.report.figures import write_benchmark_figures
 from phonon_flows.schemas.benchmark import (
     BenchmarkDoc,
     ForceBenchmark,
@@ -383,20 +385,16 @@ class BenchmarkMaker(Maker):
         return out
 
     def _build_engine(self, training_doc: Any):
-        from phonon_flows.engines import get_engine
-
         if self.force_engine is not None:
-            return get_engine(self.force_engine, **self.force_engine_kwargs)
+            return engines.get_engine(self.force_engine, **self.force_engine_kwargs)
         sha = _get(training_doc, "model_sha256")
         if sha:
-            return get_engine("mace", model_sha256=sha, **self.force_engine_kwargs)
+            return engines.get_engine("mace", model_sha256=sha, **self.force_engine_kwargs)
         raise InputError("labelled sets given but no force engine: set force_engine or give the TrainingDoc",
                          stage="benchmark")
 
     @staticmethod
     def _figures(doc, out, pooled_ref, pooled_mlip, band_pairs, curve) -> dict[str, str]:
-        from phonon_flows.report.figures import write_benchmark_figures
-
         freq = (np.concatenate(pooled_ref), np.concatenate(pooled_mlip)) if pooled_ref else None
         return write_benchmark_figures(doc, out, frequency_pairs=freq, band_pairs=band_pairs, learning_curve=curve)
 

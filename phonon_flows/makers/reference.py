@@ -14,6 +14,7 @@ from jobflow import Maker, job
 from pymatgen.core import Structure
 from pymatgen.io.ase import AseAtomsAdaptor
 
+from phonon_flows import engines  # engines.get_engine is looked up when a job runs (tests replace it)
 from phonon_flows.core.structures import material_id_for, validate_structure
 from phonon_flows.engines.reference import get_reference_engine, relax_structure
 from phonon_flows.errors import PhononFlowsError
@@ -106,9 +107,7 @@ class ReferenceForceMaker(Maker):
 def _relax_engine(name: str, kwargs: dict):
     """A reference engine, or a trained MLIP (``"mace"``: a screening relaxes with its model; the
     model is fetched from the running job's store when the job exposes it)."""
-    from phonon_flows.engines import MLIP_ENGINES, get_engine
-
-    if name.lower() not in MLIP_ENGINES:
+    if name.lower() not in engines.MLIP_ENGINES:
         return get_reference_engine(name, **kwargs)
     kwargs = dict(kwargs)
     if "model_path" not in kwargs and "store" not in kwargs:
@@ -116,7 +115,7 @@ def _relax_engine(name: str, kwargs: dict):
 
         if getattr(CURRENT_JOB, "store", None) is not None:
             kwargs["store"] = CURRENT_JOB.store
-    return get_engine(name, **kwargs)
+    return engines.get_engine(name, **kwargs)
 
 
 @dataclass

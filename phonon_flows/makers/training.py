@@ -12,6 +12,8 @@ from typing import Any
 
 from jobflow import Job, Maker, job
 
+from phonon_flows.core import mace_training as core
+from phonon_flows.engines.mace import load_mace_engine, resolve_device
 from phonon_flows.errors import InputError, PhononFlowsError
 from phonon_flows.makers.base import set_category
 from phonon_flows.schemas.training import EpochMetrics, MaceHyperparameters, TrainingDoc, TrainingSetInfo
@@ -73,9 +75,6 @@ class MaceTrainingMaker(Maker):
     def train(self, training_set: Any) -> TrainingDoc:
         import mace
         import torch
-
-        from phonon_flows.core import mace_training as core
-        from phonon_flows.engines.mace import load_mace_engine, resolve_device
 
         hp = self.hyperparameters
         if isinstance(hp, dict):
