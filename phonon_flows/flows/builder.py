@@ -8,9 +8,9 @@ from typing import Any
 
 from jobflow import Flow, Job, job
 
-from phonon_flows.flows.keys import assign_key, job_key, jobs_of
+from phonon_flows.flows.keys import assign_key, job_key, jobs_of, key_uuid, settings_hash
 from phonon_flows.makers.base import set_category
-from phonon_flows.schemas.campaign import CampaignJob
+from phonon_flows.schemas.campaign import CampaignDoc, CampaignJob
 from phonon_flows.store import tag_metadata
 
 REFERENCE_NOTES = {
@@ -64,3 +64,28 @@ def record_campaign(doc: Any) -> Any:
     """First job of a campaign: stores its CampaignDoc (materials, split, settings, jobs)."""
     return doc
 
+
+def campaign_flow_uuid(campaign: str) -> str:
+    """The deterministic uuid of a campaign's Flow."""
+    return key_uuid(job_key(campaign, None, "campaign", "flow"))
+
+
+def finish_campaign(b: CampaignBuilder, campaign_type: str, settings: dict[str, Any], output: Any,
+                    **doc_fields: Any) -> Flow:
+    """The campaign's Flow: its record job (the CampaignDoc with ``settings``, ``doc_fields`` and
+    every job) is made last, because its key depends on every other key, and put first."""
+    doc = CampaignDoc(
+        campaign=b.campaign,
+        campaign_type=campaign_type,
+        settings=settings,
+        settings_hash=settings_hash(settings, sorted(r.uuid for r in b.records)),
+        **doc_fields,
+    )
+    rec = record_campaign(doc)
+    b.add(rec, "campaign", None, None, doc.settings_hash, "cpu", name=f"campaign {b.campaign}")
+    b.jobs.insert(0, b.jobs.pop())
+    doc.jobs = [b.records[-1], *b.records[:-1]]
+    rec.function_args = (doc,)
+    flow = Flow(b.jobs, output=output, name=b.campaign, uuid=campaign_flow_uuid(b.campaign))
+    flow.metadata = {"phonon_flows": {"campaign": b.campaign, "campaign_type": campaign_type}}
+    return flow

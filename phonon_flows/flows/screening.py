@@ -13,13 +13,13 @@ from jobflow.core.reference import OutputReference
 
 from phonon_flows.core.structures import MIN_DISTANCE, structure_hash
 from phonon_flows.errors import InputError, PhononFlowsError
-from phonon_flows.flows.builder import CampaignBuilder, record_campaign
+from phonon_flows.flows.builder import CampaignBuilder, finish_campaign
 from phonon_flows.flows.inputs import StructureInput, prepare_campaign_inputs
-from phonon_flows.flows.keys import job_key, key_uuid, settings_hash, settings_payload
+from phonon_flows.flows.keys import settings_hash, settings_payload
 from phonon_flows.flows.phonons import supercell_for, with_model
 from phonon_flows.makers.phonons import PhononMaker
 from phonon_flows.makers.reference import ReferenceRelaxMaker
-from phonon_flows.schemas.campaign import CampaignDoc, CampaignMaterial
+from phonon_flows.schemas.campaign import CampaignMaterial
 from phonon_flows.schemas.common import MaterialError
 
 
@@ -96,7 +96,54 @@ class ScreeningMaker(Maker):
         material_ids: Sequence[str] | None = None,
         model: Any = None,
     ) -> Flow:
-        """The screening Flow; its output is the list of PhononDocs (one per valid material)."""
+        """The screening Flow; its output is the list of PhononDocs (one per valid material).
+
+        The steps: resolve the model (and the elements it knows); check the inputs; per material:
+        the phonon supercell, relax with the model, phonons with the model; the campaign record.
+        """
+        sha, elements = self._model(model)
+        model_key = sha if isinstance(sha, str) else f"ref:{sha.uuid}"
+        makers = self._stage_makers(sha)
+        engines = [("mace", frozenset(elements))] if elements else []
+        materials, failed, sources, _ = prepare_campaign_inputs(structures, material_ids, engines, None,
+                                                                 self.min_distance)
+        b = CampaignBuilder(self.name)
+        hashes = {mid: structure_hash(s) for mid, s in materials}
+        smats: dict[str, list[list[int]]] = {}
+        docs: list = []
+        kept = []
+        for mid, s in materials:
+            try:
+                smats[mid] = supercell_for(s, makers.phonons, mid)
+            except PhononFlowsError as err:
+                failed.append(MaterialError(material_id=mid, stage="input", reason=err.reason))
+                continue
+            kept.append((mid, s))
+            docs.append(self._add_material(b, makers, mid, s, hashes[mid], smats[mid], model_key))
+
+        settings = {
+            "model_sha256": model_key,
+            "relax": settings_payload(makers.relax_settings),
+            "phonons": makers.phonon_settings.settings(),
+            "engine_kwargs": dict(self.engine_kwargs),
+        }
+        return finish_campaign(
+            b, "screening", settings, docs,
+            materials=[
+                CampaignMaterial(material_id=mid, formula=s.composition.reduced_formula, split="screen",
+                                 structure_hash=hashes[mid], n_atoms=len(s), source=sources.get(mid),
+                                 supercell_matrix=smats.get(mid))
+                for mid, s in kept
+            ],
+            screen_material_ids=[mid for mid, _ in kept],
+            input_failures=failed,
+            model_sha256=sha if isinstance(sha, str) else None,
+        )
+
+    # -- the steps ------------------------------------------------------------------------
+    def _model(self, model: Any) -> tuple[Any, list[str] | None]:
+        """(sha256 or a reference to it, elements the model knows or None): from ``model`` or
+        the maker's, the elements from ``model_elements``, the TrainingDoc or ``store``."""
         model = self.model if model is None else model
         if model is None:
             raise InputError("a screening needs a model: its sha256 or a TrainingDoc", stage="input")
@@ -110,7 +157,11 @@ class ScreeningMaker(Maker):
             if doc.get("failed"):
                 raise InputError(f"the training of model {sha[:12]} failed: {doc.get('error')}", stage="input")
             elements = list(doc.get("elements") or []) or None
-        engines = [("mace", frozenset(elements))] if elements else []
+        return sha, elements
+
+    def _stage_makers(self, sha: Any) -> _ScreeningMakers:
+        """The relax and phonon makers with the model, and their settings without it (hashed
+        into the job keys with the model's key)."""
         base = self.phonon_maker or PhononMaker(min_atoms=self.min_atoms, max_atoms=self.max_atoms)
         phonon_maker = dataclasses.replace(with_model(base, sha), name="phonons")
         phonon_maker.engine_kwargs.update(self.engine_kwargs)
@@ -122,60 +173,29 @@ class ScreeningMaker(Maker):
                                               **self.relax_kwargs)
         relax_settings = ReferenceRelaxMaker(name="mace relax", engine="mace", engine_kwargs=dict(self.engine_kwargs),
                                              **self.relax_kwargs) if self.relax else None
-        model_key = sha if isinstance(sha, str) else f"ref:{sha.uuid}"
+        return _ScreeningMakers(phonon_maker, settings_maker, relax_maker, relax_settings)
 
-        materials, failed, sources, _ = prepare_campaign_inputs(structures, material_ids, engines, None,
-                                                                 self.min_distance)
-        b = CampaignBuilder(self.name)
-        hashes = {mid: structure_hash(s) for mid, s in materials}
-        smats: dict[str, list[list[int]]] = {}
-        docs: list = []
-        kept = []
-        for mid, s in materials:
-            try:
-                smats[mid] = supercell_for(s, phonon_maker, mid)
-            except PhononFlowsError as err:
-                failed.append(MaterialError(material_id=mid, stage="input", reason=err.reason))
-                continue
-            kept.append((mid, s))
-            structure, rkey = s, "none"
-            if relax_maker is not None:
-                r = relax_maker.make(s, material_id=mid)
-                r.config.expose_store = True  # the model is fetched from the job's store
-                _, rkey = b.add(r, "relax", mid, hashes[mid], settings_hash(relax_settings, model_key), "gpu",
-                                "screen", name=f"relax mace {mid}")
-                structure = r.output.structure
-            ph = phonon_maker.make(structure, material_id=mid, supercell_matrix=smats[mid])
-            b.add(ph, "phonon-mlip", mid, hashes[mid], settings_hash(settings_maker, rkey, smats[mid], model_key),
-                  "gpu", "screen", name=f"phonons mace {mid}")
-            docs.append(ph.output)
+    @staticmethod
+    def _add_material(b, makers, mid, s, material_hash, smat, model_key) -> Any:
+        """Relax (optionally) and phonons of one material with the model; the PhononDoc reference."""
+        structure, rkey = s, "none"
+        if makers.relax is not None:
+            r = makers.relax.make(s, material_id=mid)
+            r.config.expose_store = True  # the model is fetched from the job's store
+            _, rkey = b.add(r, "relax", mid, material_hash, settings_hash(makers.relax_settings, model_key), "gpu",
+                            "screen", name=f"relax mace {mid}")
+            structure = r.output.structure
+        ph = makers.phonons.make(structure, material_id=mid, supercell_matrix=smat)
+        b.add(ph, "phonon-mlip", mid, material_hash, settings_hash(makers.phonon_settings, rkey, smat, model_key),
+              "gpu", "screen", name=f"phonons mace {mid}")
+        return ph.output
 
-        settings = {
-            "model_sha256": model_key,
-            "relax": settings_payload(relax_settings),
-            "phonons": settings_maker.settings(),
-            "engine_kwargs": dict(self.engine_kwargs),
-        }
-        doc = CampaignDoc(
-            campaign=self.name,
-            campaign_type="screening",
-            materials=[
-                CampaignMaterial(material_id=mid, formula=s.composition.reduced_formula, split="screen",
-                                 structure_hash=hashes[mid], n_atoms=len(s), source=sources.get(mid),
-                                 supercell_matrix=smats.get(mid))
-                for mid, s in kept
-            ],
-            screen_material_ids=[mid for mid, _ in kept],
-            input_failures=failed,
-            model_sha256=sha if isinstance(sha, str) else None,
-            settings=settings,
-            settings_hash=settings_hash(settings, sorted(r.uuid for r in b.records)),
-        )
-        rec = record_campaign(doc)
-        b.add(rec, "campaign", None, None, doc.settings_hash, "cpu", name=f"campaign {self.name}")
-        b.jobs.insert(0, b.jobs.pop())
-        doc.jobs = [b.records[-1], *b.records[:-1]]
-        flow = Flow(b.jobs, output=docs, name=self.name,
-                    uuid=key_uuid(job_key(self.name, None, "campaign", "flow")))
-        flow.metadata = {"phonon_flows": {"campaign": self.name, "campaign_type": "screening"}}
-        return flow
+
+@dataclass
+class _ScreeningMakers:
+    """The makers of a screening (with the model) and their settings (without it)."""
+
+    phonons: Maker
+    phonon_settings: Maker
+    relax: Maker | None
+    relax_settings: Maker | None

@@ -15,14 +15,14 @@ from pymatgen.core import Structure
 from phonon_flows.core.structures import MIN_DISTANCE, structure_hash
 from phonon_flows.engines import REFERENCE_ENGINES
 from phonon_flows.errors import InputError, PhononFlowsError
-from phonon_flows.flows.builder import REFERENCE_NOTES, CampaignBuilder, record_campaign
+from phonon_flows.flows.builder import REFERENCE_NOTES, CampaignBuilder, finish_campaign
 from phonon_flows.flows.inputs import (
     StructureInput,
     maker_engine_elements,
     prepare_campaign_inputs,
     resolve_holdout,
 )
-from phonon_flows.flows.keys import job_key, key_uuid, settings_hash, settings_payload
+from phonon_flows.flows.keys import settings_hash, settings_payload
 from phonon_flows.flows.phonons import supercell_for, vasp_phonons, with_model
 from phonon_flows.makers.benchmark import BenchmarkMaker
 from phonon_flows.makers.perturb import PerturbationMaker
@@ -30,7 +30,7 @@ from phonon_flows.makers.phonons import PhononMaker
 from phonon_flows.makers.reference import ReferenceForceMaker, ReferenceRelaxMaker
 from phonon_flows.makers.training import MaceTrainingMaker
 from phonon_flows.makers.training_set import TrainingSetMaker
-from phonon_flows.schemas.campaign import CampaignDoc, CampaignMaterial
+from phonon_flows.schemas.campaign import CampaignMaterial
 from phonon_flows.schemas.common import MaterialError
 from phonon_flows.schemas.training import MaceHyperparameters
 
@@ -178,164 +178,38 @@ class TrainingCampaignMaker(Maker):
         ``structures``: Structures or files (CIF, POSCAR, ...), or a mapping id -> either.
         Material ids: the mapping's keys, ``material_ids``, the file stems, or formula + hash.
         Inputs that fail the checks are recorded (CampaignDoc.input_failures) and get no jobs.
+
+        The steps: check the inputs; split them into training and held-out materials; choose the
+        phonon supercells of the held-out ones; training materials: relax -> perturb -> label ->
+        training set -> MACE; held-out materials: relax -> phonons with the reference and with
+        MACE -> benchmark; the campaign record (made last, first in the flow).
         """
-        ref_name = self.engine_name
-        holdout = list(self.holdout if holdout is None else holdout)
-        relax_maker = self.relax_maker()
-        force_maker = self.force_maker()
-        perturbation_maker = self.perturbation_maker()
-        training_set_maker = TrainingSetMaker()
-        training_maker = self.mace_training_maker()
-        ref_phonon_maker, mlip_phonon_maker = self.phonon_makers()
-        bench_maker = self.bench_maker()
-        bench_maker_settings = settings_payload(bench_maker)
-
-        engines = [e for e in (maker_engine_elements(relax_maker), maker_engine_elements(force_maker)) if e]
+        stages = self._stage_makers()
         materials, failed, sources, aliases = prepare_campaign_inputs(
-            structures, material_ids, engines, perturbation_maker, self.min_distance
+            structures, material_ids, stages.engines(), stages.perturbation, self.min_distance
         )
-        held = resolve_holdout(holdout, materials, failed, aliases)
-        train = [(mid, s) for mid, s in materials if mid not in held]
-        test = [(mid, s) for mid, s in materials if mid in held]
-        if not train:
-            raise InputError(
-                "no training material left: every valid input is held out or failed the input checks"
-                + (f" ({'; '.join(f'{e.material_id}: {e.reason}' for e in failed)})" if failed else ""),
-                stage="input",
-            )
-        train_elements = {el.symbol for _, s in train for el in s.composition.elements}
-        kept_test = []
-        for mid, s in test:
-            missing = sorted({el.symbol for el in s.composition.elements} - train_elements)
-            if missing:
-                failed.append(MaterialError(
-                    material_id=mid, stage="input",
-                    reason=f"held-out material has element(s) {', '.join(missing)} that no training material has",
-                ))
-                continue
-            kept_test.append((mid, s))
-        test = kept_test
-
-        phonon_settings_ = ref_phonon_maker.settings()
-        smats: dict[str, list[list[int]]] = {}
-        for mid, s in list(test):
-            try:
-                smats[mid] = supercell_for(s, ref_phonon_maker, mid)
-            except PhononFlowsError as err:
-                failed.append(MaterialError(material_id=mid, stage="input", reason=err.reason))
-                test.remove((mid, s))
+        held = resolve_holdout(list(self.holdout if holdout is None else holdout), materials, failed, aliases)
+        train, test = split_materials(materials, held, failed)
+        smats = holdout_supercells(test, stages.ref_phonons, failed)
 
         b = CampaignBuilder(self.name)
         hashes = {mid: structure_hash(s) for mid, s in materials}
-        campaign_uuid = key_uuid(job_key(self.name, None, "campaign", "flow"))
-
-        # the campaign record: its own key depends on everything else, so it is made last and
-        # put first in the flow
-        relax_out: dict[str, Any] = {}
-        relax_keys: dict[str, str] = {}
-
-        def add_relax(mid: str, s: Structure, split: str) -> None:
-            if relax_maker is None:
-                relax_out[mid] = None
-                relax_keys[mid] = "none"
-                return
-            r = relax_maker.make(s, material_id=mid)
-            _, key = b.add(r, "relax", mid, hashes[mid], settings_hash(relax_maker), "cpu", split,
-                           name=f"{getattr(relax_maker, 'name', 'relax')} {mid}")
-            relax_out[mid] = r.output
-            relax_keys[mid] = key
-
-        # -- training materials: relax -> perturb -> label
-        entries: list = []
-        entry_ids: list[str] = []
-        entry_keys: list[str] = []
-        checkpoints: dict[str, dict[str, Any]] = {}
-        batched = isinstance(force_maker, ReferenceForceMaker)
-        for mid, s in train:
-            add_relax(mid, s, "train")
-            stages: dict[str, Any] = {}
-            source = relax_out[mid].structure if relax_out[mid] is not None else s
-            if relax_out[mid] is not None:
-                stages["relax"] = relax_out[mid].material_id
-            p = perturbation_maker.make(source, material_id=mid)
-            _, pkey = b.add(p, "perturb", mid, hashes[mid], settings_hash(perturbation_maker, relax_keys[mid]), "cpu",
-                            "train", name=f"perturb {mid}")
-            stages["perturb"] = p.output.material_id
-            if batched:
-                lab = force_maker.make(p.output.structures, material_id=mid)
-                _, lkey = b.add(lab, "label", mid, hashes[mid], settings_hash(force_maker, pkey), "cpu", "train",
-                                name=f"label {mid}")
-                entries.append(lab.output)
-                entry_ids.append(mid)
-                entry_keys.append(lkey)
-            else:
-                for i in range(self.n_perturbations):
-                    lab = force_maker.make(p.output.structures[i], material_id=mid, perturbation_index=i)
-                    _, lkey = b.add(lab, "label", mid, hashes[mid], settings_hash(force_maker, pkey, i), "cpu",
-                                    "train", name=f"label {mid} #{i}")
-                    entries.append(lab.output)
-                    entry_ids.append(mid)
-                    entry_keys.append(lkey)
-            checkpoints[mid] = stages
-
-        train_ids = {mid for mid, _ in train}
-        ts = training_set_maker.make(entries, entry_ids, [e for e in failed if e.material_id in train_ids], checkpoints)
-        _, ts_key = b.add(ts, "training-set", None, None, settings_hash(training_set_maker, entry_keys), "cpu",
-                          name="training set")
-        tr = training_maker.make(ts.output)
-        _, tr_key = b.add(tr, "train", None, None, settings_hash(training_maker, ts_key), "gpu", name="train MACE")
+        relaxations = _Relaxations(b, stages.relax, hashes)
+        tr, tr_key = self._add_training(b, stages, train, failed, hashes, relaxations)
         output = tr.output
-
-        # -- held-out materials: relax -> phonons with the reference and with MACE
-        ref_docs: list = []
-        mlip_docs: list = []
-        phonon_keys: list[str] = []
-        for mid, s in test:
-            add_relax(mid, s, "holdout")
-            r = relax_out[mid]
-            structure = r.structure if r is not None else s
-            enthalpy = r.enthalpy_per_atom if r is not None else None
-            if ref_name == "vasp":
-                ref = vasp_phonons(self.force_maker(), structure, mid, smats[mid], enthalpy, phonon_settings_, s)
-            else:
-                ref = ref_phonon_maker.make(structure, material_id=mid, supercell_matrix=smats[mid],
-                                            enthalpy_per_atom=enthalpy)
-            _, rkey = b.add(ref, "phonon-reference", mid, hashes[mid],
-                            settings_hash(ref_phonon_maker, relax_keys[mid], smats[mid]), "cpu", "holdout",
-                            name=f"phonons {ref_name} {mid}")
-            ml = with_model(mlip_phonon_maker, tr.output.model_sha256).make(
-                structure, material_id=mid, supercell_matrix=smats[mid], enthalpy_per_atom=enthalpy
-            )
-            _, mkey = b.add(ml, "phonon-mlip", mid, hashes[mid],
-                            settings_hash(mlip_phonon_maker, relax_keys[mid], smats[mid], tr_key), "gpu", "holdout",
-                            name=f"phonons mace {mid}")
-            ref_docs.append(ref.output)
-            mlip_docs.append(ml.output)
-            phonon_keys += [rkey, mkey]
-
         if test:
-            bench = bench_maker.make(mlip_docs, ref_docs, training_doc=tr.output)
+            ref_docs, mlip_docs, phonon_keys = self._add_holdout_phonons(
+                b, stages, test, smats, hashes, relaxations, tr.output.model_sha256, tr_key
+            )
+            bench = stages.benchmark.make(mlip_docs, ref_docs, training_doc=tr.output)
             bench.config.on_missing_references = OnMissing.NONE
-            b.add(bench, "benchmark", None, None, settings_hash(bench_maker_settings, phonon_keys, tr_key), "cpu",
+            b.add(bench, "benchmark", None, None, settings_hash(stages.benchmark_settings, phonon_keys, tr_key), "cpu",
                   name="benchmark")
             output = bench.output
 
-        # -- the campaign record, first in the flow
         split = {mid: "train" for mid, _ in train} | {mid: "holdout" for mid, _ in test}
-        settings = {
-            "reference": {"engine": ref_name, "engine_kwargs": dict(self.engine_kwargs)},
-            "relax": settings_payload(relax_maker),
-            "perturbation": settings_payload(perturbation_maker),
-            "labels": settings_payload(force_maker),
-            "training": settings_payload(training_maker),
-            "phonons": phonon_settings_,
-            "mlip_engine_kwargs": dict(self.mlip_engine_kwargs),
-            "benchmark": bench_maker_settings,
-        }
-        all_keys = sorted(r.uuid for r in b.records)
-        doc = CampaignDoc(
-            campaign=self.name,
-            campaign_type="training",
+        return finish_campaign(
+            b, "training", self._campaign_settings(stages), output,
             materials=[
                 CampaignMaterial(material_id=mid, formula=s.composition.reduced_formula, split=split[mid],
                                  structure_hash=hashes[mid], n_atoms=len(s), source=sources.get(mid),
@@ -345,17 +219,196 @@ class TrainingCampaignMaker(Maker):
             training_material_ids=[mid for mid, _ in train],
             holdout_material_ids=[mid for mid, _ in test],
             input_failures=failed,
-            reference_engine=ref_name,
-            reference_is_dft=ref_name == "vasp",
-            reference_note=REFERENCE_NOTES.get(ref_name),
-            settings=settings,
-            settings_hash=settings_hash(settings, all_keys),
+            reference_engine=self.engine_name,
+            reference_is_dft=self.engine_name == "vasp",
+            reference_note=REFERENCE_NOTES.get(self.engine_name),
         )
-        rec = record_campaign(doc)
-        _, rec_key = b.add(rec, "campaign", None, None, doc.settings_hash, "cpu", name=f"campaign {self.name}")
-        b.jobs.insert(0, b.jobs.pop())
-        doc.jobs = [b.records[-1], *b.records[:-1]]
-        rec.function_args = (doc,)
-        flow = Flow(b.jobs, output=output, name=self.name, uuid=campaign_uuid)
-        flow.metadata = {"phonon_flows": {"campaign": self.name, "campaign_type": "training"}}
-        return flow
+
+    # -- the steps ------------------------------------------------------------------------
+    def _stage_makers(self) -> _StageMakers:
+        ref_phonons, mlip_phonons = self.phonon_makers()
+        bench = self.bench_maker()
+        return _StageMakers(
+            relax=self.relax_maker(),
+            force=self.force_maker(),
+            perturbation=self.perturbation_maker(),
+            training_set=TrainingSetMaker(),
+            training=self.mace_training_maker(),
+            ref_phonons=ref_phonons,
+            mlip_phonons=mlip_phonons,
+            benchmark=bench,
+            benchmark_settings=settings_payload(bench),
+        )
+
+    def _add_training(self, b, stages, train, failed, hashes, relaxations) -> tuple[Any, str]:
+        """Training materials: relax -> perturb -> label, then the training set and the MACE
+        training job; returns the training job and its key."""
+        entries: list = []
+        entry_ids: list[str] = []
+        entry_keys: list[str] = []
+        checkpoints: dict[str, dict[str, Any]] = {}
+        for mid, s in train:
+            relaxations.add(mid, s, "train")
+            checkpoints[mid], labels = self._add_labels(b, stages, mid, s, hashes[mid], relaxations)
+            for label, lkey in labels:
+                entries.append(label.output)
+                entry_ids.append(mid)
+                entry_keys.append(lkey)
+
+        train_ids = {mid for mid, _ in train}
+        ts = stages.training_set.make(entries, entry_ids, [e for e in failed if e.material_id in train_ids], checkpoints)
+        _, ts_key = b.add(ts, "training-set", None, None, settings_hash(stages.training_set, entry_keys), "cpu",
+                          name="training set")
+        tr = stages.training.make(ts.output)
+        _, tr_key = b.add(tr, "train", None, None, settings_hash(stages.training, ts_key), "gpu", name="train MACE")
+        return tr, tr_key
+
+    def _add_labels(self, b, stages, mid, s, material_hash, relaxations) -> tuple[dict[str, Any], list]:
+        """Perturb one (relaxed) training material and label its supercells: the stages it has
+        passed (for the training set's failure records) and ``[(label job, key)]``."""
+        checkpoint: dict[str, Any] = {}
+        relaxed = relaxations.outputs[mid]
+        source = relaxed.structure if relaxed is not None else s
+        if relaxed is not None:
+            checkpoint["relax"] = relaxed.material_id
+        p = stages.perturbation.make(source, material_id=mid)
+        _, pkey = b.add(p, "perturb", mid, material_hash, settings_hash(stages.perturbation, relaxations.keys[mid]),
+                        "cpu", "train", name=f"perturb {mid}")
+        checkpoint["perturb"] = p.output.material_id
+        labels = []
+        if isinstance(stages.force, ReferenceForceMaker):  # one batched job per material
+            lab = stages.force.make(p.output.structures, material_id=mid)
+            labels.append(b.add(lab, "label", mid, material_hash, settings_hash(stages.force, pkey), "cpu", "train",
+                                name=f"label {mid}"))
+        else:  # one single point per supercell (VASP)
+            for i in range(self.n_perturbations):
+                lab = stages.force.make(p.output.structures[i], material_id=mid, perturbation_index=i)
+                labels.append(b.add(lab, "label", mid, material_hash, settings_hash(stages.force, pkey, i), "cpu",
+                                    "train", name=f"label {mid} #{i}"))
+        return checkpoint, labels
+
+    def _add_holdout_phonons(self, b, stages, test, smats, hashes, relaxations, model_sha256, tr_key):
+        """Held-out materials: relax -> phonons with the reference and with MACE (same structure,
+        same supercell); returns the reference and MACE PhononDocs (references) and their keys."""
+        ref_name = self.engine_name
+        phonon_settings_ = stages.ref_phonons.settings()
+        ref_docs: list = []
+        mlip_docs: list = []
+        phonon_keys: list[str] = []
+        for mid, s in test:
+            relaxations.add(mid, s, "holdout")
+            r = relaxations.outputs[mid]
+            structure = r.structure if r is not None else s
+            enthalpy = r.enthalpy_per_atom if r is not None else None
+            if ref_name == "vasp":
+                ref = vasp_phonons(self.force_maker(), structure, mid, smats[mid], enthalpy, phonon_settings_, s)
+            else:
+                ref = stages.ref_phonons.make(structure, material_id=mid, supercell_matrix=smats[mid],
+                                              enthalpy_per_atom=enthalpy)
+            _, rkey = b.add(ref, "phonon-reference", mid, hashes[mid],
+                            settings_hash(stages.ref_phonons, relaxations.keys[mid], smats[mid]), "cpu", "holdout",
+                            name=f"phonons {ref_name} {mid}")
+            ml = with_model(stages.mlip_phonons, model_sha256).make(
+                structure, material_id=mid, supercell_matrix=smats[mid], enthalpy_per_atom=enthalpy
+            )
+            _, mkey = b.add(ml, "phonon-mlip", mid, hashes[mid],
+                            settings_hash(stages.mlip_phonons, relaxations.keys[mid], smats[mid], tr_key), "gpu",
+                            "holdout", name=f"phonons mace {mid}")
+            ref_docs.append(ref.output)
+            mlip_docs.append(ml.output)
+            phonon_keys += [rkey, mkey]
+        return ref_docs, mlip_docs, phonon_keys
+
+    def _campaign_settings(self, stages: _StageMakers) -> dict[str, Any]:
+        """The settings recorded in the CampaignDoc (and hashed into its key)."""
+        return {
+            "reference": {"engine": self.engine_name, "engine_kwargs": dict(self.engine_kwargs)},
+            "relax": settings_payload(stages.relax),
+            "perturbation": settings_payload(stages.perturbation),
+            "labels": settings_payload(stages.force),
+            "training": settings_payload(stages.training),
+            "phonons": stages.ref_phonons.settings(),
+            "mlip_engine_kwargs": dict(self.mlip_engine_kwargs),
+            "benchmark": stages.benchmark_settings,
+        }
+
+
+@dataclass
+class _StageMakers:
+    """The makers of a campaign's stages, made once per :meth:`TrainingCampaignMaker.make`."""
+
+    relax: Maker | None
+    force: Maker
+    perturbation: PerturbationMaker
+    training_set: TrainingSetMaker
+    training: Maker
+    ref_phonons: Maker
+    mlip_phonons: Maker
+    benchmark: Maker
+    benchmark_settings: Any
+
+    def engines(self) -> list[tuple[str, frozenset[str]]]:
+        """(engine, elements it handles) of the relax and label makers, for the input checks."""
+        return [e for e in (maker_engine_elements(self.relax), maker_engine_elements(self.force)) if e]
+
+
+@dataclass
+class _Relaxations:
+    """The relax job of each material (output reference and key; None and ``"none"`` without
+    relaxation), added to the campaign when the material's first stage needs it."""
+
+    builder: CampaignBuilder
+    maker: Maker | None
+    hashes: dict[str, str]
+    outputs: dict[str, Any] = field(default_factory=dict)
+    keys: dict[str, str] = field(default_factory=dict)
+
+    def add(self, mid: str, s: Structure, split: str) -> None:
+        if self.maker is None:
+            self.outputs[mid] = None
+            self.keys[mid] = "none"
+            return
+        r = self.maker.make(s, material_id=mid)
+        _, key = self.builder.add(r, "relax", mid, self.hashes[mid], settings_hash(self.maker), "cpu", split,
+                                  name=f"{getattr(self.maker, 'name', 'relax')} {mid}")
+        self.outputs[mid] = r.output
+        self.keys[mid] = key
+
+
+def split_materials(materials, held: list[str], failed: list) -> tuple[list, list]:
+    """``(train, test)``: the held-out materials are the test set. Raises InputError when no
+    training material is left; a held-out material with an element no training material has is
+    recorded in ``failed`` and left out."""
+    train = [(mid, s) for mid, s in materials if mid not in held]
+    test = [(mid, s) for mid, s in materials if mid in held]
+    if not train:
+        raise InputError(
+            "no training material left: every valid input is held out or failed the input checks"
+            + (f" ({'; '.join(f'{e.material_id}: {e.reason}' for e in failed)})" if failed else ""),
+            stage="input",
+        )
+    train_elements = {el.symbol for _, s in train for el in s.composition.elements}
+    kept_test = []
+    for mid, s in test:
+        missing = sorted({el.symbol for el in s.composition.elements} - train_elements)
+        if missing:
+            failed.append(MaterialError(
+                material_id=mid, stage="input",
+                reason=f"held-out material has element(s) {', '.join(missing)} that no training material has",
+            ))
+            continue
+        kept_test.append((mid, s))
+    return train, kept_test
+
+
+def holdout_supercells(test: list, phonon_maker: Maker, failed: list) -> dict[str, list[list[int]]]:
+    """The phonon supercell matrix of each held-out material (both phonon calculations use it);
+    a material without one is recorded in ``failed`` and removed from ``test``."""
+    smats: dict[str, list[list[int]]] = {}
+    for mid, s in list(test):
+        try:
+            smats[mid] = supercell_for(s, phonon_maker, mid)
+        except PhononFlowsError as err:
+            failed.append(MaterialError(material_id=mid, stage="input", reason=err.reason))
+            test.remove((mid, s))
+    return smats
