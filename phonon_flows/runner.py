@@ -34,7 +34,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+from jobflow import SETTINGS, Flow, Job, JobStore
+from jobflow.core.flow import get_flow
+from jobflow.core.reference import OnMissing
 
 from phonon_flows.errors import InputError, PhononFlowsError
 from phonon_flows.schemas.campaign import (
@@ -45,9 +49,6 @@ from phonon_flows.schemas.campaign import (
     JobFailureDoc,
 )
 from phonon_flows.store import METADATA_KEY
-
-if TYPE_CHECKING:
-    from jobflow import Flow, Job, JobStore
 
 logger = logging.getLogger(__name__)
 
@@ -319,10 +320,6 @@ def run_campaign(
     and logging go to ``job.log`` in their directory instead of the terminal. ``console``: a
     rich Console for the progress bar (default: stderr).
     """
-    from jobflow import SETTINGS
-    from jobflow.core.flow import get_flow
-    from jobflow.core.reference import OnMissing
-
     store = store if store is not None else SETTINGS.JOB_STORE
     flow = get_flow(flow)
     campaign = (getattr(flow, "metadata", None) or {}).get(METADATA_KEY, {}).get("campaign")
@@ -337,103 +334,122 @@ def run_campaign(
         warnings.filterwarnings("ignore", message="Some jobs are not connected")
         jobs = list(flow.iterflow())
     uuids = [j.uuid for j, _ in jobs]
-    done_before = finished_jobs(store, uuids, retry_failed=retry_failed) if resume else set()
-    old_failures = {r["job_uuid"] for r in failure_records(store, uuids)}
-
-    state: dict[str, str] = {}
-    reasons: dict[str, str] = {}
-    ran_now: set[str] = set()
-
-    bar = _Progress(progress, console, total=len(jobs), campaign=campaign)
-
-    def record(outcome: JobOutcome) -> None:
-        summary.outcomes.append(outcome)
-        state[outcome.uuid] = outcome.state
-        if outcome.reason:
-            reasons[outcome.uuid] = outcome.reason
-
-    def run_one(job: Job, parents: list[str], dynamic: bool) -> None:
-        tag = _tag(job)
-        base = dict(uuid=job.uuid, name=job.name, stage=tag.get("stage"), material_id=tag.get("material_id"))
-        bad = [p for p in parents if state.get(p) in ("failed", "skipped")]
-        if bad and job.config.on_missing_references == OnMissing.ERROR:
-            first = bad[0]
-            reason = f"needs the output of a job that {state[first]}: {reasons.get(first, 'see its record')}"
-            out = JobOutcome(**base, state="skipped", reason=reason)
-            record(out)
-            _write_failure(store, job, JobFailureDoc(
-                material_id=out.material_id or job.name, stage=out.stage or "job", reason=reason,
-                state="skipped", campaign=tag.get("campaign", campaign), job_uuid=job.uuid, job_name=job.name,
-                upstream_uuid=first,
-            ))
-            bar.advance(f"skipped {job.name}")
-            return
-        if (
-            resume and not dynamic and job.uuid in done_before
-            and not any(p in ran_now for p in parents)
-        ):
-            record(JobOutcome(**base, state="reused"))
-            if job.uuid in old_failures:
-                _clear_failure(store, job.uuid)
-            bar.advance(f"reused {job.name}")
-            return
-
-        job_dir = root / _dir_name(job)
-        bar.describe(f"{job.name}")
-        t0 = time.perf_counter()
-        try:
-            with _job_output(job_dir, capture_output):
-                if capture_output:
-                    print(f"job {job.name} ({job.uuid})")
-                response = job.run(store=store, job_dir=job_dir)
-        except Exception as exc:  # noqa: BLE001 - one job's failure must not sink the campaign
-            reason = f"{type(exc).__name__}: {_one_line(exc)}"
-            tb = traceback.format_exc()
-            with contextlib.suppress(OSError):
-                with open(job_dir / "job.log", "a") as log:
-                    log.write(tb)
-            out = JobOutcome(**base, state="failed", seconds=time.perf_counter() - t0, reason=reason,
-                             directory=str(job_dir))
-            record(out)
-            # a job that failed before and fails again changes nothing downstream (no retraining
-            # because one material failed twice); one whose stored output is now stale does
-            if job.uuid in done_before:
-                ran_now.add(job.uuid)
-            _write_failure(store, job, JobFailureDoc(
-                material_id=out.material_id or job.name, stage=out.stage or "job", reason=reason,
-                directory=str(job_dir), state="failed", campaign=tag.get("campaign", campaign), job_uuid=job.uuid,
-                job_name=job.name, error_type=type(exc).__name__, traceback_tail="".join(tb.splitlines(True)[-12:]),
-            ))
-            bar.advance(f"failed {job.name}")
-            return
-        ran_now.add(job.uuid)
-        soft = _soft_failure(response.output)
-        record(JobOutcome(**base, state="failed" if soft else "done", seconds=time.perf_counter() - t0,
-                          reason=soft, directory=str(job_dir)))
-        if job.uuid in old_failures:
-            _clear_failure(store, job.uuid)
-        bar.advance(f"{'failed' if soft else 'done'} {job.name}")
-        if response.stored_data is not None:
-            logger.warning("%s: Response.stored_data is not kept by the local runner", job.name)
-        for new in (response.replace, response.detour, response.addition):
-            if new is not None:
-                sub = list(new.iterflow())
-                bar.add(len(sub))
-                for sub_job, sub_parents in sub:
-                    run_one(sub_job, sub_parents, dynamic=True)
-
+    run = _CampaignRun(
+        store=store, campaign=campaign, root=root, summary=summary, resume=resume, capture_output=capture_output,
+        done_before=finished_jobs(store, uuids, retry_failed=retry_failed) if resume else set(),
+        old_failures={r["job_uuid"] for r in failure_records(store, uuids)},
+        bar=_Progress(progress, console, total=len(jobs), campaign=campaign),
+    )
     try:
-        with _Lock(root / ".lock"), bar:
+        with _Lock(root / ".lock"), run.bar:
             for job, parents in jobs:
-                run_one(job, parents, dynamic=False)
+                run.run_one(job, parents, dynamic=False)
     finally:
         summary.wall_time = time.perf_counter() - t_start
     return summary
 
 
-def _all_jobs(flow: Any) -> list:
-    from jobflow import Flow
+@dataclass
+class _CampaignRun:
+    """One run of a campaign: runs each job (or skips or reuses it) and records its outcome."""
 
+    store: Any
+    campaign: str | None
+    root: Path
+    summary: RunSummary
+    resume: bool
+    capture_output: bool
+    done_before: set[str]
+    old_failures: set[str]
+    bar: Any
+    state: dict[str, str] = field(default_factory=dict)
+    reasons: dict[str, str] = field(default_factory=dict)
+    ran_now: set[str] = field(default_factory=set)
+
+    def record(self, outcome: JobOutcome) -> None:
+        self.summary.outcomes.append(outcome)
+        self.state[outcome.uuid] = outcome.state
+        if outcome.reason:
+            self.reasons[outcome.uuid] = outcome.reason
+
+    def run_one(self, job: Job, parents: list[str], dynamic: bool) -> None:
+        """Skip ``job`` (a job it needs failed), reuse its stored output, or run it."""
+        tag = _tag(job)
+        base = dict(uuid=job.uuid, name=job.name, stage=tag.get("stage"), material_id=tag.get("material_id"))
+        bad = [p for p in parents if self.state.get(p) in ("failed", "skipped")]
+        if bad and job.config.on_missing_references == OnMissing.ERROR:
+            self._skip(job, tag, base, bad[0])
+        elif (
+            self.resume and not dynamic and job.uuid in self.done_before
+            and not any(p in self.ran_now for p in parents)
+        ):
+            self.record(JobOutcome(**base, state="reused"))
+            if job.uuid in self.old_failures:
+                _clear_failure(self.store, job.uuid)
+            self.bar.advance(f"reused {job.name}")
+        else:
+            self._run(job, tag, base)
+
+    def _skip(self, job: Job, tag: dict, base: dict, first: str) -> None:
+        reason = f"needs the output of a job that {self.state[first]}: {self.reasons.get(first, 'see its record')}"
+        out = JobOutcome(**base, state="skipped", reason=reason)
+        self.record(out)
+        _write_failure(self.store, job, JobFailureDoc(
+            material_id=out.material_id or job.name, stage=out.stage or "job", reason=reason,
+            state="skipped", campaign=tag.get("campaign", self.campaign), job_uuid=job.uuid, job_name=job.name,
+            upstream_uuid=first,
+        ))
+        self.bar.advance(f"skipped {job.name}")
+
+    def _run(self, job: Job, tag: dict, base: dict) -> None:
+        job_dir = self.root / _dir_name(job)
+        self.bar.describe(f"{job.name}")
+        t0 = time.perf_counter()
+        try:
+            with _job_output(job_dir, self.capture_output):
+                if self.capture_output:
+                    print(f"job {job.name} ({job.uuid})")
+                response = job.run(store=self.store, job_dir=job_dir)
+        except Exception as exc:  # noqa: BLE001 - one job's failure must not sink the campaign
+            self._failed(job, tag, base, exc, job_dir, time.perf_counter() - t0)
+            return
+        self.ran_now.add(job.uuid)
+        soft = _soft_failure(response.output)
+        self.record(JobOutcome(**base, state="failed" if soft else "done", seconds=time.perf_counter() - t0,
+                               reason=soft, directory=str(job_dir)))
+        if job.uuid in self.old_failures:
+            _clear_failure(self.store, job.uuid)
+        self.bar.advance(f"{'failed' if soft else 'done'} {job.name}")
+        if response.stored_data is not None:
+            logger.warning("%s: Response.stored_data is not kept by the local runner", job.name)
+        for new in (response.replace, response.detour, response.addition):
+            if new is not None:
+                sub = list(new.iterflow())
+                self.bar.add(len(sub))
+                for sub_job, sub_parents in sub:
+                    self.run_one(sub_job, sub_parents, dynamic=True)
+
+    def _failed(self, job: Job, tag: dict, base: dict, exc: Exception, job_dir: Path, seconds: float) -> None:
+        reason = f"{type(exc).__name__}: {_one_line(exc)}"
+        tb = traceback.format_exc()
+        with contextlib.suppress(OSError):
+            with open(job_dir / "job.log", "a") as log:
+                log.write(tb)
+        out = JobOutcome(**base, state="failed", seconds=seconds, reason=reason, directory=str(job_dir))
+        self.record(out)
+        # a job that failed before and fails again changes nothing downstream (no retraining
+        # because one material failed twice); one whose stored output is now stale does
+        if job.uuid in self.done_before:
+            self.ran_now.add(job.uuid)
+        _write_failure(self.store, job, JobFailureDoc(
+            material_id=out.material_id or job.name, stage=out.stage or "job", reason=reason,
+            directory=str(job_dir), state="failed", campaign=tag.get("campaign", self.campaign), job_uuid=job.uuid,
+            job_name=job.name, error_type=type(exc).__name__, traceback_tail="".join(tb.splitlines(True)[-12:]),
+        ))
+        self.bar.advance(f"failed {job.name}")
+
+
+def _all_jobs(flow: Any) -> list:
     if not isinstance(flow, Flow):
         return [flow]
     out = []
