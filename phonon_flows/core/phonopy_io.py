@@ -23,6 +23,9 @@ from pathlib import Path
 
 import numpy as np
 from phonopy import Phonopy
+from phonopy.file_IO import parse_FORCE_CONSTANTS, parse_FORCE_SETS
+from phonopy.interface.calculator import get_calc_dataset
+from phonopy.interface.phonopy_yaml import PhonopyYaml
 
 from phonon_flows.core.phonons import (
     dataset_type,
@@ -129,10 +132,67 @@ def load_phonopy_folder(
     if yaml_file is None:
         raise InputError(f"{where}: no phonopy_params.yaml, phonopy.yaml or phonopy_disp.yaml found")
 
-    # read the yaml ourselves rather than with phonopy.load, which also picks up FORCE_SETS / BORN
-    # files from the current working directory
-    from phonopy.interface.phonopy_yaml import PhonopyYaml
+    ph = _read_phonopy_yaml(yaml_file, primitive_matrix, symprec, use_born, where)
+    files = [yaml_file.name]
+    notes: list[str] = []
 
+    if born is not None and ph.nac_params is None:
+        try:
+            set_nac_params(ph, born_filename=str(born), symprec=symprec)
+        except PhononFlowsError as exc:
+            raise InputError(f"{where}: {exc.reason}") from exc
+        files.append("BORN")
+
+    # forces (or force constants): in the yaml, else FORCE_SETS, FORCE_CONSTANTS or vasprun.xml files
+    yaml_dataset = ph.dataset
+    has_forces = n_displacements(yaml_dataset) > 0 and _forces_complete(yaml_dataset)
+    used_fc_method: str
+    if ph.force_constants is not None and not has_forces:
+        used_fc_method = "imported"
+    elif has_forces:
+        used_fc_method = _produce(ph, fc_method, where)
+    elif force_sets is not None:
+        _set_force_sets(ph, force_sets, where, yaml_file.name)
+        files.append("FORCE_SETS")
+        used_fc_method = _produce(ph, fc_method, where)
+    elif fc_file is not None:
+        _set_force_constants_file(ph, fc_file, where)
+        files.append("FORCE_CONSTANTS")
+        used_fc_method = "imported"
+    elif vaspruns:
+        _set_vasprun_forces(ph, vaspruns, where, yaml_file.name)
+        files.extend(p.name for p in vaspruns)
+        used_fc_method = _produce(ph, fc_method, where)
+    else:
+        n = n_displacements(yaml_dataset)
+        raise InputError(
+            f"{where}: {yaml_file.name} has {n} displacements but no forces: no FORCE_SETS, FORCE_CONSTANTS "
+            "or vasprun.xml files found"
+        )
+
+    return ImportedPhonopy(
+        phonon=ph,
+        directory=directory,
+        files=files,
+        fc_method=used_fc_method,
+        dataset_type=dataset_type(ph.dataset),
+        n_displacements=n_displacements(ph.dataset),
+        calculator=getattr(ph, "calculator", None) or "vasp",
+        displacement_distance=_displacement_distance(ph.dataset),
+        has_nac=ph.nac_params is not None,
+        notes=notes,
+    )
+
+
+def _read_phonopy_yaml(
+    yaml_file: Path, primitive_matrix: str | list | None, symprec: float, use_born: bool, where: str
+) -> Phonopy:
+    """A Phonopy object from a phonopy yaml file: cell, supercell and primitive matrices, and the
+    dataset, force constants and NAC parameters it holds.
+
+    The yaml is read here rather than with ``phonopy.load``, which also picks up FORCE_SETS / BORN
+    files from the current working directory.
+    """
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -160,90 +220,52 @@ def load_phonopy_folder(
                 ph.force_constants = phpy_yaml.force_constants
     except Exception as exc:  # noqa: BLE001 - yaml or cell errors of many kinds
         raise InputError(f"{where}: cannot read {yaml_file.name}: {type(exc).__name__}: {exc}") from exc
-    files = [yaml_file.name]
-    notes: list[str] = []
+    return ph
 
-    if born is not None and ph.nac_params is None:
-        try:
-            set_nac_params(ph, born_filename=str(born), symprec=symprec)
-        except PhononFlowsError as exc:
-            raise InputError(f"{where}: {exc.reason}") from exc
-        files.append("BORN")
 
-    yaml_dataset = ph.dataset
-    has_forces = n_displacements(yaml_dataset) > 0 and _forces_complete(yaml_dataset)
-    used_fc_method: str
-    if ph.force_constants is not None and not has_forces:
-        used_fc_method = "imported"
-    elif has_forces:
-        used_fc_method = _produce(ph, fc_method, where)
-    elif force_sets is not None:
-        from phonopy.file_IO import parse_FORCE_SETS
-
-        try:
-            fs = parse_FORCE_SETS(force_sets, natom=len(ph.supercell))
-        except Exception as exc:  # noqa: BLE001
-            raise InputError(
-                f"{where}: cannot read FORCE_SETS for a supercell of {len(ph.supercell)} atoms: {type(exc).__name__}: {exc}"
-            ) from exc
-        _check_same_displacements(yaml_dataset, fs, where, "FORCE_SETS", yaml_file.name)
-        if not _forces_complete(fs):
-            raise InputError(f"{where}: FORCE_SETS lacks forces for some displacements")
-        ph.dataset = fs
-        files.append("FORCE_SETS")
-        used_fc_method = _produce(ph, fc_method, where)
-    elif fc_file is not None:
-        from phonopy.file_IO import parse_FORCE_CONSTANTS
-
-        try:
-            fc = parse_FORCE_CONSTANTS(str(fc_file))
-            ph.force_constants = fc
-        except Exception as exc:  # noqa: BLE001
-            raise InputError(f"{where}: cannot use FORCE_CONSTANTS: {type(exc).__name__}: {exc}") from exc
-        files.append("FORCE_CONSTANTS")
-        used_fc_method = "imported"
-    elif vaspruns:
-        n_expected = n_displacements(yaml_dataset)
-        if n_expected == 0:
-            raise InputError(f"{where}: {yaml_file.name} lists no displacements for the vasprun.xml forces")
-        if len(vaspruns) != n_expected:
-            raise InputError(
-                f"{where}: {len(vaspruns)} vasprun.xml file(s) for {n_expected} displacements in {yaml_file.name}: "
-                "forces are missing for some displacements"
-            )
-        from phonopy.interface.calculator import get_calc_dataset
-
-        try:
-            calc = get_calc_dataset("vasp", len(ph.supercell), [str(p) for p in vaspruns], verbose=False)
-        except Exception as exc:  # noqa: BLE001
-            raise InputError(f"{where}: cannot read forces from vasprun.xml: {type(exc).__name__}: {exc}") from exc
-        if not calc or "forces" not in calc:
-            raise InputError(f"{where}: vasprun.xml forces do not match the supercell of {len(ph.supercell)} atoms")
-        try:
-            set_forces(ph, calc["forces"])
-        except PhononFlowsError as exc:
-            raise InputError(f"{where}: vasprun.xml: {exc.reason}") from exc
-        files.extend(p.name for p in vaspruns)
-        used_fc_method = _produce(ph, fc_method, where)
-    else:
-        n = n_displacements(yaml_dataset)
+def _set_force_sets(ph: Phonopy, force_sets: Path, where: str, yaml_name: str) -> None:
+    """The dataset of a FORCE_SETS file (same displacements as the yaml's, all forces present)."""
+    try:
+        fs = parse_FORCE_SETS(force_sets, natom=len(ph.supercell))
+    except Exception as exc:  # noqa: BLE001
         raise InputError(
-            f"{where}: {yaml_file.name} has {n} displacements but no forces: no FORCE_SETS, FORCE_CONSTANTS "
-            "or vasprun.xml files found"
-        )
+            f"{where}: cannot read FORCE_SETS for a supercell of {len(ph.supercell)} atoms: {type(exc).__name__}: {exc}"
+        ) from exc
+    _check_same_displacements(ph.dataset, fs, where, "FORCE_SETS", yaml_name)
+    if not _forces_complete(fs):
+        raise InputError(f"{where}: FORCE_SETS lacks forces for some displacements")
+    ph.dataset = fs
 
-    return ImportedPhonopy(
-        phonon=ph,
-        directory=directory,
-        files=files,
-        fc_method=used_fc_method,
-        dataset_type=dataset_type(ph.dataset),
-        n_displacements=n_displacements(ph.dataset),
-        calculator=getattr(ph, "calculator", None) or "vasp",
-        displacement_distance=_displacement_distance(ph.dataset),
-        has_nac=ph.nac_params is not None,
-        notes=notes,
-    )
+
+def _set_force_constants_file(ph: Phonopy, fc_file: Path, where: str) -> None:
+    """The force constants of a FORCE_CONSTANTS file."""
+    try:
+        fc = parse_FORCE_CONSTANTS(str(fc_file))
+        ph.force_constants = fc
+    except Exception as exc:  # noqa: BLE001
+        raise InputError(f"{where}: cannot use FORCE_CONSTANTS: {type(exc).__name__}: {exc}") from exc
+
+
+def _set_vasprun_forces(ph: Phonopy, vaspruns: list[Path], where: str, yaml_name: str) -> None:
+    """The forces of one vasprun.xml per displacement of the yaml (in file order)."""
+    n_expected = n_displacements(ph.dataset)
+    if n_expected == 0:
+        raise InputError(f"{where}: {yaml_name} lists no displacements for the vasprun.xml forces")
+    if len(vaspruns) != n_expected:
+        raise InputError(
+            f"{where}: {len(vaspruns)} vasprun.xml file(s) for {n_expected} displacements in {yaml_name}: "
+            "forces are missing for some displacements"
+        )
+    try:
+        calc = get_calc_dataset("vasp", len(ph.supercell), [str(p) for p in vaspruns], verbose=False)
+    except Exception as exc:  # noqa: BLE001
+        raise InputError(f"{where}: cannot read forces from vasprun.xml: {type(exc).__name__}: {exc}") from exc
+    if not calc or "forces" not in calc:
+        raise InputError(f"{where}: vasprun.xml forces do not match the supercell of {len(ph.supercell)} atoms")
+    try:
+        set_forces(ph, calc["forces"])
+    except PhononFlowsError as exc:
+        raise InputError(f"{where}: vasprun.xml: {exc.reason}") from exc
 
 
 def _forces_complete(dataset: dict | None) -> bool:
