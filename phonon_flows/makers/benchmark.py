@@ -91,6 +91,18 @@ def _regression(m: M.RegressionMetrics | None) -> Regression | None:
 
 
 @dataclass
+class _Compared:
+    """What comparing the materials gives: their rows, the pooled frequencies, the band
+    structures to draw and the polymorph candidates."""
+
+    rows: list[MaterialBenchmark] = field(default_factory=list)
+    pooled_ref: list[np.ndarray] = field(default_factory=list)
+    pooled_mlip: list[np.ndarray] = field(default_factory=list)
+    band_pairs: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    polymorphs: list[Polymorph] = field(default_factory=list)
+
+
+@dataclass
 class BenchmarkMaker(Maker):
     """Benchmark an MLIP's phonons against a reference's (the paper's metrics and polymorphs).
 
@@ -157,68 +169,16 @@ class BenchmarkMaker(Maker):
         enthalpies: Mapping[str, float] | None = None,
         output_dir: str | Path | None = None,
     ) -> BenchmarkDoc:
+        """The BenchmarkDoc: per-material comparison, pooled metrics, stability, polymorphs,
+        force errors and (``write_figures``) the figures in ``output_dir``."""
         skipped: list[MaterialError] = []
         mlip = self._index(mlip_docs, "MLIP")
         ref = self._index(reference_docs, "reference")
-        engines_m = Counter()
-        engines_r = Counter()
-        all_engines: dict[tuple, EngineInfo] = {}
-        for docs, counter in ((mlip, engines_m), (ref, engines_r)):
-            for d in docs.values():
-                e = _engine(d)
-                if e is not None:
-                    counter[_engine_key(e)] += 1
-                    all_engines.setdefault(_engine_key(e), e)
-        if not engines_m or not engines_r:
-            raise InputError("benchmark needs MLIP and reference phonon documents with their engines", stage="benchmark")
-        mlip_engine = all_engines[engines_m.most_common(1)[0][0]]
-        ref_engine = all_engines[engines_r.most_common(1)[0][0]]
-        others = [e for k, e in all_engines.items() if k not in (_engine_key(mlip_engine), _engine_key(ref_engine))]
-
-        pairs: list[tuple[str, Any, Any]] = []
-        for mid in sorted(set(mlip) | set(ref)):
-            m, r = mlip.get(mid), ref.get(mid)
-            reason = None
-            if m is None:
-                reason = "no MLIP phonon document"
-            elif r is None:
-                reason = "no reference phonon document"
-            elif _get(r, "failed"):
-                reason = f"reference phonon document failed: {self._errors(r)}"
-            elif _get(m, "failed"):
-                reason = f"MLIP phonon document failed: {self._errors(m)}"
-            if reason:
-                skipped.append(MaterialError(material_id=mid, stage="benchmark", reason=reason))
-            else:
-                pairs.append((mid, m, r))
-
+        mlip_engine, ref_engine, others = self._engines(mlip, ref)
+        pairs = self._pairs(mlip, ref, skipped)
         temps = self._temperatures(pairs)
-        rows: list[MaterialBenchmark] = []
-        pooled_ref: list[np.ndarray] = []
-        pooled_mlip: list[np.ndarray] = []
-        band_pairs: dict[str, tuple[Any, Any]] = {}
-        polymorphs: list[Polymorph] = []
-        for mid, m, r in pairs:
-            try:
-                row, fr, fm = self._material(mid, m, r, temps, enthalpies)
-            except PhononFlowsError as exc:
-                skipped.append(MaterialError(material_id=mid, stage="benchmark", reason=exc.reason))
-                continue
-            rows.append(row)
-            if fr is not None:
-                pooled_ref.append(fr)
-                pooled_mlip.append(fm)
-                band_pairs[mid] = (_get(r, "band_structure"), _get(m, "band_structure"))
-            if row.enthalpy_per_atom_eV is not None:
-                polymorphs.append(
-                    Polymorph(
-                        material_id=mid,
-                        composition=row.formula,
-                        enthalpy_per_atom_eV=row.enthalpy_per_atom_eV,
-                        A_vib_reference={t: p.A_vib_reference for t, p in row.thermal.items()},
-                        A_vib_mlip={t: p.A_vib_mlip for t, p in row.thermal.items()},
-                    )
-                )
+        compared = self._compare_materials(pairs, temps, enthalpies, skipped)
+        rows = compared.rows
         if not rows:
             reasons = "; ".join(f"{e.material_id}: {e.reason}" for e in skipped[:5])
             raise InputError(f"no material could be benchmarked ({reasons})", stage="benchmark")
@@ -237,9 +197,94 @@ class BenchmarkMaker(Maker):
             temperatures=temps,
             polymorph_offset_meV=self.polymorph_offset_meV,
         )
-        if pooled_ref:
+        self._add_metrics(doc, compared, temps)
+        doc.forces = self._forces(training_doc, labelled_sets)
+
+        if self.write_figures:
+            out = Path(output_dir or self.output_dir or Path.cwd() / "benchmark_figures")
+            band_pairs = compared.band_pairs
+            chosen = self.band_materials if self.band_materials is not None else sorted(band_pairs)[: self.max_band_plots]
+            curve = _get(training_doc, "learning_curve") or None
+            doc.figures = self._figures(doc, out, compared.pooled_ref, compared.pooled_mlip,
+                                        {k: band_pairs[k] for k in chosen if k in band_pairs}, curve)
+            doc.figure_dir = str(out.resolve())
+        return doc
+
+    # --- steps ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _engines(mlip: dict[str, Any], ref: dict[str, Any]) -> tuple[EngineInfo, EngineInfo, list[EngineInfo]]:
+        """The MLIP and reference engines (the most common on each side) and any others seen."""
+        engines_m = Counter()
+        engines_r = Counter()
+        all_engines: dict[tuple, EngineInfo] = {}
+        for docs, counter in ((mlip, engines_m), (ref, engines_r)):
+            for d in docs.values():
+                e = _engine(d)
+                if e is not None:
+                    counter[_engine_key(e)] += 1
+                    all_engines.setdefault(_engine_key(e), e)
+        if not engines_m or not engines_r:
+            raise InputError("benchmark needs MLIP and reference phonon documents with their engines", stage="benchmark")
+        mlip_engine = all_engines[engines_m.most_common(1)[0][0]]
+        ref_engine = all_engines[engines_r.most_common(1)[0][0]]
+        others = [e for k, e in all_engines.items() if k not in (_engine_key(mlip_engine), _engine_key(ref_engine))]
+        return mlip_engine, ref_engine, others
+
+    def _pairs(self, mlip: dict[str, Any], ref: dict[str, Any], skipped: list[MaterialError]) -> list[tuple]:
+        """``[(material_id, MLIP doc, reference doc)]`` of the materials with both documents good;
+        the others are recorded in ``skipped``."""
+        pairs: list[tuple[str, Any, Any]] = []
+        for mid in sorted(set(mlip) | set(ref)):
+            m, r = mlip.get(mid), ref.get(mid)
+            reason = None
+            if m is None:
+                reason = "no MLIP phonon document"
+            elif r is None:
+                reason = "no reference phonon document"
+            elif _get(r, "failed"):
+                reason = f"reference phonon document failed: {self._errors(r)}"
+            elif _get(m, "failed"):
+                reason = f"MLIP phonon document failed: {self._errors(m)}"
+            if reason:
+                skipped.append(MaterialError(material_id=mid, stage="benchmark", reason=reason))
+            else:
+                pairs.append((mid, m, r))
+        return pairs
+
+    def _compare_materials(self, pairs, temps, enthalpies, skipped: list[MaterialError]) -> _Compared:
+        """Compare each pair (:meth:`_material`); a material that cannot be compared is skipped."""
+        c = _Compared()
+        for mid, m, r in pairs:
+            try:
+                row, fr, fm = self._material(mid, m, r, temps, enthalpies)
+            except PhononFlowsError as exc:
+                skipped.append(MaterialError(material_id=mid, stage="benchmark", reason=exc.reason))
+                continue
+            c.rows.append(row)
+            if fr is not None:
+                c.pooled_ref.append(fr)
+                c.pooled_mlip.append(fm)
+                c.band_pairs[mid] = (_get(r, "band_structure"), _get(m, "band_structure"))
+            if row.enthalpy_per_atom_eV is not None:
+                c.polymorphs.append(
+                    Polymorph(
+                        material_id=mid,
+                        composition=row.formula,
+                        enthalpy_per_atom_eV=row.enthalpy_per_atom_eV,
+                        A_vib_reference={t: p.A_vib_reference for t, p in row.thermal.items()},
+                        A_vib_mlip={t: p.A_vib_mlip for t, p in row.thermal.items()},
+                    )
+                )
+        return c
+
+    def _add_metrics(self, doc: BenchmarkDoc, c: _Compared, temps: list[float]) -> None:
+        """Pooled frequency metrics, thermal metrics per temperature, the stability confusion
+        matrix and the polymorph analysis."""
+        rows = c.rows
+        if c.pooled_ref:
             doc.frequency = _regression(
-                M.regression_metrics(np.concatenate(pooled_ref), np.concatenate(pooled_mlip), "frequencies")
+                M.regression_metrics(np.concatenate(c.pooled_ref), np.concatenate(c.pooled_mlip), "frequencies")
             )
         for t in temps:
             prs = [row.thermal[t] for row in rows if t in row.thermal]
@@ -258,19 +303,9 @@ class BenchmarkMaker(Maker):
             accuracy_percent=100.0 * cm.accuracy,
             total=cm.total,
         )
-        if polymorphs and temps:
-            for t, res in analyze_polymorphs(polymorphs, temps, self.polymorph_offset_meV).items():
+        if c.polymorphs and temps:
+            for t, res in analyze_polymorphs(c.polymorphs, temps, self.polymorph_offset_meV).items():
                 doc.polymorphs[t] = PolymorphBenchmark.model_validate(res.as_dict())
-        doc.forces = self._forces(training_doc, labelled_sets)
-
-        if self.write_figures:
-            out = Path(output_dir or self.output_dir or Path.cwd() / "benchmark_figures")
-            chosen = self.band_materials if self.band_materials is not None else sorted(band_pairs)[: self.max_band_plots]
-            curve = _get(training_doc, "learning_curve") or None
-            doc.figures = self._figures(doc, out, pooled_ref, pooled_mlip,
-                                        {k: band_pairs[k] for k in chosen if k in band_pairs}, curve)
-            doc.figure_dir = str(out.resolve())
-        return doc
 
     # --- pieces ---------------------------------------------------------------------------------
 
