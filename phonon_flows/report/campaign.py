@@ -82,9 +82,36 @@ def write_campaign_report(store: JobStore, campaign: str, out_dir: str | Path) -
     ``materials.csv``, ``benchmark.json`` and the PNG figures (recomputed from the stored phonon
     documents with the campaign's benchmark settings).
     """
-    import pandas as pd
-
     out = Path(out_dir)
+    cdoc = _training_campaign_doc(store, campaign)
+    uuids = {j["uuid"]: j for j in cdoc.get("jobs", [])}
+    report = CampaignReport(out_dir=out, reference_note=cdoc.get("reference_note"))
+    out.mkdir(parents=True, exist_ok=True)
+
+    training = stage_outputs(store, campaign, "train")
+    training = [t for t in training if t["_uuid"] in uuids] or training
+    tdoc = training[0] if training else None
+    bench = _benchmark_with_figures(store, campaign, cdoc, uuids, tdoc, out / "figures", report)
+    report.benchmark = bench
+
+    lines = _header_lines(campaign, cdoc, tdoc)
+    if bench is not None:
+        lines += _benchmark_section(bench, out, report)
+    else:
+        lines += ["No benchmark yet (the campaign has not finished, or nothing was held out).", ""]
+    lines += _jobs_section(store, campaign)
+    if report.files:
+        lines += ["## Figures", ""] + [f"- {Path(p).name}" for k, p in sorted(report.files.items())
+                                       if str(p).endswith(".png")]
+    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    report.files["summary"] = str(out / "summary.md")
+    (out / "campaign.json").write_text(json.dumps(_clean(cdoc), indent=1, default=str))
+    report.files["campaign"] = str(out / "campaign.json")
+    return report
+
+
+def _training_campaign_doc(store: JobStore, campaign: str) -> dict[str, Any]:
+    """The latest CampaignDoc of ``campaign``; InputError when there is none or it is a screening."""
     docs = campaign_docs(store, campaign)
     if not docs:
         known = sorted({d["campaign"] for d in campaign_docs(store)})
@@ -95,20 +122,17 @@ def write_campaign_report(store: JobStore, campaign: str, out_dir: str | Path) -
     if cdoc.get("campaign_type") != "training":
         raise InputError(f"campaign {campaign!r} is a {cdoc.get('campaign_type')}; reports are for training campaigns "
                          "(use `phonon-flows query --campaign` for a screening)")
-    uuids = {j["uuid"]: j for j in cdoc.get("jobs", [])}
-    report = CampaignReport(out_dir=out, reference_note=cdoc.get("reference_note"))
-    out.mkdir(parents=True, exist_ok=True)
+    return cdoc
 
-    stored = load_benchmark(store, campaign)
+
+def _benchmark_with_figures(store, campaign, cdoc, uuids, tdoc, figures_dir: Path, report: CampaignReport):
+    """The stored BenchmarkDoc (else one computed now) and the figures, recomputed from the
+    stored phonon documents with the campaign's benchmark settings."""
+    bench = load_benchmark(store, campaign)
     ref = _latest_per_material(stage_outputs(store, campaign, "phonon-reference", load=True),
                                {u for u, j in uuids.items() if j["stage"] == "phonon-reference"})
     mlip = _latest_per_material(stage_outputs(store, campaign, "phonon-mlip", load=True),
                                 {u for u, j in uuids.items() if j["stage"] == "phonon-mlip"})
-    training = stage_outputs(store, campaign, "train")
-    training = [t for t in training if t["_uuid"] in uuids] or training
-    tdoc = training[0] if training else None
-    bench = stored
-    figures_dir = out / "figures"
     if ref and mlip:
         settings = (cdoc.get("settings") or {}).get("benchmark") or {}
         fields = {k: v for k, v in settings.items() if not k.startswith("@")}
@@ -121,8 +145,11 @@ def write_campaign_report(store: JobStore, campaign: str, out_dir: str | Path) -
                 report.files[name] = str(figures_dir / fname)
         except InputError as exc:
             report.files["figures_error"] = exc.reason
-    report.benchmark = bench
+    return bench
 
+
+def _header_lines(campaign: str, cdoc: dict[str, Any], tdoc: dict[str, Any] | None) -> list[str]:
+    """Title, the reference's note, the split and the model."""
     lines = [f"# Campaign {campaign}", ""]
     if cdoc.get("reference_note"):
         lines += [f"**{cdoc['reference_note']}**", ""]
@@ -140,65 +167,80 @@ def write_campaign_report(store: JobStore, campaign: str, out_dir: str | Path) -
             f"{_num(tdoc.get('valid_force_mae'))} meV/Å, wall time {_num(tdoc.get('wall_time'))} s on {tdoc.get('device')}"
         )
     lines.append("")
-    if bench is not None:
-        rows = paper_metrics(bench)
-        pd.DataFrame(rows).to_csv(out / "paper_metrics.csv", index=False)
-        report.files["paper_metrics"] = str(out / "paper_metrics.csv")
-        report.metrics_text = render_paper_metrics(bench)
-        lines += ["## This run beside the paper", "", "| metric | unit | this run | paper |", "|---|---|---:|---:|"]
-        for r in rows:
-            lines.append(f"| {r['metric']} | {r['unit']} | {_num(r['this_run'])} | {_num(r['paper'])} |")
-        if not bench.reference_is_dft:
-            lines += ["", f"The reference here is {bench.reference_label}; the paper's numbers are against DFT (PBE)."]
-        mat_rows = []
-        for m in bench.materials:
-            row = {
-                "material_id": m.material_id, "formula": m.formula,
-                "frequency_mae_THz": m.frequency.mae if m.frequency else None,
-                "min_frequency_reference_THz": m.min_frequency_reference_THz,
-                "min_frequency_mlip_THz": m.min_frequency_mlip_THz,
-                "stable_reference": m.stable_reference, "stable_mlip": m.stable_mlip,
-                "enthalpy_per_atom_eV": m.enthalpy_per_atom_eV,
-            }
-            for t, p in m.thermal.items():
-                row |= {f"A_vib_ref_{t}K": p.A_vib_reference, f"A_vib_mlip_{t}K": p.A_vib_mlip,
-                        f"Cv_ref_{t}K": p.Cv_reference, f"Cv_mlip_{t}K": p.Cv_mlip,
-                        f"S_ref_{t}K": p.S_reference, f"S_mlip_{t}K": p.S_mlip}
-            mat_rows.append(row)
-        table = pd.DataFrame(mat_rows)
-        table.to_csv(out / "materials.csv", index=False)
-        report.files["materials"] = str(out / "materials.csv")
-        lines += ["", "## Held-out materials", "", _markdown(table), ""]
-        for t, res in bench.polymorphs.items():
-            if not res.rows:
-                continue
-            lines += [f"## Polymorphs at {t} K (candidate when ΔA < {res.offset_meV:g} meV/atom)", "",
-                      "| material | ground state | ΔH | ΔA_vib ref | ΔA_vib MLIP | ΔA ref | ΔA MLIP |",
-                      "|---|---|---:|---:|---:|---:|---:|"]
-            for r in res.rows:
-                lines.append(f"| {r.material_id} | {r.ground_state_id} | {_num(r.dH_meV)} | {_num(r.dA_vib_reference_meV)} "
-                             f"| {_num(r.dA_vib_mlip_meV)} | {_num(r.dA_reference_meV)} | {_num(r.dA_mlip_meV)} |")
-            lines += ["", f"transitions: reference {res.n_reference}, MLIP {res.n_mlip}, in common {res.n_common}", ""]
-        (out / "benchmark.json").write_text(bench.model_dump_json(indent=1))
-        report.files["benchmark"] = str(out / "benchmark.json")
-    else:
-        lines += ["No benchmark yet (the campaign has not finished, or nothing was held out).", ""]
+    return lines
+
+
+def _benchmark_section(bench: BenchmarkDoc, out: Path, report: CampaignReport) -> list[str]:
+    """This run beside the paper, the held-out materials and the polymorphs; writes
+    ``paper_metrics.csv``, ``materials.csv`` and ``benchmark.json``."""
+    import pandas as pd
+
+    rows = paper_metrics(bench)
+    pd.DataFrame(rows).to_csv(out / "paper_metrics.csv", index=False)
+    report.files["paper_metrics"] = str(out / "paper_metrics.csv")
+    report.metrics_text = render_paper_metrics(bench)
+    lines = ["## This run beside the paper", "", "| metric | unit | this run | paper |", "|---|---|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['metric']} | {r['unit']} | {_num(r['this_run'])} | {_num(r['paper'])} |")
+    if not bench.reference_is_dft:
+        lines += ["", f"The reference here is {bench.reference_label}; the paper's numbers are against DFT (PBE)."]
+    table = pd.DataFrame(_material_rows(bench))
+    table.to_csv(out / "materials.csv", index=False)
+    report.files["materials"] = str(out / "materials.csv")
+    lines += ["", "## Held-out materials", "", _markdown(table), ""]
+    lines += _polymorph_lines(bench)
+    (out / "benchmark.json").write_text(bench.model_dump_json(indent=1))
+    report.files["benchmark"] = str(out / "benchmark.json")
+    return lines
+
+
+def _material_rows(bench: BenchmarkDoc) -> list[dict[str, Any]]:
+    """One row per held-out material (frequency MAE, stability, thermal properties both ways)."""
+    mat_rows = []
+    for m in bench.materials:
+        row = {
+            "material_id": m.material_id, "formula": m.formula,
+            "frequency_mae_THz": m.frequency.mae if m.frequency else None,
+            "min_frequency_reference_THz": m.min_frequency_reference_THz,
+            "min_frequency_mlip_THz": m.min_frequency_mlip_THz,
+            "stable_reference": m.stable_reference, "stable_mlip": m.stable_mlip,
+            "enthalpy_per_atom_eV": m.enthalpy_per_atom_eV,
+        }
+        for t, p in m.thermal.items():
+            row |= {f"A_vib_ref_{t}K": p.A_vib_reference, f"A_vib_mlip_{t}K": p.A_vib_mlip,
+                    f"Cv_ref_{t}K": p.Cv_reference, f"Cv_mlip_{t}K": p.Cv_mlip,
+                    f"S_ref_{t}K": p.S_reference, f"S_mlip_{t}K": p.S_mlip}
+        mat_rows.append(row)
+    return mat_rows
+
+
+def _polymorph_lines(bench: BenchmarkDoc) -> list[str]:
+    """A table of the polymorphs per temperature and the transitions found."""
+    lines: list[str] = []
+    for t, res in bench.polymorphs.items():
+        if not res.rows:
+            continue
+        lines += [f"## Polymorphs at {t} K (candidate when ΔA < {res.offset_meV:g} meV/atom)", "",
+                  "| material | ground state | ΔH | ΔA_vib ref | ΔA_vib MLIP | ΔA ref | ΔA MLIP |",
+                  "|---|---|---:|---:|---:|---:|---:|"]
+        for r in res.rows:
+            lines.append(f"| {r.material_id} | {r.ground_state_id} | {_num(r.dH_meV)} | {_num(r.dA_vib_reference_meV)} "
+                         f"| {_num(r.dA_vib_mlip_meV)} | {_num(r.dA_reference_meV)} | {_num(r.dA_mlip_meV)} |")
+        lines += ["", f"transitions: reference {res.n_reference}, MLIP {res.n_mlip}, in common {res.n_common}", ""]
+    return lines
+
+
+def _jobs_section(store: JobStore, campaign: str) -> list[str]:
+    """The job counts of the campaign and its failures."""
     status = campaign_status(store, campaign)[0]
-    lines += ["## Jobs", "", ", ".join(f"{k}: {v}" for k, v in status.counts.items()), ""]
+    lines = ["## Jobs", "", ", ".join(f"{k}: {v}" for k, v in status.counts.items()), ""]
     problems = status.input_failures + status.failures
     if problems:
         lines += ["## Failures", ""]
         for f in problems:
             lines.append(f"- {f.get('material_id')} ({f.get('stage')}): {f.get('reason')}")
         lines.append("")
-    if report.files:
-        lines += ["## Figures", ""] + [f"- {Path(p).name}" for k, p in sorted(report.files.items())
-                                       if str(p).endswith(".png")]
-    (out / "summary.md").write_text("\n".join(lines) + "\n")
-    report.files["summary"] = str(out / "summary.md")
-    (out / "campaign.json").write_text(json.dumps(_clean(cdoc), indent=1, default=str))
-    report.files["campaign"] = str(out / "campaign.json")
-    return report
+    return lines
 
 
 def _num(v: Any) -> str:
