@@ -184,18 +184,7 @@ def check_inputs(
     Never raises for a bad input; raises :class:`InputError` for bad arguments (unknown engine,
     ids not matching the inputs).
     """
-    if isinstance(inputs, Mapping):
-        ids: list[str | None] = [str(k) for k in inputs]
-        items = list(inputs.values())
-    else:
-        items = expand_inputs(inputs if not isinstance(inputs, (str, Path)) else [inputs])
-        if material_ids is not None:
-            if len(material_ids) != len(items):
-                raise InputError(f"{len(material_ids)} material ids for {len(items)} inputs", stage="input")
-            ids = [str(m) if m else None for m in material_ids]
-        else:
-            ids = [Path(it).stem if isinstance(it, (str, Path)) else None for it in items]
-    sources = [str(it) if isinstance(it, (str, Path)) else None for it in items]
+    items, ids, sources = _items_ids_sources(inputs, material_ids)
     if min_atoms < 1 or max_atoms < min_atoms:
         raise InputError(f"invalid supercell window: min_atoms={min_atoms}, max_atoms={max_atoms}", stage="input")
     engines = [e for e in (engine_elements(engine, model_elements, model, store),) if e]
@@ -236,13 +225,38 @@ def check_inputs(
             good.append((mid, structure, src))
 
     if drop_duplicates:
-        dups = find_duplicates([(mid, s) for mid, s, _ in good])
-        src_of = {mid: src for mid, _, src in good}
-        for mid, first in dups.items():
-            problems.append(InputProblem(material_id=mid, stage="input", reason=duplicate_reason(first, src_of.get(first)),
-                                         source=src_of.get(mid)))
-        good = [g for g in good if g[0] not in dups]
+        good = _drop_duplicates(good, problems)
     return [(mid, s) for mid, s, _ in good], problems
+
+
+def _items_ids_sources(
+    inputs: Sequence[Any] | Mapping[str, Any], material_ids: Sequence[str] | None
+) -> tuple[list[Any], list[str | None], list[str | None]]:
+    """The inputs (folders expanded), their ids (mapping keys, given ids or file stems) and the
+    file each came from."""
+    if isinstance(inputs, Mapping):
+        ids: list[str | None] = [str(k) for k in inputs]
+        items = list(inputs.values())
+    else:
+        items = expand_inputs(inputs if not isinstance(inputs, (str, Path)) else [inputs])
+        if material_ids is not None:
+            if len(material_ids) != len(items):
+                raise InputError(f"{len(material_ids)} material ids for {len(items)} inputs", stage="input")
+            ids = [str(m) if m else None for m in material_ids]
+        else:
+            ids = [Path(it).stem if isinstance(it, (str, Path)) else None for it in items]
+    sources = [str(it) if isinstance(it, (str, Path)) else None for it in items]
+    return items, ids, sources
+
+
+def _drop_duplicates(good: list[tuple[str, Structure, str | None]], problems: list[InputProblem]) -> list:
+    """``good`` without the materials that repeat an earlier one (each recorded in ``problems``)."""
+    dups = find_duplicates([(mid, s) for mid, s, _ in good])
+    src_of = {mid: src for mid, _, src in good}
+    for mid, first in dups.items():
+        problems.append(InputProblem(material_id=mid, stage="input", reason=duplicate_reason(first, src_of.get(first)),
+                                     source=src_of.get(mid)))
+    return [g for g in good if g[0] not in dups]
 
 
 def _crash_reason(exc: BaseException) -> str:

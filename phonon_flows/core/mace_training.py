@@ -643,41 +643,14 @@ def train_mace(
 
     phase_args: list[str] = []
     if hp.energy_phase is not None:
-        ep = hp.energy_phase
-        phase_dir = work_dir / ENERGY_PHASE_DIR
-        phase_hp = hp.model_copy(
-            update={
-                "name": f"{hp.name}_fe",
-                "forces_weight": ep.forces_weight,
-                "energy_weight": ep.energy_weight,
-                "max_num_epochs": ep.max_num_epochs,
-                "lr": ep.lr if ep.lr is not None else hp.lr,
-                "swa": False,
-                "E0s": ep.E0s,
-                "foundation_model": str(model_path),
-                "energy_phase": None,
-                "extra": {**hp.extra, **ep.extra},
-            }
-        )
-        phase_args = build_mace_args(
-            phase_hp, train_file, phase_dir, device, energy_key, forces_key, restart=restart, distributed=distributed
-        )
-        phase_log = run_mace_train(phase_args, phase_dir, nproc=nproc, num_threads=num_threads, timeout=timeout)
-        phase_curve = parse_learning_curve(
-            metrics_file(phase_dir, phase_hp.name, hp.seed),
-            stage="energy",
-            epoch_offset=hp.max_num_epochs,
-            include_initial=False,
-        )
-        _raise_if_diverged(phase_curve, phase_log, name)
-        curve = curve + phase_curve
-        phase_facts = logged_run_facts(phase_log)
-        if phase_facts.get("final_epoch") is not None:
-            final_epoch = phase_facts["final_epoch"] + hp.max_num_epochs
-        seconds += epoch_seconds(phase_log)
-        model_path = final_model_path(phase_dir, phase_hp.name, False)
-        if not model_path.is_file():
-            raise CalculationError(f"energy phase finished without writing {model_path.name}; log: {phase_log}", name, STAGE)
+        phase = _energy_phase(hp, model_path, train_file, work_dir / ENERGY_PHASE_DIR, device, energy_key, forces_key,
+                              restart, distributed, nproc, num_threads, timeout, name)
+        phase_args = phase.args
+        curve = curve + phase.learning_curve
+        if phase.final_epoch is not None:
+            final_epoch = phase.final_epoch
+        seconds += phase.seconds
+        model_path = phase.model_path
     wall = time.perf_counter() - t0
     return MaceTrainingRun(
         model_path=model_path,
@@ -692,6 +665,56 @@ def train_mace(
         final_epoch=final_epoch,
         energy_phase_args=phase_args,
     )
+
+
+@dataclass
+class _EnergyPhase:
+    args: list[str]
+    learning_curve: list[dict[str, Any]]
+    final_epoch: int | None
+    seconds: list[float]
+    model_path: Path
+
+
+def _energy_phase(hp, model_path, train_file, phase_dir, device, energy_key, forces_key, restart, distributed,
+                  nproc, num_threads, timeout, name) -> _EnergyPhase:
+    """The optional energy phase: a second mace run from the force model (``foundation_model``)
+    with the energy phase's weights, epochs and learning rate; its epochs count on from the
+    first run's."""
+    ep = hp.energy_phase
+    phase_hp = hp.model_copy(
+        update={
+            "name": f"{hp.name}_fe",
+            "forces_weight": ep.forces_weight,
+            "energy_weight": ep.energy_weight,
+            "max_num_epochs": ep.max_num_epochs,
+            "lr": ep.lr if ep.lr is not None else hp.lr,
+            "swa": False,
+            "E0s": ep.E0s,
+            "foundation_model": str(model_path),
+            "energy_phase": None,
+            "extra": {**hp.extra, **ep.extra},
+        }
+    )
+    phase_args = build_mace_args(
+        phase_hp, train_file, phase_dir, device, energy_key, forces_key, restart=restart, distributed=distributed
+    )
+    phase_log = run_mace_train(phase_args, phase_dir, nproc=nproc, num_threads=num_threads, timeout=timeout)
+    phase_curve = parse_learning_curve(
+        metrics_file(phase_dir, phase_hp.name, hp.seed),
+        stage="energy",
+        epoch_offset=hp.max_num_epochs,
+        include_initial=False,
+    )
+    _raise_if_diverged(phase_curve, phase_log, name)
+    phase_facts = logged_run_facts(phase_log)
+    final_epoch = None
+    if phase_facts.get("final_epoch") is not None:
+        final_epoch = phase_facts["final_epoch"] + hp.max_num_epochs
+    phase_model = final_model_path(phase_dir, phase_hp.name, False)
+    if not phase_model.is_file():
+        raise CalculationError(f"energy phase finished without writing {phase_model.name}; log: {phase_log}", name, STAGE)
+    return _EnergyPhase(phase_args, phase_curve, final_epoch, epoch_seconds(phase_log), phase_model)
 
 
 def _raise_if_diverged(curve: Sequence[dict[str, Any]], log_path: Path, name: str | None) -> None:

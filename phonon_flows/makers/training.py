@@ -129,44 +129,56 @@ class MaceTrainingMaker(Maker):
 
         # the final model evaluated on its own training and validation structures
         engine = load_mace_engine(model_path=run.model_path, device=device, default_dtype=hp.default_dtype)
-        predictions = engine.compute(atoms_list)
-        ref_forces = [core.reference_forces(a, ts["forces_key"]) for a in atoms_list]
-        ref_energy = [a.info.get(ts["energy_key"]) for a in atoms_list]
-        metrics: dict[str, float | None] = {}
-        for label, idx in (("train", run.train_indices), ("valid", run.valid_indices)):
-            mae, rmse = core.force_errors([predictions[i].forces for i in idx], [ref_forces[i] for i in idx])
-            metrics[f"{label}_force_mae"], metrics[f"{label}_force_rmse"] = mae, rmse
-            if all(ref_energy[i] is not None for i in idx):
-                metrics[f"{label}_energy_mae"] = core.energy_mae_per_atom(
-                    [predictions[i].energy for i in idx], [float(ref_energy[i]) for i in idx], [len(atoms_list[i]) for i in idx]
-                )
+        metrics = _self_metrics(engine, atoms_list, run, ts)
+        return _trained_doc(common, run, atoms_list, ts, engine, metrics)
 
-        raw = run.model_path.read_bytes()
-        return TrainingDoc(
-            **common,
-            command=run.args,
-            wall_time=run.wall_time,
-            seconds_per_epoch=run.seconds_per_epoch,
-            training_set=TrainingSetInfo(
-                n_structures=len(atoms_list),
-                n_atoms=sum(len(a) for a in atoms_list),
-                elements=core.elements_of(atoms_list),
-                material_ids=ts["material_ids"],
-                energy_key=ts["energy_key"],
-                forces_key=ts["forces_key"],
-                xyz_sha256=hashlib.sha256(ts["xyz"].encode()).hexdigest(),
-            ),
-            n_train=len(run.train_indices),
-            n_valid=len(run.valid_indices),
-            valid_indices=run.valid_indices,
-            final_epoch=run.final_epoch,
-            learning_curve=[EpochMetrics(**row) for row in run.learning_curve],
-            **metrics,
-            elements=sorted(engine.supported_elements),
-            r_max=engine.r_max,
-            model_sha256=hashlib.sha256(raw).hexdigest(),
-            model_file_name=run.model_path.name,
-            model_size_bytes=len(raw),
-            model_b64=base64.b64encode(raw).decode("ascii"),
-            log_tail=core.log_tail(run.log_path, 20),
-        )
+
+def _self_metrics(engine: Any, atoms_list: list, run: Any, ts: dict[str, Any]) -> dict[str, float | None]:
+    """Force (and, with reference energies, energy) errors of the trained model on its own
+    training and validation structures."""
+    predictions = engine.compute(atoms_list)
+    ref_forces = [core.reference_forces(a, ts["forces_key"]) for a in atoms_list]
+    ref_energy = [a.info.get(ts["energy_key"]) for a in atoms_list]
+    metrics: dict[str, float | None] = {}
+    for label, idx in (("train", run.train_indices), ("valid", run.valid_indices)):
+        mae, rmse = core.force_errors([predictions[i].forces for i in idx], [ref_forces[i] for i in idx])
+        metrics[f"{label}_force_mae"], metrics[f"{label}_force_rmse"] = mae, rmse
+        if all(ref_energy[i] is not None for i in idx):
+            metrics[f"{label}_energy_mae"] = core.energy_mae_per_atom(
+                [predictions[i].energy for i in idx], [float(ref_energy[i]) for i in idx], [len(atoms_list[i]) for i in idx]
+            )
+    return metrics
+
+
+def _trained_doc(common: dict[str, Any], run: Any, atoms_list: list, ts: dict[str, Any], engine: Any,
+                 metrics: dict[str, float | None]) -> TrainingDoc:
+    """The TrainingDoc of a finished training, with the model file (base64) and its sha256."""
+    raw = run.model_path.read_bytes()
+    return TrainingDoc(
+        **common,
+        command=run.args,
+        wall_time=run.wall_time,
+        seconds_per_epoch=run.seconds_per_epoch,
+        training_set=TrainingSetInfo(
+            n_structures=len(atoms_list),
+            n_atoms=sum(len(a) for a in atoms_list),
+            elements=core.elements_of(atoms_list),
+            material_ids=ts["material_ids"],
+            energy_key=ts["energy_key"],
+            forces_key=ts["forces_key"],
+            xyz_sha256=hashlib.sha256(ts["xyz"].encode()).hexdigest(),
+        ),
+        n_train=len(run.train_indices),
+        n_valid=len(run.valid_indices),
+        valid_indices=run.valid_indices,
+        final_epoch=run.final_epoch,
+        learning_curve=[EpochMetrics(**row) for row in run.learning_curve],
+        **metrics,
+        elements=sorted(engine.supported_elements),
+        r_max=engine.r_max,
+        model_sha256=hashlib.sha256(raw).hexdigest(),
+        model_file_name=run.model_path.name,
+        model_size_bytes=len(raw),
+        model_b64=base64.b64encode(raw).decode("ascii"),
+        log_tail=core.log_tail(run.log_path, 20),
+    )

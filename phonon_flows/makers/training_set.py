@@ -114,24 +114,7 @@ class TrainingSetMaker(Maker):
             err = _as_error(err)
             failures.setdefault(err.material_id, err)
 
-        per_material: dict[str, list[ForceDoc]] = {}
-        missing: dict[str, int] = {}
-        expected: dict[str, int] = {}
-        order: list[str] = []
-        for i, entry in enumerate(entries):
-            docs = _flatten(entry)
-            mid = material_ids[i] if material_ids is not None else None
-            for doc in docs:
-                doc = _as_force_doc(doc)
-                key = mid or (doc.material_id if doc is not None else f"entry-{i}")
-                if key not in expected:
-                    order.append(key)
-                expected[key] = expected.get(key, 0) + 1
-                if doc is None:
-                    missing[key] = missing.get(key, 0) + 1
-                else:
-                    per_material.setdefault(key, []).append(doc)
-
+        per_material, missing, expected, order = _group_by_material(entries, material_ids)
         for mid in order:
             if mid in failures:
                 per_material.pop(mid, None)
@@ -193,3 +176,26 @@ class TrainingSetMaker(Maker):
             if value is None:
                 return stage
         return "label"
+
+
+def _group_by_material(entries: list, material_ids: Sequence[str] | None):
+    """``(ForceDocs per material, missing outputs per material, expected outputs per material,
+    materials in entry order)`` of the labelling outputs (a None entry is a failed job)."""
+    per_material: dict[str, list[ForceDoc]] = {}
+    missing: dict[str, int] = {}
+    expected: dict[str, int] = {}
+    order: list[str] = []
+    for i, entry in enumerate(entries):
+        docs = _flatten(entry)
+        mid = material_ids[i] if material_ids is not None else None
+        for doc in docs:
+            doc = _as_force_doc(doc)
+            key = mid or (doc.material_id if doc is not None else f"entry-{i}")
+            if key not in expected:
+                order.append(key)
+            expected[key] = expected.get(key, 0) + 1
+            if doc is None:
+                missing[key] = missing.get(key, 0) + 1
+            else:
+                per_material.setdefault(key, []).append(doc)
+    return per_material, missing, expected, order
