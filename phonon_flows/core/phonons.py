@@ -506,6 +506,37 @@ def thermal_properties(
     return rows, float(tp.zero_point_energy) * to_mev_per_atom
 
 
+def _total_dos(phonon: Phonopy) -> dict[str, list[float]]:
+    """phonopy's total density of states (on the mesh already run)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        phonon.run_total_dos()
+    return {"frequency_points_THz": phonon.total_dos.frequency_points.tolist(),
+            "total_dos": phonon.total_dos.dos.tolist()}
+
+
+def _band_structure(phonon: Phonopy, path: BandPath) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The band structure along ``path`` (as stored in a PhononDoc) and its lowest mode."""
+    phonon.run_band_structure(path.segments, path_connections=path.path_connections, labels=path.labels)
+    bs = phonon.band_structure
+    qpts = np.concatenate(bs.qpoints)
+    freqs = np.concatenate(bs.frequencies)
+    dists = np.concatenate(bs.distances)
+    band = {
+        "qpoints": qpts.tolist(),
+        "distances": dists.tolist(),
+        "frequencies": freqs.tolist(),
+        "labels": path.labels,
+        "segment_labels": [list(p) for p in path.segment_labels],
+        "path_connections": path.path_connections,
+        "segment_nqpoints": [len(q) for q in bs.qpoints],
+    }
+    jq, jb = np.unravel_index(int(np.argmin(freqs)), freqs.shape)
+    worst = {"qpoint": [float(x) for x in qpts[jq]], "band_index": int(jb),
+             "frequency_THz": float(freqs[jq, jb]), "source": "band"}
+    return band, worst
+
+
 def analyze_phonons(
     phonon: Phonopy,
     temperatures: Sequence[float] = DEFAULT_TEMPERATURES,
@@ -542,13 +573,7 @@ def analyze_phonons(
 
     thermal, zpe = thermal_properties(phonon, temperatures, cutoff_frequency)
 
-    dos = None
-    if with_dos:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            phonon.run_total_dos()
-        dos = {"frequency_points_THz": phonon.total_dos.frequency_points.tolist(),
-               "total_dos": phonon.total_dos.dos.tolist()}
+    dos = _total_dos(phonon) if with_dos else None
 
     band = None
     min_band = None
@@ -558,25 +583,10 @@ def analyze_phonons(
         except Exception as exc:  # noqa: BLE001 - seekpath/spglib refusals of all kinds
             errors.append(f"band path: seekpath refused the primitive cell: {type(exc).__name__}: {exc}")
         else:
-            phonon.run_band_structure(path.segments, path_connections=path.path_connections, labels=path.labels)
-            bs = phonon.band_structure
-            qpts = np.concatenate(bs.qpoints)
-            freqs = np.concatenate(bs.frequencies)
-            dists = np.concatenate(bs.distances)
-            band = {
-                "qpoints": qpts.tolist(),
-                "distances": dists.tolist(),
-                "frequencies": freqs.tolist(),
-                "labels": path.labels,
-                "segment_labels": [list(p) for p in path.segment_labels],
-                "path_connections": path.path_connections,
-                "segment_nqpoints": [len(q) for q in bs.qpoints],
-            }
-            jq, jb = np.unravel_index(int(np.argmin(freqs)), freqs.shape)
-            min_band = float(freqs[jq, jb])
+            band, band_worst = _band_structure(phonon, path)
+            min_band = band_worst["frequency_THz"]
             if min_band < min_mesh:
-                worst = {"qpoint": [float(x) for x in qpts[jq]], "band_index": int(jb),
-                         "frequency_THz": min_band, "source": "band"}
+                worst = band_worst
 
     min_all = min(min_mesh, min_band) if min_band is not None else min_mesh
     return PhononAnalysis(
