@@ -62,9 +62,15 @@ def phonon_settings(
     symprec: float = ph_core.DEFAULT_SYMPREC,
     min_atoms: int = 100,
     max_atoms: int = 200,
+    total_dos: bool = True,
 ) -> dict[str, Any]:
-    """The settings of a phonon calculation as a plain (JSON) dict, the recipe's by default."""
-    return {
+    """The settings of a phonon calculation as a plain (JSON) dict, the recipe's by default.
+
+    ``total_dos=False`` leaves the total DOS out of the document (a screening that does not ask
+    for it saves the time); the key is only written then, so the settings of a calculation with
+    the DOS (and their hashes) are those of before the option existed."""
+    extra = {} if total_dos else {"total_dos": False}
+    return {**extra,
         "displacement": float(displacement),
         "fc_method": fc_method,
         "random_displacements": random_displacements,
@@ -155,6 +161,7 @@ def phonon_doc_from_phonopy(
         stability_tolerance=settings["stability_tolerance"],
         band_npoints=settings["band_npoints"],
         symprec=settings["symprec"],
+        with_dos=bool(settings.get("total_dos", True)),
         material_id=material_id,
     )
     all_errors = list(errors) + a.errors
@@ -491,6 +498,9 @@ class PhononMaker(Maker):
         300/1000 K, l = 75 Å, 0.1 THz, -0.5 THz, 101 points on the longest band segment.
     min_atoms, max_atoms
         Supercell window when no supercell matrix is given (``choose_supercell_matrix``).
+    total_dos
+        Compute the total DOS into the document (default True; a screening leaves it out unless
+        asked, to save the time).
     engine_enthalpy
         Record the engine's energy per atom of the unit cell as ``enthalpy_per_atom_eV`` (None:
         yes for reference engines, no for MLIPs trained on forces only).
@@ -515,6 +525,7 @@ class PhononMaker(Maker):
     engine_enthalpy: bool | None = None
     store_force_constants: bool = True
     store_phonopy_yaml: bool = True
+    total_dos: bool = True
 
     def settings(self) -> dict[str, Any]:
         if self.fc_method not in (None, *ph_core.FC_METHODS):
@@ -524,6 +535,7 @@ class PhononMaker(Maker):
             random_seed=self.random_seed, temperatures=self.temperatures, mesh_length=self.mesh_length,
             cutoff_frequency=self.cutoff_frequency, stability_tolerance=self.stability_tolerance,
             band_npoints=self.band_npoints, symprec=self.symprec, min_atoms=self.min_atoms, max_atoms=self.max_atoms,
+            total_dos=self.total_dos,
         )
 
     def make(
