@@ -30,6 +30,7 @@ from jobflow import CURRENT_JOB, Flow, Maker, OnMissing, Response, job
 from pymatgen.core import Structure
 
 from phonon_flows.core import phonons as ph_core
+from phonon_flows.core import phonondb as pdb
 from phonon_flows.core.phonopy_io import load_phonopy_folder
 from phonon_flows.core.polymorphs import temperature_key
 from phonon_flows.core.structures import as_pymatgen_structure, material_name, structure_hash
@@ -413,8 +414,13 @@ def import_phonopy_doc(
     store_force_constants: bool = True,
     store_phonopy_yaml: bool = True,
 ) -> PhononDoc:
-    """PhononDoc of a phonopy calculation folder (raises :class:`InputError` naming the folder)."""
+    """PhononDoc of a phonopy calculation folder, or of a phonondb entry (its ``.tar.lzma`` or
+    unpacked folder: a DFT reference, see :func:`phonondb_phonon_doc`). Raises
+    :class:`InputError` naming the folder."""
     settings = dict(settings or phonon_settings())
+    if pdb.is_phonondb_entry(directory):
+        return phonondb_phonon_doc(directory, settings, material_id, enthalpy_per_atom,
+                                   store_force_constants=store_force_constants, store_phonopy_yaml=store_phonopy_yaml)
     imp = load_phonopy_folder(
         directory, primitive_matrix=primitive_matrix, fc_method=fc_method, symprec=settings["symprec"]
     )
@@ -433,6 +439,48 @@ def import_phonopy_doc(
     return phonon_doc_from_phonopy(
         imp.phonon, structure, engine, settings, material_id=mid, fc_method=imp.fc_method,
         displacement=settings["displacement"], enthalpy_per_atom=enthalpy_per_atom,
+        store_force_constants=store_force_constants, store_phonopy_yaml=store_phonopy_yaml,
+    )
+
+
+def phonondb_engine_info(entry: pdb.PhonondbEntry, imp=None, kind_of_labels: str = "finite-displacement") -> EngineInfo:
+    """The EngineInfo of numbers from a phonondb entry: DFT (VASP, PBEsol), phonondb 2018-04-17,
+    the entry's mp id, its license and the credit it asks for."""
+    settings = {
+        "label": f"DFT ({pdb.PHONONDB_XC}, {pdb.PHONONDB_NAME})",
+        "code": pdb.PHONONDB_CODE, "xc": pdb.PHONONDB_XC, "database": pdb.PHONONDB_NAME,
+        "database_version": pdb.PHONONDB_VERSION, "mp_id": entry.mp_id, "entry": entry.name,
+        "license": pdb.PHONONDB_LICENSE, "attribution": pdb.PHONONDB_ATTRIBUTION, "files": list(entry.files),
+        "labels": kind_of_labels,
+    }
+    if imp is not None:
+        settings.update({"calculator": imp.calculator, "dataset_type": imp.dataset_type,
+                         "n_displacements": imp.n_displacements, "nac": imp.has_nac})
+    return EngineInfo(name=pdb.PHONONDB_NAME, kind="dft", version=pdb.PHONONDB_VERSION, settings=settings,
+                      provenance=entry.provenance)
+
+
+def phonondb_phonon_doc(
+    path: str | Path,
+    settings: dict | None = None,
+    material_id: str | None = None,
+    enthalpy_per_atom: float | None = None,
+    use_born: bool = True,
+    store_force_constants: bool = True,
+    store_phonopy_yaml: bool = True,
+) -> PhononDoc:
+    """The DFT reference PhononDoc of a phonondb entry (``.tar.lzma`` or unpacked folder):
+    engine kind ``dft`` (VASP, PBEsol), provenance phonondb 2018-04-17 + mp id + license.
+    ``material_id`` defaults to the entry's mp id. Raises :class:`InputError` naming the entry."""
+    settings = dict(settings or phonon_settings())
+    imp, entry = pdb.load_phonondb_entry(path, use_born=use_born, symprec=settings["symprec"])
+    structure = ph_core.to_structure(imp.phonon.unitcell)
+    settings["fc_method"] = imp.fc_method
+    settings["displacement"] = round(imp.displacement_distance, 6)
+    mid = material_id or entry.mp_id or entry.name
+    return phonon_doc_from_phonopy(
+        imp.phonon, structure, phonondb_engine_info(entry, imp), settings, material_id=mid,
+        fc_method=imp.fc_method, displacement=settings["displacement"], enthalpy_per_atom=enthalpy_per_atom,
         store_force_constants=store_force_constants, store_phonopy_yaml=store_phonopy_yaml,
     )
 
