@@ -358,7 +358,9 @@ def rerun_campaign_fireworks(
         bad = {r["job_uuid"] for r in failure_records(store, uuids)}
         bad |= {d["uuid"] for d in store.docs_store.query({"uuid": {"$in": uuids}, "output.failed": True},
                                                           properties=["uuid"])}
-        todo |= {jobs[u]["fw_id"] for u in bad if jobs[u]["state"] == "COMPLETED"}
+        # (the per-material documents of a batched job are no Fireworks: rerunning the failed
+        # relaxation reruns the batch, its child)
+        todo |= {jobs[u]["fw_id"] for u in bad if u in jobs and jobs[u]["state"] == "COMPLETED"}
     done: set[int] = set()
     for fw_id in sorted(todo):
         if fw_id not in done:

@@ -148,10 +148,11 @@ def test_screening_flow():
     assert doc.campaign_type == "screening" and doc.screen_material_ids == ["Cu-fcc"]
     assert [e.material_id for e in doc.input_failures] == ["Au-fcc"]  # the model knows no Au
     stages = sorted(j.metadata["phonon_flows"]["stage"] for j in flow.jobs)
-    assert stages == ["campaign", "phonon-mlip"]  # default: phonons on the structures as given
+    assert stages == ["campaign", "phonon-batch"]  # default: phonons on the structures as given, batched
+    assert sorted(j.stage for j in doc.jobs) == ["campaign", "phonon-batch", "phonon-mlip"]
     flow = ScreeningMaker(name="screen", model=sha, model_elements=["Cu"], min_atoms=8, max_atoms=40,
                           relax="positions").make({"Cu-fcc": materials()["Cu-fcc"]})
-    assert sorted(j.metadata["phonon_flows"]["stage"] for j in flow.jobs) == ["campaign", "phonon-mlip", "relax"]
+    assert sorted(j.metadata["phonon_flows"]["stage"] for j in flow.jobs) == ["campaign", "phonon-batch", "relax"]
     relax = next(j for j in flow.jobs if j.metadata["phonon_flows"]["stage"] == "relax")
     assert relax.function.__self__.relax_cell is False
     with pytest.raises(InputError, match="stress means nothing"):  # unknown training: no cell relaxation

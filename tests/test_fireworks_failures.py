@@ -1,8 +1,9 @@
 """A campaign on FireWorks where one job is killed, run the way the README says: `model add`, `submit`
 (a fresh LaunchPad is initialised by it), workers of each category, `status -l launchpad.yaml`
 during and after, FireWorks' `detect_lostruns --fizzle`, `phonon-flows rerun CAMPAIGN -l
-launchpad.yaml`. The killed material's FIZZLED Firework does not stall the campaign: the job that
-needs its output is recorded as skipped, the other material completes, and `rerun` finishes it."""
+launchpad.yaml`. The killed material's FIZZLED Firework does not stall the campaign: the batched
+phonon job that needs both relaxations runs anyway (the killed material gets a failed PhononDoc
+that says why), the other material completes, and `rerun` finishes the campaign."""
 
 from __future__ import annotations
 
@@ -78,12 +79,13 @@ def test_killed_job_is_skipped_downstream_and_rerun(mongo_uri, mongo_db_name, tm
     assert "initialised the empty LaunchPad" in sub.stderr  # no "Could not get next FW id"
     assert "-l launchpad.yaml" in sub.stdout
     lp = LaunchPad.from_file(str(lp_yaml))
-    assert lp.fireworks.count_documents({}) == 5  # campaign, 2 relax, 2 phonons
+    assert lp.fireworks.count_documents({}) == 4  # campaign, 2 relax, 1 batched phonon job
     assert all(fw["spec"]["_allow_fizzled_parents"] for fw in lp.fireworks.find({}, {"spec": 1}))
 
     # right after submit the campaign is known (from the LaunchPad): everything pending
     st = status_json(lp_yaml)
-    assert st["counts"] == {"done": 0, "failed": 0, "skipped": 0, "running": 0, "pending": 5}
+    # jobs: campaign, 2 relax, the phonon batch and its 2 per-material PhononDocs
+    assert st["counts"] == {"done": 0, "failed": 0, "skipped": 0, "running": 0, "pending": 6}
 
     cpu = FWorker.from_file(str(REPO / "my_fworker_cpu.yaml"))
     gpu = FWorker.from_file(str(REPO / "my_fworker_gpu.yaml"))
@@ -112,23 +114,27 @@ def test_killed_job_is_skipped_downstream_and_rerun(mongo_uri, mongo_db_name, tm
     lp.detect_lostruns(expiration_secs=0, fizzle=True)  # `lpad detect_lostruns --time 0 --fizzle`
     assert lp.get_fw_by_id(killed["fw_id"]).state == "FIZZLED"
 
-    # the rest of the campaign runs: the victim's phonons are skipped, the other material completes
-    assert run_worker(lp, gpu, sleep_time=0.2, m_dir=tmp_path / "gpu") == 3
+    # the rest of the campaign runs (the other relaxation, the phonon batch with a fizzled parent)
+    assert run_worker(lp, gpu, sleep_time=0.2, m_dir=tmp_path / "gpu") == 2
     st = status_json(lp_yaml)
-    assert st["counts"] == {"done": 3, "failed": 1, "skipped": 1, "running": 0, "pending": 0}
+    # failed: the killed relaxation, the victim's PhononDoc, and the batch (its document says a material failed)
+    assert st["counts"] == {"done": 3, "failed": 3, "skipped": 0, "running": 0, "pending": 0}, st["failures"]
     failed = {f["stage"]: f for f in st["failures"]}
+    assert "relaxation" in failed["phonon-mlip"]["reason"]
     assert failed["relax"]["material_id"] == victim and "lost" in failed["relax"]["reason"]
-    assert failed["phonon-mlip"]["state"] == "skipped" and victim == failed["phonon-mlip"]["material_id"]
+    assert failed["relax"]["directory"]  # the launch directory (job.log)
+    assert failed["phonon-mlip"]["material_id"] == victim
     text = CliRunner().invoke(app, ["status", CAMPAIGN, "-l", str(lp_yaml)])
     assert f"rerun {CAMPAIGN} -l" in text.stdout and "job.log" in text.stdout
-    assert [d["material_id"] for d in PhononResults(store).find(campaign=CAMPAIGN)] == [other]
+    ok = [d["material_id"] for d in PhononResults(store).find(campaign=CAMPAIGN)]
+    assert ok == [other]
 
-    # rerun: the fizzled relax and the skipped phonons go back to the queue and finish
+    # rerun: the fizzled relax goes back to the queue with its child (the batch), and all finish
     rr = CliRunner().invoke(app, ["rerun", CAMPAIGN, "-l", str(lp_yaml)])
-    assert rr.exit_code == 0 and "2 Firework(s) back to READY" in rr.stdout, rr.output
+    assert rr.exit_code == 0 and "2 Firework(s) back to READY" in rr.stdout, rr.output  # relax + batch
     assert run_worker(lp, gpu, sleep_time=0.2, m_dir=tmp_path / "gpu2") == 2
     st = status_json(lp_yaml)
-    assert st["counts"] == {"done": 5, "failed": 0, "skipped": 0, "running": 0, "pending": 0}, st["failures"]
+    assert st["counts"] == {"done": 6, "failed": 0, "skipped": 0, "running": 0, "pending": 0}, st["failures"]
     docs = PhononResults(store).find(campaign=CAMPAIGN)
     assert sorted(d["material_id"] for d in docs) == ["Al-fcc", "Cu-fcc"] and not any(d["failed"] for d in docs)
     assert all(d["engine"]["model_sha256"] == tiny_mace_model.sha256 for d in docs)

@@ -94,7 +94,8 @@ def test_qlaunch_with_the_shipped_adapters(mongo_uri, mongo_db_name, tmp_path, t
         assert launch["fworker"]["category"] == fw["spec"]["_category"]
         assert (Path(launch["launch_dir"]) / "job.log").is_file()  # the job's log, in its launch directory
     st = CliRunner().invoke(app, ["status", "q", "-l", "launchpad.yaml", "--json"])
-    assert json.loads(st.stdout)["campaigns"][0]["counts"]["done"] == 2, st.output
+    counts = json.loads(st.stdout)["campaigns"][0]["counts"]
+    assert counts["done"] == 3 and counts["failed"] == counts["pending"] == 0, st.output  # + the PhononDoc
     store = get_store(mongo_uri=mongo_uri, database=mongo_db_name)
     (doc,) = PhononResults(store).find(campaign="q")
     assert doc["material_id"] == "Cu-fcc" and doc["engine"]["model_sha256"] == tiny_mace_model.sha256
