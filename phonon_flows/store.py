@@ -22,6 +22,9 @@ from phonon_flows.errors import InputError
 from phonon_flows.settings import get_settings
 
 DATA_STORE_NAME = "data"
+#: fields of a jobflow blob copied into each GridFS file's metadata (beside ``blob_uuid`` and
+#: ``compression``), so a file can be traced to its job without reading it
+GRIDFS_METADATA_FIELDS = ("job_uuid", "job_index")
 
 
 def get_store(
@@ -74,13 +77,15 @@ def _mongo_stores(uri: str, database: str, collection: str, data_collection: str
 
     if "uri" in inspect.signature(GridFSStore.__init__).parameters:
         docs = MongoStore(database=database, collection_name=collection, uri=uri)
-        data = GridFSStore(database=database, collection_name=data_collection, uri=uri, compression=True)
+        data = GridFSStore(database=database, collection_name=data_collection, uri=uri, compression=True,
+                           searchable_fields=list(GRIDFS_METADATA_FIELDS))
     else:  # pragma: no cover - old maggma
         from maggma.stores import MongoURIStore
         from maggma.stores.gridfs import GridFSURIStore
 
         docs = MongoURIStore(uri=uri, database=database, collection_name=collection)
-        data = GridFSURIStore(uri=uri, database=database, collection_name=data_collection, compression=True)
+        data = GridFSURIStore(uri=uri, database=database, collection_name=data_collection, compression=True,
+                              searchable_fields=list(GRIDFS_METADATA_FIELDS))
     return docs, data
 
 

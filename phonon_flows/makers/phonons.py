@@ -145,8 +145,12 @@ def phonon_doc_from_phonopy(
     store_force_constants: bool = True,
     store_phonopy_yaml: bool = True,
     errors: Sequence[str] = (),
+    nac_source: str | None = None,
 ) -> PhononDoc:
-    """Analyse a Phonopy object with force constants (core) and fill a PhononDoc."""
+    """Analyse a Phonopy object with force constants (core) and fill a PhononDoc.
+
+    ``nac_source``: where the Born charges of ``phonon.nac_params`` came from (recorded in
+    ``PhononDoc.nac``; "nac_params" when NAC is on and nothing is said)."""
     a = ph_core.analyze_phonons(
         phonon,
         temperatures=settings["temperatures"],
@@ -178,6 +182,7 @@ def phonon_doc_from_phonopy(
         fc_method=fc_method,
         n_displacements=ph_core.n_displacements(phonon.dataset) or None,
         has_nac=phonon.nac_params is not None,
+        nac=ph_core.nac_info(phonon, nac_source or "nac_params"),
         engine=engine,
         temperatures_K=[row["temperature_K"] for row in a.thermal],
         thermal={temperature_key(row["temperature_K"]): ThermalProperties(**row) for row in a.thermal},
@@ -277,6 +282,7 @@ def engine_phonons(
             phonon, structure, info, settings, material_id=mid, fc_method=method,
             displacement=settings["displacement"], enthalpy_per_atom=enthalpy_per_atom,
             store_force_constants=store_force_constants, store_phonopy_yaml=store_phonopy_yaml,
+            nac_source=(nac_params or {}).get("source"),
         )
     except PhononFlowsError as exc:
         return failed_phonon_doc(structure, info, [str(exc.with_material(mid, "phonon"))], settings, mid, smat,
@@ -390,6 +396,7 @@ def phonons_from_forces(
             phonon, structure, info, settings, material_id=mid, fc_method=method,
             displacement=settings["displacement"], enthalpy_per_atom=enthalpy_per_atom,
             store_force_constants=store_force_constants, store_phonopy_yaml=store_phonopy_yaml,
+            nac_source=(nac_params or {}).get("source"),
         )
     except PhononFlowsError as exc:
         return failed_phonon_doc(structure, info, [str(exc.with_material(mid, "phonon"))], settings, mid, smat,
@@ -427,6 +434,7 @@ def import_phonopy_doc(
         imp.phonon, structure, engine, settings, material_id=mid, fc_method=imp.fc_method,
         displacement=settings["displacement"], enthalpy_per_atom=enthalpy_per_atom,
         store_force_constants=store_force_constants, store_phonopy_yaml=store_phonopy_yaml,
+        nac_source=imp.nac_source,
     )
 
 
