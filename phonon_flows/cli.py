@@ -9,16 +9,19 @@ from __future__ import annotations
 import functools
 import os
 import sys
+from pathlib import Path
 
 import typer
 from rich.markup import escape
 
 from phonon_flows import __version__
+from phonon_flows.core.phonondb import is_phonondb_entry, list_phonondb_entries
 from phonon_flows.demo import demo_campaign_maker, demo_structures
 from phonon_flows.errors import InputError
 from phonon_flows.fireworks import category_counts, get_launchpad
 from phonon_flows.fireworks import submit as fw_submit
 from phonon_flows.flows import ScreeningMaker, TrainingCampaignMaker
+from phonon_flows.makers.phonondb import import_phonondb_entries
 from phonon_flows.makers.phonons import import_phonopy_doc, phonon_settings, store_phonon_doc
 from phonon_flows.report.campaign import load_benchmark, write_campaign_report
 from phonon_flows.report.figures import render_paper_metrics
@@ -107,7 +110,8 @@ def import_summary(doc) -> dict:
 @friendly
 def import_(
     directory: str = typer.Argument(
-        ..., help="phonopy folder: phonopy_params.yaml, or phonopy_disp.yaml + FORCE_SETS (BORN when present)"
+        ..., help="phonopy folder: phonopy_params.yaml, or phonopy_disp.yaml + FORCE_SETS (BORN when present); "
+        "a phonondb entry (.tar.lzma or unpacked folder: a DFT reference); or a folder of phonondb entries"
     ),
     as_json: bool = typer.Option(False, "--json", help="Print only the JSON summary on stdout"),
     temperatures: str = typer.Option("300,1000", help="Temperatures in K, comma-separated"),
@@ -120,11 +124,22 @@ def import_(
     mongo_uri: str = typer.Option(None, help="MongoDB URI (documents in MongoDB, large data in GridFS)"),
     no_store: bool = typer.Option(False, "--no-store", help="Do not store the document, only print it"),
 ) -> None:
-    """Import a phonopy calculation folder as a reference PhononDoc and print its summary."""
+    """Import a phonopy calculation folder as a reference PhononDoc and print its summary.
+
+    A folder of phonondb entries imports entry by entry with a progress bar: a bad entry is
+    named and skipped, and a rerun reuses the entries the store already holds (exit code 2 when
+    some failed)."""
     import contextlib
     import json
 
     temps = _parse_temperatures(temperatures)
+    if Path(directory).is_dir() and not is_phonondb_entry(directory) and list_phonondb_entries(directory):
+        settings = phonon_settings(
+            temperatures=temps, mesh_length=mesh_length, cutoff_frequency=cutoff, stability_tolerance=tolerance
+        )
+        _import_phonondb_folder(directory, settings, as_json, None if no_store else get_store(
+            mongo_uri=mongo_uri, store_dir=store_dir))
+        return
     with contextlib.redirect_stdout(sys.stderr):  # nothing but the summary on stdout
         settings = phonon_settings(
             temperatures=temps, mesh_length=mesh_length, cutoff_frequency=cutoff, stability_tolerance=tolerance
@@ -169,6 +184,26 @@ def import_(
         console.print(f"[yellow]warning:[/yellow] {escape(str(err))}")
     if uuid:
         console.print(f"stored as job {uuid}")
+
+
+def _import_phonondb_folder(directory: str, settings: dict, as_json: bool, store) -> None:
+    """``phonon-flows import FOLDER`` on a folder of phonondb entries."""
+    import json
+
+    def summary(doc):
+        return {"material_id": doc.material_id, **import_summary(doc)}
+
+    res = import_phonondb_entries(list_phonondb_entries(directory), settings, store=store, summarize=summary)
+    if as_json:
+        typer.echo(json.dumps({"imported": res.imported, "reused": res.reused,
+                               "failed": [{"material_id": e.material_id, "reason": e.reason} for e in res.failed]}))
+    else:
+        typer.echo(f"{len(res.imported)} imported, {len(res.reused)} already in the store, {len(res.failed)} failed "
+                   "(DFT: VASP PBEsol, phonondb 2018-04-17; A. Togo, phonondb (Kyoto University), CC-BY-4.0)")
+        for err in res.failed:
+            typer.echo(f"failed: {err.material_id}: {err.reason}", err=True)
+    if res.failed:
+        raise typer.Exit(EXIT_MATERIALS_FAILED)
 
 
 # --- campaigns: demo, run, submit, status, query, report -------------------------------------

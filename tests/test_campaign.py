@@ -148,7 +148,8 @@ def test_screening_flow():
     assert doc.campaign_type == "screening" and doc.screen_material_ids == ["Cu-fcc"]
     assert [e.material_id for e in doc.input_failures] == ["Au-fcc"]  # the model knows no Au
     stages = sorted(j.metadata["phonon_flows"]["stage"] for j in flow.jobs)
-    assert stages == ["campaign", "phonon-mlip", "relax"]
+    assert stages == ["campaign", "phonon-batch", "relax"]  # the batched phonon path is the default
+    assert sorted(j.stage for j in doc.jobs) == ["campaign", "phonon-batch", "phonon-mlip", "relax"]
     for j in flow.jobs[1:]:
         assert j.config.manager_config["_category"] == "gpu"
         assert j.config.expose_store  # the model is fetched from the job's store

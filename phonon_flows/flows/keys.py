@@ -23,7 +23,8 @@ JOB_UUID_NAMESPACE = _uuidlib.UUID("7a0f1c52-3b1e-4d0a-9a57-4f8f3f0c6e21")
 
 #: the stages of a campaign, in flow order (job metadata ``phonon_flows.stage``)
 CAMPAIGN_STAGES = (
-    "campaign", "relax", "perturb", "label", "training-set", "train", "phonon-reference", "phonon-mlip", "benchmark",
+    "campaign", "relax", "perturb", "label", "training-set", "train", "phonon-reference", "phonon-mlip", "phonon-batch",
+    "benchmark",
 )
 
 

@@ -8,19 +8,22 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from jobflow import Flow, Maker
+import numpy as np
+from jobflow import Flow, Maker, OnMissing
 from jobflow.core.reference import OutputReference
 
 from phonon_flows.core.structures import MIN_DISTANCE, structure_hash
 from phonon_flows.errors import InputError, PhononFlowsError
 from phonon_flows.flows.builder import CampaignBuilder, finish_campaign
 from phonon_flows.flows.inputs import StructureInput, prepare_campaign_inputs
-from phonon_flows.flows.keys import settings_hash, settings_payload
+from phonon_flows.flows.keys import job_key, key_uuid, settings_hash, settings_payload
 from phonon_flows.flows.phonons import supercell_for, with_model
+from phonon_flows.makers.batched_phonons import BatchedPhononMaker
 from phonon_flows.makers.phonons import PhononMaker
 from phonon_flows.makers.reference import ReferenceRelaxMaker
-from phonon_flows.schemas.campaign import CampaignMaterial
+from phonon_flows.schemas.campaign import CampaignJob, CampaignMaterial
 from phonon_flows.schemas.common import MaterialError
+from phonon_flows.store import campaign_metadata
 
 
 def _model_spec(model: Any) -> tuple[Any, list[str] | None]:
@@ -76,6 +79,18 @@ class ScreeningMaker(Maker):
         ``relax_cell``...). The model is trained on forces: a cell relaxation trusts its stress.
     phonon_maker, engine_kwargs
         The PhononMaker template (settings) and extra MACE engine arguments (``device``, ...).
+    total_dos
+        Total DOS in the PhononDocs (default False: a screening needs the thermal properties,
+        stability and bands; the DOS costs time nobody asked for). Ignored when ``phonon_maker``
+        is given (its own ``total_dos`` counts).
+    batch_size
+        Materials per phonon job (default 32): each job loads the model once, computes the
+        displaced supercells of its materials in shared batches and writes one PhononDoc per
+        material to the store (queries and ``status`` see each material; a failed material is a
+        failed PhononDoc naming it, the others finish). 0: one PhononMaker job per material.
+    postprocess_workers
+        Processes running phonopy's work beside the model in each batched job (0: none; see
+        :func:`phonon_flows.makers.batched_phonons.phonons_for_many`).
     """
 
     name: str = "screening"
@@ -89,17 +104,26 @@ class ScreeningMaker(Maker):
     min_atoms: int = 100
     max_atoms: int = 200
     min_distance: float = MIN_DISTANCE
+    total_dos: bool = False
+    batch_size: int = 32
+    postprocess_workers: int = 0
 
     def make(
         self,
         structures: Sequence[StructureInput] | Mapping[str, StructureInput],
         material_ids: Sequence[str] | None = None,
         model: Any = None,
+        supercell_matrices: Mapping[str, Any] | None = None,
     ) -> Flow:
-        """The screening Flow; its output is the list of PhononDocs (one per valid material).
+        """The screening Flow. Its output is the list of PhononDocs (one per valid material) with
+        ``batch_size=0``, else the list of the batched jobs' PhononBatchDocs (the PhononDocs are
+        documents of their own in the store, one per material).
 
         The steps: resolve the model (and the elements it knows); check the inputs; per material:
-        the phonon supercell, relax with the model, phonons with the model; the campaign record.
+        the phonon supercell, relax with the model, phonons with the model (per pack of
+        ``batch_size`` materials); the campaign record. ``supercell_matrices``: material id ->
+        supercell matrix for the materials whose supercell is given (e.g. a reference's); the
+        others get one in the maker's atom window.
         """
         sha, elements = self._model(model)
         model_key = sha if isinstance(sha, str) else f"ref:{sha.uuid}"
@@ -112,20 +136,33 @@ class ScreeningMaker(Maker):
         smats: dict[str, list[list[int]]] = {}
         docs: list = []
         kept = []
+        pack: list[tuple] = []
         for mid, s in materials:
             try:
-                smats[mid] = supercell_for(s, makers.phonons, mid)
+                given = (supercell_matrices or {}).get(mid)
+                smats[mid] = (supercell_for(s, makers.phonons, mid) if given is None
+                              else np.asarray(given).astype(int).reshape(3, 3).tolist() if np.size(given) == 9
+                              else np.diag(np.asarray(given).astype(int)).tolist())
             except PhononFlowsError as err:
                 failed.append(MaterialError(material_id=mid, stage="input", reason=err.reason))
                 continue
             kept.append((mid, s))
-            docs.append(self._add_material(b, makers, mid, s, hashes[mid], smats[mid], model_key))
+            if self.batch_size and self.batch_size > 0:
+                pack.append(self._add_relax(b, makers, mid, s, hashes[mid], model_key))
+                if len(pack) == self.batch_size:
+                    docs.append(self._add_pack(b, makers, pack, hashes, smats, model_key))
+                    pack = []
+            else:
+                docs.append(self._add_material(b, makers, mid, s, hashes[mid], smats[mid], model_key))
+        if pack:
+            docs.append(self._add_pack(b, makers, pack, hashes, smats, model_key))
 
         settings = {
             "model_sha256": model_key,
             "relax": settings_payload(makers.relax_settings),
             "phonons": makers.phonon_settings.settings(),
             "engine_kwargs": dict(self.engine_kwargs),
+            "batch_size": int(self.batch_size or 0),
         }
         return finish_campaign(
             b, "screening", settings, docs,
@@ -162,7 +199,8 @@ class ScreeningMaker(Maker):
     def _stage_makers(self, sha: Any) -> _ScreeningMakers:
         """The relax and phonon makers with the model, and their settings without it (hashed
         into the job keys with the model's key)."""
-        base = self.phonon_maker or PhononMaker(min_atoms=self.min_atoms, max_atoms=self.max_atoms)
+        base = self.phonon_maker or PhononMaker(min_atoms=self.min_atoms, max_atoms=self.max_atoms,
+                                                total_dos=self.total_dos)
         phonon_maker = dataclasses.replace(with_model(base, sha), name="phonons")
         phonon_maker.engine_kwargs.update(self.engine_kwargs)
         settings_maker = dataclasses.replace(base, engine="mace", engine_kwargs=dict(self.engine_kwargs), force_maker=None)
@@ -176,15 +214,49 @@ class ScreeningMaker(Maker):
         return _ScreeningMakers(phonon_maker, settings_maker, relax_maker, relax_settings)
 
     @staticmethod
+    def _add_relax(b, makers, mid, s, material_hash, model_key) -> tuple[str, Any, Any, str]:
+        """Relax one material with the model when the screening relaxes: (material id, input
+        structure, structure to compute -- a reference when relaxed --, relax key or "none")."""
+        if makers.relax is None:
+            return mid, s, s, "none"
+        r = makers.relax.make(s, material_id=mid)
+        r.config.expose_store = True  # the model is fetched from the job's store
+        _, rkey = b.add(r, "relax", mid, material_hash, settings_hash(makers.relax_settings, model_key), "gpu",
+                        "screen", name=f"relax mace {mid}")
+        return mid, s, r.output.structure, rkey
+
+    def _add_pack(self, b, makers, pack, hashes, smats, model_key) -> Any:
+        """One batched phonon job for a pack of materials; each material's PhononDoc gets the
+        uuid, key and metadata its own phonon job would have (stage ``phonon-mlip``), and is a
+        job of the campaign record, so ``status`` and the queries see it."""
+        uuids, metadata, names = [], [], []
+        for mid, _s, _structure, rkey in pack:
+            key = job_key(b.campaign, hashes[mid], "phonon-mlip",
+                          settings_hash(makers.phonon_settings, rkey, smats[mid], model_key))
+            uuids.append(key_uuid(key))
+            metadata.append(campaign_metadata(b.campaign, mid, "phonon-mlip", key=key, split="screen"))
+            names.append(f"phonons mace {mid}")
+        batch_maker = BatchedPhononMaker(
+            **{f.name: getattr(makers.phonons, f.name) for f in dataclasses.fields(PhononMaker)},
+            postprocess_workers=self.postprocess_workers,
+        )
+        relaxed = makers.relax is not None
+        j = batch_maker.make_documents(
+            [p[2] for p in pack], [p[0] for p in pack], uuids, metadata, [smats[p[0]] for p in pack], names,
+            input_structures=[p[1] for p in pack] if relaxed else None,
+        )
+        if relaxed:  # a failed relaxation is a failed PhononDoc of that material, not a lost pack
+            j.config.on_missing_references = OnMissing.NONE
+        _, _key = b.add(j, "phonon-batch", None, None, settings_hash(makers.phonon_settings, model_key, uuids), "gpu",
+                        "screen", name=f"phonons mace {pack[0][0]} .. {pack[-1][0]} ({len(pack)} materials)")
+        for u, (mid, *_rest), name in zip(uuids, pack, names, strict=True):
+            b.records.append(CampaignJob(uuid=u, name=name, stage="phonon-mlip", material_id=mid, category="gpu"))
+        return j.output
+
+    @staticmethod
     def _add_material(b, makers, mid, s, material_hash, smat, model_key) -> Any:
         """Relax (optionally) and phonons of one material with the model; the PhononDoc reference."""
-        structure, rkey = s, "none"
-        if makers.relax is not None:
-            r = makers.relax.make(s, material_id=mid)
-            r.config.expose_store = True  # the model is fetched from the job's store
-            _, rkey = b.add(r, "relax", mid, material_hash, settings_hash(makers.relax_settings, model_key), "gpu",
-                            "screen", name=f"relax mace {mid}")
-            structure = r.output.structure
+        mid, _s, structure, rkey = ScreeningMaker._add_relax(b, makers, mid, s, material_hash, model_key)
         ph = makers.phonons.make(structure, material_id=mid, supercell_matrix=smat)
         b.add(ph, "phonon-mlip", mid, material_hash, settings_hash(makers.phonon_settings, rkey, smat, model_key),
               "gpu", "screen", name=f"phonons mace {mid}")

@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from jobflow import job
+from jobflow import CURRENT_JOB, job
+from monty.json import jsanitize
 from pymatgen.core import Structure
 
 from phonon_flows.core import phonons as ph_core
@@ -37,6 +39,8 @@ from phonon_flows.makers.phonons import (
     phonon_settings,
     with_job_store,
 )
+from phonon_flows.schemas.batch import PhononBatchDoc, PhononBatchTimings
+from phonon_flows.schemas.common import MaterialError
 from phonon_flows.schemas.phonon import PHONON_DATA_FIELDS, PhononDoc
 
 logger = logging.getLogger(__name__)
@@ -51,6 +55,7 @@ def phonons_for_many(
     store_force_constants: bool = True,
     store_phonopy_yaml: bool = True,
     postprocess_workers: int = 0,
+    timings: dict[str, float] | None = None,
 ) -> list[PhononDoc]:
     """PhononDocs of several materials with one loaded :class:`~phonon_flows.engines.base.ForceEngine`.
 
@@ -62,6 +67,9 @@ def phonons_for_many(
     the engine, so the model is never idle waiting for phonopy and phonopy's (mostly
     single-threaded) work spreads over the CPU cores. On CPU the engine then keeps
     ``cpus - N`` torch threads. Same numbers either way.
+
+    ``timings``: when given, ``prepare_s`` and ``finish_s`` (phonopy's work before and after the
+    forces, serial path only) are added to it.
     """
     settings = settings or phonon_settings()
     structures = [as_pymatgen_structure(s) for s in structures]
@@ -81,20 +89,25 @@ def phonons_for_many(
                                       store_phonopy_yaml, int(postprocess_workers))
 
     info = engine.info
+    timings = timings if timings is not None else {}
     docs: list[PhononDoc | None] = [None] * n
     prepared: dict[int, tuple] = {}
+    t0 = time.perf_counter()
     for i, (s, smat, mid) in enumerate(zip(structures, smats, ids, strict=True)):
         try:
             prepared[i] = ph_core.prepare_displacements(s, smat, settings, mid, None)
         except PhononFlowsError as exc:
             docs[i] = failed_phonon_doc(s, info, [str(exc.with_material(mid, "phonon"))], settings, mid, smat)
 
+    timings["prepare_s"] = timings.get("prepare_s", 0.0) + time.perf_counter() - t0
     order = sorted(prepared)
     results = compute_grouped(engine, [prepared[i][2] for i in order], [ids[i] for i in order])
+    t0 = time.perf_counter()
     for i, res in zip(order, results, strict=True):
-        phonon, smat, _supercells = prepared[i]
+        phonon, smat, _supercells = prepared.pop(i)  # let each material's phonopy objects go once done
         docs[i] = _finish(phonon, smat, res, structures[i], info, settings, ids[i], store_force_constants,
                           store_phonopy_yaml)
+    timings["finish_s"] = timings.get("finish_s", 0.0) + time.perf_counter() - t0
     return docs  # type: ignore[return-value]
 
 
@@ -245,6 +258,161 @@ def batched_engine_phonons(
     return phonons_for_many(structures, eng, settings, supercell_matrices, ids, store_force_constants,
                             store_phonopy_yaml, postprocess_workers)
 
+class TimedEngine:
+    """A force engine that adds the wall time of its ``compute`` calls to ``seconds`` (and counts
+    the structures and atoms); everything else is the wrapped engine's."""
+
+    def __init__(self, engine: Any):
+        self.engine = engine
+        self.seconds = 0.0
+        self.n_structures = 0
+        self.n_atoms = 0
+
+    def compute(self, structures, *args: Any, **kwargs: Any):
+        t0 = time.perf_counter()
+        try:
+            return self.engine.compute(structures, *args, **kwargs)
+        finally:
+            self.seconds += time.perf_counter() - t0
+            self.n_structures += len(structures)
+            self.n_atoms += sum(len(a) for a in structures)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.engine, name)
+
+
+def _stored_ok(store: Any, uuids: Sequence[str]) -> set[str]:
+    """The uuids among ``uuids`` whose PhononDoc is in ``store`` and does not say it failed."""
+    if store is None or not uuids:
+        return set()
+    found = store.docs_store.query({"uuid": {"$in": list(uuids)}, "output.failed": {"$ne": True}},
+                                   properties=["uuid", "output.material_id"])
+    return {d["uuid"] for d in found if d.get("output")}
+
+
+def write_phonon_docs(store: Any, docs: Sequence[PhononDoc], uuids: Sequence[str], metadata: Sequence[dict],
+                      names: Sequence[str], hosts: Sequence[str] = ()) -> None:
+    """Write PhononDocs to ``store`` (a JobStore) in ONE update: each as a document of the output
+    collection of its own (``uuid``, index 1, the job metadata given), its large fields routed to
+    the ``data`` store as jobflow routes a PhononMaker job's output."""
+    from datetime import datetime
+
+    now = datetime.now().isoformat()
+    records = [
+        {"uuid": u, "index": 1, "output": jsanitize(d, strict=True, enum_values=True, allow_bson=True),
+         "completed_at": now, "metadata": m, "hosts": list(hosts), "name": name}
+        for d, u, m, name in zip(docs, uuids, metadata, names, strict=True)
+    ]
+    if records:
+        save = {"data": list(PHONON_DATA_FIELDS)} if "data" in store.additional_stores else {}
+        store.update(records, key=["uuid", "index"], save=save)
+
+
+@job
+def batched_phonon_documents(
+    structures: list[Structure | None],
+    material_ids: list[str],
+    doc_uuids: list[str],
+    doc_metadata: list[dict],
+    engine: str,
+    engine_kwargs: dict | None = None,
+    settings: dict | None = None,
+    supercell_matrices: list | None = None,
+    store_force_constants: bool = True,
+    store_phonopy_yaml: bool = True,
+    postprocess_workers: int = 0,
+    chunk_materials: int = 8,
+    doc_names: list[str] | None = None,
+    input_structures: list[Structure] | None = None,
+) -> PhononBatchDoc:
+    """Job: phonons of a pack of materials with ONE model load; each material's PhononDoc is
+    written to the job's store as a document of its own (uuid ``doc_uuids[i]``, metadata
+    ``doc_metadata[i]``), so that queries see one PhononDoc per material.
+
+    Materials whose PhononDoc is already stored and not failed are not recomputed (a rerun of
+    the job finishes only what is missing or failed). A material that fails (bad structure, an
+    element the model does not know, NaN forces, no structure because its relaxation failed)
+    gets a failed PhononDoc naming it and the reason; the others carry on. The documents are
+    written every ``chunk_materials`` materials (one store update each), so a job killed half
+    way keeps what it computed. ``input_structures``: the unrelaxed inputs, used for the failed
+    document of a material whose ``structures`` entry is None.
+    """
+    t_start = time.perf_counter()
+    settings = settings or phonon_settings()
+    n = len(material_ids)
+    if not (len(structures) == len(doc_uuids) == len(doc_metadata) == n):
+        raise InputError(f"a pack of {n} materials needs as many structures, uuids and metadata")
+    names = list(doc_names) if doc_names is not None else [f"phonons {engine} {m}" for m in material_ids]
+    smats = list(supercell_matrices) if supercell_matrices is not None else [None] * n
+    store = getattr(CURRENT_JOB, "store", None)
+    if store is None:
+        raise PhononFlowsError("batched_phonon_documents writes to the job's store: run it with expose_store=True")
+    hosts = list(getattr(getattr(CURRENT_JOB, "job", None), "hosts", None) or [])
+    timings = PhononBatchTimings()
+    done_before = _stored_ok(store, doc_uuids)
+    todo = [i for i in range(n) if doc_uuids[i] not in done_before]
+    failures: dict[int, str] = {}
+
+    def failed_doc(i: int, reason: str) -> PhononDoc:
+        failures[i] = reason
+        s = structures[i] if structures[i] is not None else (input_structures[i] if input_structures else None)
+        return failed_phonon_doc(s, info, [reason], settings, material_ids[i], smats[i])
+
+    kwargs = with_job_store(engine, dict(engine_kwargs or {}))
+    info = guess_engine_info(engine, kwargs)
+    eng: TimedEngine | None = None
+    t0 = time.perf_counter()
+    if todo:
+        try:
+            eng = TimedEngine(engines.get_engine(engine, **kwargs))
+            info = eng.info
+        except Exception as exc:  # noqa: BLE001 - no engine: every material of the pack fails, saying why
+            eng = None
+            engine_error = f"cannot build force engine {engine!r}: {type(exc).__name__}: {exc}"
+    timings.model_load_s = time.perf_counter() - t0
+
+    step = max(1, int(chunk_materials))
+    for start in range(0, len(todo), step):
+        chunk = todo[start:start + step]
+        docs: dict[int, PhononDoc] = {}
+        runnable = []
+        for i in chunk:
+            if eng is None:
+                docs[i] = failed_doc(i, f"{material_ids[i]}: phonon: {engine_error}")
+            elif structures[i] is None:
+                docs[i] = failed_doc(i, f"{material_ids[i]}: phonon: no structure to compute (the job that "
+                                        "makes it, e.g. its relaxation, failed)")
+            else:
+                runnable.append(i)
+        if runnable:
+            steps: dict[str, float] = {}
+            out = phonons_for_many([structures[i] for i in runnable], eng, settings, [smats[i] for i in runnable],
+                                   [material_ids[i] for i in runnable], store_force_constants, store_phonopy_yaml,
+                                   postprocess_workers, timings=steps)
+            timings.prepare_s += steps.get("prepare_s", 0.0)
+            timings.finish_s += steps.get("finish_s", 0.0)
+            for i, doc in zip(runnable, out, strict=True):
+                docs[i] = doc
+                if doc.failed:
+                    failures[i] = "; ".join(doc.errors) or "failed"
+        t0 = time.perf_counter()
+        write_phonon_docs(store, [docs[i] for i in chunk], [doc_uuids[i] for i in chunk],
+                          [doc_metadata[i] for i in chunk], [names[i] for i in chunk], hosts)
+        timings.store_write_s += time.perf_counter() - t0
+        logger.info("phonons: %d/%d materials of the pack done (%d failed)", start + len(chunk), len(todo),
+                    len(failures))
+
+    timings.forces_s = eng.seconds if eng is not None else 0.0
+    timings.total_s = time.perf_counter() - t_start
+    failed = [MaterialError(material_id=material_ids[i], stage="phonon", reason=failures[i]) for i in sorted(failures)]
+    return PhononBatchDoc(
+        material_ids=list(material_ids), doc_uuids=list(doc_uuids), n_computed=len(todo) - len(failed),
+        n_reused=len(done_before), n_failed=len(failed), failed_materials=failed, failed=bool(failed),
+        error=(f"{len(failed)} of {n} materials failed: " + ", ".join(e.material_id for e in failed)) if failed else None,
+        n_supercells=eng.n_structures if eng is not None else 0, n_atoms=eng.n_atoms if eng is not None else 0,
+        timings=timings,
+    )
+
 
 @dataclass
 class BatchedPhononMaker(PhononMaker):
@@ -280,5 +448,39 @@ class BatchedPhononMaker(PhononMaker):
             self.postprocess_workers,
         )
         j.name = f"{self.name} {self.engine} ({len(structures)} materials)"
+        j.config.expose_store = True
+        return set_category(j, engine_category(self.engine))
+
+    def make_documents(
+        self,
+        structures: Sequence[Any],
+        material_ids: Sequence[str],
+        doc_uuids: Sequence[str],
+        doc_metadata: Sequence[dict],
+        supercell_matrices: Sequence[Any] | None = None,
+        doc_names: Sequence[str] | None = None,
+        input_structures: Sequence[Structure] | None = None,
+        chunk_materials: int = 8,
+    ):
+        """The job that computes a pack of materials and writes one PhononDoc per material to
+        the job store (see :func:`batched_phonon_documents`); its output is a PhononBatchDoc.
+        ``structures`` may hold references to other jobs' structures (e.g. relaxations)."""
+        if self.force_maker is not None:
+            raise InputError("BatchedPhononMaker runs a force engine; use PhononMaker with a force_maker instead")
+        n = len(structures)
+        for name, seq in (("material ids", material_ids), ("doc uuids", doc_uuids), ("doc metadata", doc_metadata),
+                          ("supercell matrices", supercell_matrices), ("doc names", doc_names),
+                          ("input structures", input_structures)):
+            if seq is not None and len(seq) != n:
+                raise InputError(f"{n} structures but {len(seq)} {name}")
+        smats = None if supercell_matrices is None else [
+            None if m is None else np.asarray(m).astype(int).tolist() for m in supercell_matrices]
+        j = batched_phonon_documents(
+            list(structures), list(material_ids), list(doc_uuids), [dict(m) for m in doc_metadata], self.engine,
+            dict(self.engine_kwargs), self.settings(), smats, self.store_force_constants, self.store_phonopy_yaml,
+            self.postprocess_workers, chunk_materials, None if doc_names is None else list(doc_names),
+            None if input_structures is None else list(input_structures),
+        )
+        j.name = f"{self.name} {self.engine} ({n} materials)"
         j.config.expose_store = True
         return set_category(j, engine_category(self.engine))

@@ -30,6 +30,7 @@ from jobflow import CURRENT_JOB, Flow, Maker, OnMissing, Response, job
 from pymatgen.core import Structure
 
 from phonon_flows.core import phonons as ph_core
+from phonon_flows.core import phonondb as pdb
 from phonon_flows.core.phonopy_io import load_phonopy_folder
 from phonon_flows.core.polymorphs import temperature_key
 from phonon_flows.core.structures import as_pymatgen_structure, material_name, structure_hash
@@ -62,9 +63,15 @@ def phonon_settings(
     symprec: float = ph_core.DEFAULT_SYMPREC,
     min_atoms: int = 100,
     max_atoms: int = 200,
+    total_dos: bool = True,
 ) -> dict[str, Any]:
-    """The settings of a phonon calculation as a plain (JSON) dict, the recipe's by default."""
-    return {
+    """The settings of a phonon calculation as a plain (JSON) dict, the recipe's by default.
+
+    ``total_dos=False`` leaves the total DOS out of the document (a screening that does not ask
+    for it saves the time); the key is only written then, so the settings of a calculation with
+    the DOS (and their hashes) are those of before the option existed."""
+    extra = {} if total_dos else {"total_dos": False}
+    return {**extra,
         "displacement": float(displacement),
         "fc_method": fc_method,
         "random_displacements": random_displacements,
@@ -159,6 +166,7 @@ def phonon_doc_from_phonopy(
         stability_tolerance=settings["stability_tolerance"],
         band_npoints=settings["band_npoints"],
         symprec=settings["symprec"],
+        with_dos=bool(settings.get("total_dos", True)),
         material_id=material_id,
     )
     all_errors = list(errors) + a.errors
@@ -413,8 +421,13 @@ def import_phonopy_doc(
     store_force_constants: bool = True,
     store_phonopy_yaml: bool = True,
 ) -> PhononDoc:
-    """PhononDoc of a phonopy calculation folder (raises :class:`InputError` naming the folder)."""
+    """PhononDoc of a phonopy calculation folder, or of a phonondb entry (its ``.tar.lzma`` or
+    unpacked folder: a DFT reference, see :func:`phonondb_phonon_doc`). Raises
+    :class:`InputError` naming the folder."""
     settings = dict(settings or phonon_settings())
+    if pdb.is_phonondb_entry(directory):
+        return phonondb_phonon_doc(directory, settings, material_id, enthalpy_per_atom,
+                                   store_force_constants=store_force_constants, store_phonopy_yaml=store_phonopy_yaml)
     imp = load_phonopy_folder(
         directory, primitive_matrix=primitive_matrix, fc_method=fc_method, symprec=settings["symprec"]
     )
@@ -435,6 +448,48 @@ def import_phonopy_doc(
         displacement=settings["displacement"], enthalpy_per_atom=enthalpy_per_atom,
         store_force_constants=store_force_constants, store_phonopy_yaml=store_phonopy_yaml,
         nac_source=imp.nac_source,
+    )
+
+
+def phonondb_engine_info(entry: pdb.PhonondbEntry, imp=None, kind_of_labels: str = "finite-displacement") -> EngineInfo:
+    """The EngineInfo of numbers from a phonondb entry: DFT (VASP, PBEsol), phonondb 2018-04-17,
+    the entry's mp id, its license and the credit it asks for."""
+    settings = {
+        "label": f"DFT ({pdb.PHONONDB_XC}, {pdb.PHONONDB_NAME})",
+        "code": pdb.PHONONDB_CODE, "xc": pdb.PHONONDB_XC, "database": pdb.PHONONDB_NAME,
+        "database_version": pdb.PHONONDB_VERSION, "mp_id": entry.mp_id, "entry": entry.name,
+        "license": pdb.PHONONDB_LICENSE, "attribution": pdb.PHONONDB_ATTRIBUTION, "files": list(entry.files),
+        "labels": kind_of_labels,
+    }
+    if imp is not None:
+        settings.update({"calculator": imp.calculator, "dataset_type": imp.dataset_type,
+                         "n_displacements": imp.n_displacements, "nac": imp.has_nac})
+    return EngineInfo(name=pdb.PHONONDB_NAME, kind="dft", version=pdb.PHONONDB_VERSION, settings=settings,
+                      provenance=entry.provenance)
+
+
+def phonondb_phonon_doc(
+    path: str | Path,
+    settings: dict | None = None,
+    material_id: str | None = None,
+    enthalpy_per_atom: float | None = None,
+    use_born: bool = True,
+    store_force_constants: bool = True,
+    store_phonopy_yaml: bool = True,
+) -> PhononDoc:
+    """The DFT reference PhononDoc of a phonondb entry (``.tar.lzma`` or unpacked folder):
+    engine kind ``dft`` (VASP, PBEsol), provenance phonondb 2018-04-17 + mp id + license.
+    ``material_id`` defaults to the entry's mp id. Raises :class:`InputError` naming the entry."""
+    settings = dict(settings or phonon_settings())
+    imp, entry = pdb.load_phonondb_entry(path, use_born=use_born, symprec=settings["symprec"])
+    structure = ph_core.to_structure(imp.phonon.unitcell)
+    settings["fc_method"] = imp.fc_method
+    settings["displacement"] = round(imp.displacement_distance, 6)
+    mid = material_id or entry.mp_id or entry.name
+    return phonon_doc_from_phonopy(
+        imp.phonon, structure, phonondb_engine_info(entry, imp), settings, material_id=mid,
+        fc_method=imp.fc_method, displacement=settings["displacement"], enthalpy_per_atom=enthalpy_per_atom,
+        store_force_constants=store_force_constants, store_phonopy_yaml=store_phonopy_yaml,
     )
 
 
@@ -499,6 +554,9 @@ class PhononMaker(Maker):
         300/1000 K, l = 75 Å, 0.1 THz, -0.5 THz, 101 points on the longest band segment.
     min_atoms, max_atoms
         Supercell window when no supercell matrix is given (``choose_supercell_matrix``).
+    total_dos
+        Compute the total DOS into the document (default True; a screening leaves it out unless
+        asked, to save the time).
     engine_enthalpy
         Record the engine's energy per atom of the unit cell as ``enthalpy_per_atom_eV`` (None:
         yes for reference engines, no for MLIPs trained on forces only).
@@ -523,6 +581,7 @@ class PhononMaker(Maker):
     engine_enthalpy: bool | None = None
     store_force_constants: bool = True
     store_phonopy_yaml: bool = True
+    total_dos: bool = True
 
     def settings(self) -> dict[str, Any]:
         if self.fc_method not in (None, *ph_core.FC_METHODS):
@@ -532,6 +591,7 @@ class PhononMaker(Maker):
             random_seed=self.random_seed, temperatures=self.temperatures, mesh_length=self.mesh_length,
             cutoff_frequency=self.cutoff_frequency, stability_tolerance=self.stability_tolerance,
             band_npoints=self.band_npoints, symprec=self.symprec, min_atoms=self.min_atoms, max_atoms=self.max_atoms,
+            total_dos=self.total_dos,
         )
 
     def make(

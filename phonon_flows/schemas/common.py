@@ -37,6 +37,8 @@ class EngineInfo(BaseModel):
         """Human-readable name used in tables and plots."""
         if self.kind == "reference":
             return f"{self.name} (reference potential, NOT DFT)"
+        if self.kind == "dft" and self.settings.get("label"):  # e.g. "DFT (PBEsol, phonondb)"
+            return str(self.settings["label"])
         if self.kind == "mlip" and self.model_sha256:
             return f"{self.name} [{self.model_sha256[:10]}]"
         return self.name
