@@ -490,6 +490,7 @@ def phonondb_phonon_doc(
         imp.phonon, structure, phonondb_engine_info(entry, imp), settings, material_id=mid,
         fc_method=imp.fc_method, displacement=settings["displacement"], enthalpy_per_atom=enthalpy_per_atom,
         store_force_constants=store_force_constants, store_phonopy_yaml=store_phonopy_yaml,
+        nac_source=imp.nac_source,
     )
 
 
