@@ -110,9 +110,13 @@ class TrainingCampaignMaker(Maker):
         if not self.relax:
             return None
         if self.engine_name == "vasp":
-            from phonon_flows.makers.vasp import VaspRelaxMaker as cls  # atomate2's VASP: heavy, optional
+            from phonon_flows.makers.vasp import VaspRelaxMaker, relax_options  # atomate2's VASP: heavy
 
-            kwargs = {}
+            # the input-set options of engine_kwargs reach the relaxations too; relax_kwargs update them
+            try:
+                return VaspRelaxMaker.with_settings(**relax_options(self.engine_kwargs, self.relax_kwargs))
+            except TypeError as exc:
+                raise InputError(f"relax_kwargs for VASP: {exc}", stage="relax") from None
         else:
             cls, kwargs = ReferenceRelaxMaker, {"engine": self.engine_name, "engine_kwargs": dict(self.engine_kwargs)}
         unknown = sorted(set(self.relax_kwargs) - set(cls.__dataclass_fields__))
@@ -124,7 +128,8 @@ class TrainingCampaignMaker(Maker):
         if self.engine_name == "vasp":
             from phonon_flows.makers.vasp import VaspForceMaker  # atomate2's VASP: heavy, optional
 
-            return VaspForceMaker()
+            # user_incar_settings & co, run_vasp_kwargs, or static_maker=: an unknown option is an InputError
+            return VaspForceMaker.with_settings(**self.engine_kwargs)
         return ReferenceForceMaker(engine=self.engine_name, engine_kwargs=dict(self.engine_kwargs))
 
     def perturbation_maker(self) -> PerturbationMaker:
