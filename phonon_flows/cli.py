@@ -34,7 +34,8 @@ from phonon_flows.makers.phonondb import import_phonondb_entries
 from phonon_flows.makers.phonons import import_phonopy_doc, phonon_settings, store_phonon_doc
 from phonon_flows.report.campaign import load_benchmark, write_campaign_report
 from phonon_flows.report.figures import render_paper_metrics
-from phonon_flows.results import PhononResults, temperature_key
+from phonon_flows.core.polymorphs import temperature_label
+from phonon_flows.results import PhononResults
 from phonon_flows.runner import campaign_status, run_campaign
 from phonon_flows.store import get_store
 
@@ -102,7 +103,7 @@ def import_summary(doc) -> dict:
         "formula": doc.formula,
         "natom_primitive": doc.natom_primitive,
         "thermal": {
-            key: {
+            temperature_label(key): {
                 "A_vib_meV_per_atom": tp.A_vib_meV_per_atom,
                 "Cv_J_per_K_mol": tp.Cv_J_per_K_mol,
                 "S_J_per_K_mol": tp.S_J_per_K_mol,
@@ -174,7 +175,7 @@ def import_(
     table.add_column("value", justify="right")
     table.add_row("atoms in primitive / supercell", f"{doc.natom_primitive} / {doc.natom_supercell}")
     table.add_row("force constants", f"{doc.fc_method} ({doc.n_displacements} supercells)")
-    table.add_row("Born charges (NAC)", "yes" if doc.has_nac else "no")
+    table.add_row("Born charges (NAC)", f"yes ({doc.nac.source})" if doc.has_nac else "no")
     table.add_row("q-mesh", "x".join(map(str, doc.mesh or [])))
     table.add_row("min frequency (THz)", f"{doc.min_frequency_THz:.4f}")
     table.add_row(
@@ -182,6 +183,7 @@ def import_(
     )
     table.add_row("zero-point energy (meV/atom)", f"{doc.zero_point_energy_meV_per_atom:.3f}")
     for key, tp in doc.thermal.items():
+        key = temperature_label(key)
         table.add_row(f"A_vib at {key} K (meV/atom)", f"{tp.A_vib_meV_per_atom:.3f}")
         table.add_row(f"C_v at {key} K (J/K/mol-atoms)", f"{tp.Cv_J_per_K_mol:.3f}")
         table.add_row(f"S_vib at {key} K (J/K/mol-atoms)", f"{tp.S_J_per_K_mol:.3f}")
@@ -623,7 +625,7 @@ def _print_results(store, filters: dict, temperature: float, as_json: bool, as_c
     from rich.console import Console
     from rich.table import Table
 
-    t = temperature_key(temperature)
+    t = temperature_label(temperature)
     table = Table(title=f"{len(df)} phonon result(s); thermal properties at {t} K")
     cols = [("material_id", "material"), ("formula", "formula"), ("engine", "engine"), ("campaign", "campaign"),
             ("dynamically_stable", "stable"), ("min_frequency_THz", "min ν (THz)"),

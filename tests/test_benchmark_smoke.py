@@ -58,19 +58,23 @@ def test_material_set_matches_the_brief(bench):
 @pytest.mark.slow
 def test_benchmark_runs_and_methods_agree(tmp_path, bench):
     out = tmp_path / "bench" / "phonon_throughput.json"
-    report = bench.main(["--quick", "--materials", "Si", "--methods", "a,b,c,c32,d", "--workers", "1",
+    report = bench.main(["--quick", "--materials", "Si", "--methods", "a,b,c,c32,d,s", "--workers", "1",
                          "--threads", "1", "--no-progress", "--out", str(out)])
 
     saved = json.loads(out.read_text())
     assert saved["n_materials"] == 1
-    assert set(saved["methods"]) == {"a", "b", "c", "c32", "d"}
+    assert set(saved["methods"]) == {"a", "b", "c", "c32", "d", "s"}
     for rec in saved["methods"].values():
         assert rec["seconds"] > 0 and rec["materials_per_minute"] > 0 and rec["peak_rss_mb"] > 0
-    assert {"c/a", "c/b", "c32/a", "d/a"} <= set(saved["ratios"])
+        assert 0 < rec["forces_share"] < 1  # every method says how much of its time the model's force calls take
+    assert {"c/a", "c/b", "c32/a", "d/a", "s/a", "s/b"} <= set(saved["ratios"])
+    load = saved["machine_load"]  # how idle the machine was
+    assert len(load["loadavg_before"]) == 3 and 0 <= load["other_processes_cpu_share"] <= 1
+    assert saved["methods"]["s"]["store"]["docs_documents"] >= 3  # campaign record, the pack, the PhononDoc
 
     # same forces, same phonopy: frequencies agree to 1e-4 THz (here to ~1e-7)
     assert report["agreement"]["all_agree"], report["agreement"]
-    assert set(report["agreement"]["max_abs_diff_THz"]) == {"b_vs_a", "c_vs_a", "d_vs_a"}
+    assert set(report["agreement"]["max_abs_diff_THz"]) == {"b_vs_a", "c_vs_a", "d_vs_a", "s_vs_a"}
     assert max(report["agreement"]["max_abs_diff_THz"].values()) < 1e-4
     # the model gives non-trivial phonons: agreement is not agreement of zeros
     lo, hi = report["frequency_range_THz"]["Si"]

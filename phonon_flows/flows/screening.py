@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from jobflow import Flow, Maker, OnMissing
 from jobflow.core.reference import OutputReference
 
@@ -78,6 +79,10 @@ class ScreeningMaker(Maker):
         ``relax_cell``...). The model is trained on forces: a cell relaxation trusts its stress.
     phonon_maker, engine_kwargs
         The PhononMaker template (settings) and extra MACE engine arguments (``device``, ...).
+    total_dos
+        Total DOS in the PhononDocs (default False: a screening needs the thermal properties,
+        stability and bands; the DOS costs time nobody asked for). Ignored when ``phonon_maker``
+        is given (its own ``total_dos`` counts).
     batch_size
         Materials per phonon job (default 32): each job loads the model once, computes the
         displaced supercells of its materials in shared batches and writes one PhononDoc per
@@ -99,6 +104,7 @@ class ScreeningMaker(Maker):
     min_atoms: int = 100
     max_atoms: int = 200
     min_distance: float = MIN_DISTANCE
+    total_dos: bool = False
     batch_size: int = 32
     postprocess_workers: int = 0
 
@@ -107,6 +113,7 @@ class ScreeningMaker(Maker):
         structures: Sequence[StructureInput] | Mapping[str, StructureInput],
         material_ids: Sequence[str] | None = None,
         model: Any = None,
+        supercell_matrices: Mapping[str, Any] | None = None,
     ) -> Flow:
         """The screening Flow. Its output is the list of PhononDocs (one per valid material) with
         ``batch_size=0``, else the list of the batched jobs' PhononBatchDocs (the PhononDocs are
@@ -114,7 +121,9 @@ class ScreeningMaker(Maker):
 
         The steps: resolve the model (and the elements it knows); check the inputs; per material:
         the phonon supercell, relax with the model, phonons with the model (per pack of
-        ``batch_size`` materials); the campaign record.
+        ``batch_size`` materials); the campaign record. ``supercell_matrices``: material id ->
+        supercell matrix for the materials whose supercell is given (e.g. a reference's); the
+        others get one in the maker's atom window.
         """
         sha, elements = self._model(model)
         model_key = sha if isinstance(sha, str) else f"ref:{sha.uuid}"
@@ -130,7 +139,10 @@ class ScreeningMaker(Maker):
         pack: list[tuple] = []
         for mid, s in materials:
             try:
-                smats[mid] = supercell_for(s, makers.phonons, mid)
+                given = (supercell_matrices or {}).get(mid)
+                smats[mid] = (supercell_for(s, makers.phonons, mid) if given is None
+                              else np.asarray(given).astype(int).reshape(3, 3).tolist() if np.size(given) == 9
+                              else np.diag(np.asarray(given).astype(int)).tolist())
             except PhononFlowsError as err:
                 failed.append(MaterialError(material_id=mid, stage="input", reason=err.reason))
                 continue
@@ -187,7 +199,8 @@ class ScreeningMaker(Maker):
     def _stage_makers(self, sha: Any) -> _ScreeningMakers:
         """The relax and phonon makers with the model, and their settings without it (hashed
         into the job keys with the model's key)."""
-        base = self.phonon_maker or PhononMaker(min_atoms=self.min_atoms, max_atoms=self.max_atoms)
+        base = self.phonon_maker or PhononMaker(min_atoms=self.min_atoms, max_atoms=self.max_atoms,
+                                                total_dos=self.total_dos)
         phonon_maker = dataclasses.replace(with_model(base, sha), name="phonons")
         phonon_maker.engine_kwargs.update(self.engine_kwargs)
         settings_maker = dataclasses.replace(base, engine="mace", engine_kwargs=dict(self.engine_kwargs), force_maker=None)

@@ -63,9 +63,15 @@ def phonon_settings(
     symprec: float = ph_core.DEFAULT_SYMPREC,
     min_atoms: int = 100,
     max_atoms: int = 200,
+    total_dos: bool = True,
 ) -> dict[str, Any]:
-    """The settings of a phonon calculation as a plain (JSON) dict, the recipe's by default."""
-    return {
+    """The settings of a phonon calculation as a plain (JSON) dict, the recipe's by default.
+
+    ``total_dos=False`` leaves the total DOS out of the document (a screening that does not ask
+    for it saves the time); the key is only written then, so the settings of a calculation with
+    the DOS (and their hashes) are those of before the option existed."""
+    extra = {} if total_dos else {"total_dos": False}
+    return {**extra,
         "displacement": float(displacement),
         "fc_method": fc_method,
         "random_displacements": random_displacements,
@@ -146,8 +152,12 @@ def phonon_doc_from_phonopy(
     store_force_constants: bool = True,
     store_phonopy_yaml: bool = True,
     errors: Sequence[str] = (),
+    nac_source: str | None = None,
 ) -> PhononDoc:
-    """Analyse a Phonopy object with force constants (core) and fill a PhononDoc."""
+    """Analyse a Phonopy object with force constants (core) and fill a PhononDoc.
+
+    ``nac_source``: where the Born charges of ``phonon.nac_params`` came from (recorded in
+    ``PhononDoc.nac``; "nac_params" when NAC is on and nothing is said)."""
     a = ph_core.analyze_phonons(
         phonon,
         temperatures=settings["temperatures"],
@@ -156,6 +166,7 @@ def phonon_doc_from_phonopy(
         stability_tolerance=settings["stability_tolerance"],
         band_npoints=settings["band_npoints"],
         symprec=settings["symprec"],
+        with_dos=bool(settings.get("total_dos", True)),
         material_id=material_id,
     )
     all_errors = list(errors) + a.errors
@@ -179,6 +190,7 @@ def phonon_doc_from_phonopy(
         fc_method=fc_method,
         n_displacements=ph_core.n_displacements(phonon.dataset) or None,
         has_nac=phonon.nac_params is not None,
+        nac=ph_core.nac_info(phonon, nac_source or "nac_params"),
         engine=engine,
         temperatures_K=[row["temperature_K"] for row in a.thermal],
         thermal={temperature_key(row["temperature_K"]): ThermalProperties(**row) for row in a.thermal},
@@ -279,6 +291,7 @@ def engine_phonons(
             phonon, structure, info, settings, material_id=mid, fc_method=method,
             displacement=settings["displacement"], enthalpy_per_atom=enthalpy_per_atom,
             store_force_constants=store_force_constants, store_phonopy_yaml=store_phonopy_yaml,
+            nac_source=(nac_params or {}).get("source"),
         )
     except PhononFlowsError as exc:
         return failed_phonon_doc(structure, info, [str(exc.with_material(mid, "phonon"))], settings, mid, smat,
@@ -392,6 +405,7 @@ def phonons_from_forces(
             phonon, structure, info, settings, material_id=mid, fc_method=method,
             displacement=settings["displacement"], enthalpy_per_atom=enthalpy_per_atom,
             store_force_constants=store_force_constants, store_phonopy_yaml=store_phonopy_yaml,
+            nac_source=(nac_params or {}).get("source"),
         )
     except PhononFlowsError as exc:
         return failed_phonon_doc(structure, info, [str(exc.with_material(mid, "phonon"))], settings, mid, smat,
@@ -434,6 +448,7 @@ def import_phonopy_doc(
         imp.phonon, structure, engine, settings, material_id=mid, fc_method=imp.fc_method,
         displacement=settings["displacement"], enthalpy_per_atom=enthalpy_per_atom,
         store_force_constants=store_force_constants, store_phonopy_yaml=store_phonopy_yaml,
+        nac_source=imp.nac_source,
     )
 
 
@@ -476,6 +491,7 @@ def phonondb_phonon_doc(
         imp.phonon, structure, phonondb_engine_info(entry, imp), settings, material_id=mid,
         fc_method=imp.fc_method, displacement=settings["displacement"], enthalpy_per_atom=enthalpy_per_atom,
         store_force_constants=store_force_constants, store_phonopy_yaml=store_phonopy_yaml,
+        nac_source=imp.nac_source,
     )
 
 
@@ -540,6 +556,9 @@ class PhononMaker(Maker):
         300/1000 K, l = 75 Å, 0.1 THz, -0.5 THz, 101 points on the longest band segment.
     min_atoms, max_atoms
         Supercell window when no supercell matrix is given (``choose_supercell_matrix``).
+    total_dos
+        Compute the total DOS into the document (default True; a screening leaves it out unless
+        asked, to save the time).
     engine_enthalpy
         Record the engine's energy per atom of the unit cell as ``enthalpy_per_atom_eV`` (None:
         yes for reference engines, no for MLIPs trained on forces only).
@@ -564,6 +583,7 @@ class PhononMaker(Maker):
     engine_enthalpy: bool | None = None
     store_force_constants: bool = True
     store_phonopy_yaml: bool = True
+    total_dos: bool = True
 
     def settings(self) -> dict[str, Any]:
         if self.fc_method not in (None, *ph_core.FC_METHODS):
@@ -573,6 +593,7 @@ class PhononMaker(Maker):
             random_seed=self.random_seed, temperatures=self.temperatures, mesh_length=self.mesh_length,
             cutoff_frequency=self.cutoff_frequency, stability_tolerance=self.stability_tolerance,
             band_npoints=self.band_npoints, symprec=self.symprec, min_atoms=self.min_atoms, max_atoms=self.max_atoms,
+            total_dos=self.total_dos,
         )
 
     def make(
