@@ -268,7 +268,8 @@ def engine_phonons(
             raise InputError(f"cannot build force engine {engine!r}: {type(exc).__name__}: {exc}",
                              material_id=mid, stage="phonon") from exc
         info = eng.info
-        with_energy = (engine.lower() not in MLIP_ENGINES) if engine_enthalpy is None else engine_enthalpy
+        with_energy = (engine.lower() not in MLIP_ENGINES and getattr(eng, "total_energies", True)) \
+            if engine_enthalpy is None else engine_enthalpy
         atoms_list = list(supercells)
         if with_energy and enthalpy_per_atom is None:
             atoms_list.append(ph_core.to_ase_atoms(ph_core.to_phonopy_atoms(structure)))
