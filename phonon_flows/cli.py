@@ -16,7 +16,16 @@ from rich.markup import escape
 
 from phonon_flows import __version__
 from phonon_flows.core.phonondb import is_phonondb_entry, list_phonondb_entries
-from phonon_flows.demo import demo_campaign_maker, demo_structures
+from phonon_flows.core.phonondb import PHONONDB_ATTRIBUTION
+from phonon_flows.demo import (
+    DFT_DEMO_CAMPAIGN,
+    DFT_DEMO_EPOCHS,
+    demo_campaign_maker,
+    demo_structures,
+    dft_demo_table,
+    run_dft_demo,
+)
+from phonon_flows.engines.harmonic import HARMONIC_DFT_LABEL
 from phonon_flows.errors import InputError
 from phonon_flows.fireworks import (
     category_counts,
@@ -34,7 +43,8 @@ from phonon_flows.makers.phonondb import import_phonondb_entries
 from phonon_flows.makers.phonons import import_phonopy_doc, phonon_settings, store_phonon_doc
 from phonon_flows.report.campaign import load_benchmark, write_campaign_report
 from phonon_flows.report.figures import render_paper_metrics
-from phonon_flows.results import PhononResults, temperature_key
+from phonon_flows.core.polymorphs import temperature_label
+from phonon_flows.results import PhononResults
 from phonon_flows.runner import campaign_status, load_saved_flow, run_campaign
 from phonon_flows.settings import get_settings
 from phonon_flows.store import get_store
@@ -103,7 +113,7 @@ def import_summary(doc) -> dict:
         "formula": doc.formula,
         "natom_primitive": doc.natom_primitive,
         "thermal": {
-            key: {
+            temperature_label(key): {
                 "A_vib_meV_per_atom": tp.A_vib_meV_per_atom,
                 "Cv_J_per_K_mol": tp.Cv_J_per_K_mol,
                 "S_J_per_K_mol": tp.S_J_per_K_mol,
@@ -175,7 +185,7 @@ def import_(
     table.add_column("value", justify="right")
     table.add_row("atoms in primitive / supercell", f"{doc.natom_primitive} / {doc.natom_supercell}")
     table.add_row("force constants", f"{doc.fc_method} ({doc.n_displacements} supercells)")
-    table.add_row("Born charges (NAC)", "yes" if doc.has_nac else "no")
+    table.add_row("Born charges (NAC)", f"yes ({doc.nac.source})" if doc.has_nac else "no")
     table.add_row("q-mesh", "x".join(map(str, doc.mesh or [])))
     table.add_row("min frequency (THz)", f"{doc.min_frequency_THz:.4f}")
     table.add_row(
@@ -183,6 +193,7 @@ def import_(
     )
     table.add_row("zero-point energy (meV/atom)", f"{doc.zero_point_energy_meV_per_atom:.3f}")
     for key, tp in doc.thermal.items():
+        key = temperature_label(key)
         table.add_row(f"A_vib at {key} K (meV/atom)", f"{tp.A_vib_meV_per_atom:.3f}")
         table.add_row(f"C_v at {key} K (J/K/mol-atoms)", f"{tp.Cv_J_per_K_mol:.3f}")
         table.add_row(f"S_vib at {key} K (J/K/mol-atoms)", f"{tp.S_J_per_K_mol:.3f}")
@@ -352,12 +363,20 @@ def demo(
     store_dir: str = typer.Option(None, help="Embedded store directory (default: settings' store_dir)"),
     mongo_uri: str = typer.Option(None, help="MongoDB URI instead of the embedded store"),
     work_dir: str = typer.Option(None, help="Folder of the job directories (default: phonon_flows_runs)"),
-    name: str = typer.Option("demo", help="Campaign name"),
-    epochs: int = typer.Option(None, help="MACE epochs (default: the small preset's)"),
+    name: str = typer.Option(None, help="Campaign name (default: demo-dft, or demo with --reference chgnet)"),
+    epochs: int = typer.Option(None, help="MACE epochs (default: 25 on DFT, 120 with CHGNet)"),
     fresh: bool = typer.Option(False, "--fresh", help="Recompute everything instead of reusing stored results"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar"),
+    reference: str = typer.Option("dft", help="dft (phonondb, VASP PBEsol: the default) or chgnet (a stand-in, NOT DFT)"),
+    enthalpies: str = typer.Option(None, help="JSON file of DFT enthalpies (mp id -> eV/atom) for polymorph transitions"),
+    dft_training: str = typer.Option("perturbed", help="DFT training data: perturbed, finite-displacement or both"),
 ) -> None:
-    """Run the demo campaign: 9 crystals, CHGNet as the reference (NOT DFT), small MACE, benchmark.
+    """Run the demo campaign. By default on real DFT: 55 binaries of phonondb (VASP, PBEsol) shipped
+    with the package; 35 train a small MACE on 6 perturbed supercells each labelled with harmonic
+    DFT, 14 polymorphs of trained compositions and 6 materials of unseen compositions are held out
+    and benchmarked against DFT. ``--reference chgnet``: the older demo below.
+
+    With CHGNet: 9 crystals, CHGNet as the reference (NOT DFT), small MACE, benchmark.
 
     Training: Si (diamond), Zn (hcp), MgS and ZnS (rock salt), SiC 4H, 6 perturbed supercells each
     labelled with CHGNet. Held out: ZnS zinc blende/wurtzite and SiC 3C/2H, whose phonons are
@@ -370,6 +389,13 @@ def demo(
 
     console = Console(stderr=True)
     t0 = time.perf_counter()
+    if reference.lower() not in ("dft", "chgnet"):
+        raise typer.BadParameter(f"--reference must be dft or chgnet, not {reference!r}")
+    if reference.lower() == "dft":
+        _dft_demo(out, store_dir, mongo_uri, work_dir, name or DFT_DEMO_CAMPAIGN, epochs or DFT_DEMO_EPOCHS, fresh,
+                  progress, enthalpies, dft_training, console)
+        return
+    name = name or "demo"
     hp = {"max_num_epochs": epochs, "start_swa": max(1, int(0.75 * epochs))} if epochs else None
     maker = demo_campaign_maker(name=name, **({"hyperparameters": hp} if hp else {}))
     console.print(
@@ -392,6 +418,32 @@ def demo(
                f"wall time {time.perf_counter() - t0:.0f} s")
     if not summary.ok:
         fail(f"{summary.count('failed')} job(s) failed, {summary.count('skipped')} skipped "
+             "(see above and `phonon-flows status`)", code=EXIT_MATERIALS_FAILED)
+
+
+def _dft_demo(out, store_dir, mongo_uri, work_dir, name, epochs, fresh, progress, enthalpies, dft_training,
+              console) -> None:
+    """``phonon-flows demo`` on DFT (phonondb)."""
+    import json
+    import time
+
+    t0 = time.perf_counter()
+    console.print(f"[bold]phonon-flows demo[/bold]: the reference is DFT (PBEsol, phonondb): {HARMONIC_DFT_LABEL} "
+                  f"labels and phonons from the DFT force constants of Togo's phonondb; {PHONONDB_ATTRIBUTION}.")
+    store = _store_from(store_dir, mongo_uri, None)
+    result = run_dft_demo(store, name=name, epochs=epochs, enthalpies_file=enthalpies, dft_training=dft_training,
+                          resume=not fresh, work_dir=work_dir, progress=progress, console=console)
+    console.print(result.run_summary.render(), soft_wrap=True, highlight=False, markup=False)
+    report = write_campaign_report(store, name, out)
+    table = dft_demo_table(result)
+    Path(report.out_dir).mkdir(parents=True, exist_ok=True)
+    (Path(report.out_dir) / "dft_groups.md").write_text(table + "\n")
+    (Path(report.out_dir) / "dft_groups.json").write_text(json.dumps(result.as_dict(), indent=1, default=str))
+    typer.echo(table)
+    typer.echo(f"report: {report.out_dir}/summary.md, {report.out_dir}/dft_groups.md and {report.out_dir}/figures/; "
+               f"wall time {time.perf_counter() - t0:.0f} s")
+    if not result.ok:
+        fail(f"{result.run_summary.count('failed')} job(s) failed, {result.run_summary.count('skipped')} skipped "
              "(see above and `phonon-flows status`)", code=EXIT_MATERIALS_FAILED)
 
 
@@ -678,7 +730,7 @@ def _print_results(store, filters: dict, temperature: float, as_json: bool, as_c
     from rich.console import Console
     from rich.table import Table
 
-    t = temperature_key(temperature)
+    t = temperature_label(temperature)
     table = Table(title=f"{len(df)} phonon result(s); thermal properties at {t} K")
     cols = [("material_id", "material"), ("formula", "formula"), ("engine", "engine"), ("campaign", "campaign"),
             ("dynamically_stable", "stable"), ("min_frequency_THz", "min ν (THz)"),

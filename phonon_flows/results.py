@@ -12,6 +12,7 @@ from jobflow import JobStore
 from monty.json import MontyDecoder
 from pymatgen.core import Composition, Element
 
+from phonon_flows.core.polymorphs import temperature_key, temperature_label, temperature_value
 from phonon_flows.errors import InputError, PhononFlowsError
 from phonon_flows.schemas.phonon import PhononBandStructure
 from phonon_flows.store import METADATA_KEY, get_store, metadata_criteria
@@ -52,12 +53,6 @@ INDEXED_FIELDS = (
 )
 
 Range = tuple[float | None, float | None]
-
-
-def temperature_key(temperature: float) -> str:
-    """Key of a temperature in ``PhononDoc.thermal``: ``300`` -> ``"300"``, ``298.15`` -> ``"298.15"``."""
-    t = float(temperature)
-    return str(int(t)) if t.is_integer() else repr(t)
 
 
 def _as_list(value: Any) -> list:
@@ -149,7 +144,7 @@ class PhononResults:
 
     @staticmethod
     def field_path(name: str, temperature: float = 300) -> str:
-        """Path of a field in the output collection: ``"A_vib"`` -> ``output.thermal.300.A_vib_meV_per_atom``."""
+        """Path of a field in the output collection: ``"A_vib"`` -> ``output.thermal.T300.A_vib_meV_per_atom``."""
         if name in THERMAL_FIELDS:
             return f"output.thermal.{temperature_key(temperature)}.{THERMAL_FIELDS[name]}"
         name = _ALIASES.get(name, name)
@@ -339,8 +334,8 @@ class PhononResults:
         find_kwargs.pop("load", None)
         records = self.find(load=False, **find_kwargs)
         if temperatures is None:
-            keys = {k for r in records for k in (r.get("thermal") or {})}
-            temps = sorted(keys, key=lambda k: float(k))
+            keys = {temperature_key(k) for r in records for k in (r.get("thermal") or {})}
+            temps = sorted(keys, key=temperature_value)
         else:
             temps = [temperature_key(t) for t in temperatures]
         rows = []
@@ -360,11 +355,11 @@ class PhononResults:
                 "min_frequency_THz": r.get("min_frequency_THz"),
                 "failed": bool(r.get("failed", False)),
             }
-            thermal = r.get("thermal") or {}
+            thermal = {temperature_key(k): v for k, v in (r.get("thermal") or {}).items()}  # old "300" keys too
             for t in temps:
                 values = thermal.get(t) or {}
                 for field in THERMAL_FIELDS.values():
-                    row[f"{field}_{t}K"] = values.get(field)
+                    row[f"{field}_{temperature_label(t)}K"] = values.get(field)
             rows.append(row)
         columns = list(rows[0]) if rows else [
             "job_uuid", "material_id", "formula", "chemsys", "engine", "engine_kind", "model_sha256",

@@ -13,15 +13,21 @@ Campaign bookkeeping lives in the job metadata under the key ``phonon_flows``
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 from typing import Any
 
 from jobflow import JobStore
+from maggma.stores import MontyStore
 
 from phonon_flows.errors import InputError
 from phonon_flows.settings import get_settings
 
 DATA_STORE_NAME = "data"
+#: fields of a jobflow blob copied into each GridFS file's metadata (beside ``blob_uuid`` and
+#: ``compression``), so a file can be traced to its job without reading it
+GRIDFS_METADATA_FIELDS = ("job_uuid", "job_index")
 
 
 def get_store(
@@ -50,20 +56,82 @@ def get_store(
             raise InputError(f"a MongoDB URI starts with mongodb:// or mongodb+srv://, not {str(mongo_uri)[:40]!r}")
         docs, data = _mongo_stores(mongo_uri, database, collection, data_collection)
     else:
-        from maggma.stores import MontyStore
-
         path = Path(store_dir if store_dir is not None else settings.store_dir).expanduser().resolve()
         if path.exists() and not path.is_dir():
             raise InputError(f"the store directory {path} is a file, not a directory")
         path.mkdir(parents=True, exist_ok=True)
         kwargs: dict[str, Any] = {"database_path": str(path), "database_name": database, "storage": "sqlite"}
-        docs = MontyStore(collection, **kwargs)
-        data = MontyStore(data_collection, **kwargs)
+        docs = SafeMontyStore(collection, **kwargs)
+        data = SafeMontyStore(data_collection, **kwargs)
 
     store = JobStore(docs, additional_stores={DATA_STORE_NAME: data})
     if connect:
         store.connect()
     return store
+
+
+#: lock file of an embedded store folder (held while its montydb configuration is written or read)
+EMBEDDED_LOCK_FILE = ".phonon_flows.lock"
+
+
+@contextlib.contextmanager
+def _folder_lock(path: Path):
+    """An exclusive lock on ``path/.phonon_flows.lock`` (POSIX ``flock``; released on exit and
+    by the OS if the process dies)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no lock
+        yield
+        return
+    fd = os.open(path / EMBEDDED_LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def _montydb_configured(path: Path, storage: str) -> bool:
+    """True when montydb's two configuration files in ``path`` are complete for ``storage``."""
+    ident = path / ".monty.storage"
+    cfg = path / "monty.storage.cfg"
+    try:
+        return ident.read_text().strip() == storage and cfg.stat().st_size > 0
+    except OSError:
+        return False
+
+
+class SafeMontyStore(MontyStore):
+    """maggma's ``MontyStore`` that any number of processes may open at once.
+
+    ``MontyStore.connect`` rewrites montydb's configuration files (``.monty.storage``,
+    ``monty.storage.cfg``) on every connect, truncating them first, so a process opening the
+    store while another creates or opens it could read an empty file (montydb then fails with
+    ``ValueError: Empty module name``); and montydb creates a collection's SQLite file before its
+    table, so a process could find the file without the table (``no such table: documents``).
+    Here the configuration is written once, when missing, and the collection created, under an
+    exclusive lock of the folder that the client's opening also takes.
+    """
+
+    def connect(self, force_reset: bool = False):
+        if self._coll is not None and not force_reset:
+            return
+        if self.database_path == ":memory:":
+            super().connect(force_reset=force_reset)
+            return
+        from montydb import MontyClient, set_storage
+
+        path = Path(self.database_path)
+        path.mkdir(parents=True, exist_ok=True)
+        with _folder_lock(path):
+            if not _montydb_configured(path, self.storage):
+                set_storage(self.database_path, storage=self.storage, **self.storage_kwargs)
+            client = MontyClient(self.database_path, **self.client_kwargs)
+            db = client[self.database_name]
+            if self.collection_name not in db.list_collection_names():
+                db.create_collection(self.collection_name)
+            self._coll = db[self.collection_name]
 
 
 def _mongo_stores(uri: str, database: str, collection: str, data_collection: str):
@@ -74,13 +142,15 @@ def _mongo_stores(uri: str, database: str, collection: str, data_collection: str
 
     if "uri" in inspect.signature(GridFSStore.__init__).parameters:
         docs = MongoStore(database=database, collection_name=collection, uri=uri)
-        data = GridFSStore(database=database, collection_name=data_collection, uri=uri, compression=True)
+        data = GridFSStore(database=database, collection_name=data_collection, uri=uri, compression=True,
+                           searchable_fields=list(GRIDFS_METADATA_FIELDS))
     else:  # pragma: no cover - old maggma
         from maggma.stores import MongoURIStore
         from maggma.stores.gridfs import GridFSURIStore
 
         docs = MongoURIStore(uri=uri, database=database, collection_name=collection)
-        data = GridFSURIStore(uri=uri, database=database, collection_name=data_collection, compression=True)
+        data = GridFSURIStore(uri=uri, database=database, collection_name=data_collection, compression=True,
+                              searchable_fields=list(GRIDFS_METADATA_FIELDS))
     return docs, data
 
 

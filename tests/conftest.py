@@ -2,20 +2,45 @@
 
 from __future__ import annotations
 
+import os as _os
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = (REPO_ROOT / ".." / "shared" / "data").resolve()
+#: the test data shipped with the repository (real DFT phonon data in ``dft-phonons/``, with its license)
+TEST_DATA = Path(__file__).resolve().parent / "data"
+#: the files the tests read from it
+REQUIRED_DATA = (
+    "dft-phonons/LICENSE-phonopy",
+    *(f"dft-phonons/{m}/{f}" for m in ("NaCl", "MgO", "NaCl-rd") for f in ("POSCAR-unitcell", "phonopy_disp.yaml",
+                                                                           "FORCE_SETS", "BORN")),
+    "dft-phonons/NaCl/vasprun.xml-001", "dft-phonons/NaCl/vasprun.xml-002",
+    "dft-phonons/Si/POSCAR-unitcell", "dft-phonons/Si/phonopy_disp.yaml", "dft-phonons/Si/vasprun.xml",
+)
+
+
+def on_ci() -> bool:
+    """True under CI (``CI=true``): missing data or servers are errors there, not skips."""
+    return _os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def missing_data(reason: str):
+    """Skip a test for missing data on a developer's machine; fail it under CI."""
+    if on_ci():
+        pytest.fail(f"test data missing under CI: {reason}")
+    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """The shared data folder (real DFT phonon data in ``dft-phonons/``)."""
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"shared data folder not found: {SHARED_DATA}")
-    return SHARED_DATA
+    """The test data folder ``tests/data`` (real DFT phonon data in ``dft-phonons/``).
+
+    A missing file is a skip on a developer's machine and an error under ``CI=true``."""
+    missing = [f for f in REQUIRED_DATA if not (TEST_DATA / f).is_file()]
+    if missing:
+        missing_data(f"{len(missing)} test data file(s) missing from {TEST_DATA}: {', '.join(missing[:3])}")
+    return TEST_DATA
 
 
 # ---------------------------------------------------------------------------------------------
@@ -24,7 +49,6 @@ def shared_data() -> Path:
 # `make setup-mongoeco`). The server runs in its own process, bound to 127.0.0.1 on a free port,
 # and is stopped by pid at the end of the session.
 # ---------------------------------------------------------------------------------------------
-import os as _os
 import select as _select
 import signal as _signal
 import subprocess as _subprocess
@@ -43,7 +67,7 @@ def _mongoeco_python() -> str | None:
 
 
 def _no_mongoeco(reason: str):
-    if _os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+    if on_ci():
         pytest.fail(f"mongoeco server required under CI: {reason}")
     pytest.skip(reason)
 

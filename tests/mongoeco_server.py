@@ -21,41 +21,11 @@ import signal
 import sys
 
 
-def _engine_class(patch_numeric_keys: bool):
-    """mongoeco's SQLite engine, optionally with a fix for dotted paths through numeric-string keys.
-
-    mongoeco 4.11's SQLite engine translates every all-digit path segment into a JSON array index,
-    so ``{"output.thermal.300.A_vib_meV_per_atom": {"$gte": 0}}`` never matches a document whose
-    ``thermal`` is the mapping ``{"300": {...}}`` (MongoDB and mongoeco's memory engine match it;
-    so does a sort on such a path). The subclass sends queries and sorts on such paths to
-    mongoeco's own Python evaluator, which follows MongoDB's rules (dict key or array index).
-    """
+async def _serve(db_path: str, host: str, port: int, dialect: str) -> None:
     from mongoeco.engines.sqlite import SQLiteEngine
-
-    if not patch_numeric_keys:
-        return SQLiteEngine
-
-    def numeric(field: object) -> bool:
-        return any(part.isdigit() for part in str(field).split("."))
-
-    class SQLiteEngineNumericKeys(SQLiteEngine):
-        def _plan_requires_python_for_dbref_paths(self, db_name, coll_name, plan):
-            if any(numeric(f) for f in self._plan_fields(plan)):
-                return True
-            return super()._plan_requires_python_for_dbref_paths(db_name, coll_name, plan)
-
-        def _sort_requires_python(self, db_name, coll_name, plan, sort):
-            if sort and any(numeric(key) for key, _ in sort):
-                return True
-            return super()._sort_requires_python(db_name, coll_name, plan, sort)
-
-    return SQLiteEngineNumericKeys
-
-
-async def _serve(db_path: str, host: str, port: int, dialect: str, patch_numeric_keys: bool = True) -> None:
     from mongoeco.wire.proxy import AsyncMongoEcoProxyServer
 
-    engine = _engine_class(patch_numeric_keys)(db_path)
+    engine = SQLiteEngine(db_path)
     proxy = AsyncMongoEcoProxyServer(engine=engine, host=host, port=port, mongodb_dialect=dialect)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -75,11 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0: let the OS pick a free port")
     parser.add_argument("--dialect", default="7.0", help="MongoDB dialect mongoeco emulates")
-    parser.add_argument(
-        "--unpatched", action="store_true", help="plain SQLiteEngine, without the numeric-key path fix"
-    )
     args = parser.parse_args(argv)
-    asyncio.run(_serve(args.db, args.host, args.port, args.dialect, patch_numeric_keys=not args.unpatched))
+    asyncio.run(_serve(args.db, args.host, args.port, args.dialect))
     return 0
 
 

@@ -70,7 +70,7 @@ def test_pack_writes_one_document_per_material_and_isolates_failures(tmp_path, m
     ok = res.find(campaign="pack", sort="material_id")
     assert [d["material_id"] for d in ok] == ["Al", "Cu"]
     assert [d["_job"]["uuid"] for d in ok] == ["doc-Al", "doc-Cu"]
-    assert ok[0]["thermal"]["300"]["Cv_J_per_K_mol"] > 0
+    assert ok[0]["thermal"]["T300"]["Cv_J_per_K_mol"] > 0
     assert res.force_constants(ok[1]).shape[-2:] == (3, 3)  # large data went to the data store, fetched back
     assert "blob_uuid" in str(store.query_one({"uuid": "doc-Cu"}, load=False)["output"]["force_constants"])
     bad = res.find(campaign="pack", failed=True, sort="material_id")
@@ -123,8 +123,8 @@ def test_default_screening_is_batched_and_equals_per_material_jobs(tiny_mace_mod
     one = PhononResults(other).find(campaign="batched")[0]
     assert one["_job"]["uuid"] == docs["Cu-bcc"]["_job"]["uuid"]
     assert one["min_frequency_THz"] == pytest.approx(docs["Cu-bcc"]["min_frequency_THz"], abs=1e-8)
-    assert one["thermal"]["300"]["A_vib_meV_per_atom"] == pytest.approx(
-        docs["Cu-bcc"]["thermal"]["300"]["A_vib_meV_per_atom"], abs=1e-8)
+    assert one["thermal"]["T300"]["A_vib_meV_per_atom"] == pytest.approx(
+        docs["Cu-bcc"]["thermal"]["T300"]["A_vib_meV_per_atom"], abs=1e-8)
 
     # a rerun redoes only the pack with the failure, and inside it only the failed material
     again = run_campaign(maker.make(mats), store, progress=False, work_dir=tmp_path / "runs")

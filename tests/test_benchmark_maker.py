@@ -152,7 +152,7 @@ def test_summary_dicts_without_bands(docs):
     ref = [d.model_dump(exclude={"band_structure"}) for d in ref_docs[:4]]
     mlip = [d.model_dump(exclude={"band_structure"}) for d in mlip_docs[:4]]
     doc = BenchmarkMaker(write_figures=False, temperatures=[300, 500]).benchmark(mlip, ref)  # no 500 K data
-    assert doc.frequency is None and doc.temperatures == ["300"] and list(doc.thermal) == ["300"]
+    assert doc.frequency is None and doc.temperatures == ["T300"] and list(doc.thermal) == ["T300"]
     assert all("no band structure" in m.frequency_note for m in doc.materials)
     assert doc.figures == {} and doc.forces == {}
     # an enthalpy override makes nacl-2 the ground state: nacl-1 then has ΔH = 50 meV/atom

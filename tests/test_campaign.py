@@ -251,7 +251,7 @@ def _check_results(store, name):
     assert not ref["failed"] and not mlip["failed"]
     # fcc Cu with EMT: stable, and C_v at 1000 K at the Dulong-Petit limit 3R (harmonic)
     assert ref["dynamically_stable"] is True
-    assert ref["thermal"]["1000"]["Cv_J_per_K_mol"] == pytest.approx(3 * R_GAS, rel=0.01)
+    assert ref["thermal"]["T1000"]["Cv_J_per_K_mol"] == pytest.approx(3 * R_GAS, rel=0.01)
     assert ref["supercell_matrix"] == mlip["supercell_matrix"]
     df = results.to_dataframe(campaign=name)
     assert len(df) == 2 and set(df["material_id"]) == {"Cu-fcc"}
@@ -320,7 +320,7 @@ def test_campaign_with_the_runner_then_a_screening_with_its_model(tmp_path):
     assert s.ok, s.render()
     docs = PhononResults(store).find(campaign="screen")
     assert [d["material_id"] for d in docs] == ["Cu-bcc"]
-    assert docs[0]["engine"]["model_sha256"] == sha and docs[0]["thermal"]["300"]["Cv_J_per_K_mol"] > 0
+    assert docs[0]["engine"]["model_sha256"] == sha and docs[0]["thermal"]["T300"]["Cv_J_per_K_mol"] > 0
     assert np.isfinite(docs[0]["min_frequency_THz"])
 
 

@@ -44,7 +44,7 @@ def test_import_json_is_exactly_the_summary(shared_data, tmp_path):
     store.connect()
     doc = store.query_one({"output.formula": "MgO"}, load=False)
     assert doc["output"]["engine"]["kind"] == "imported"
-    assert doc["output"]["thermal"]["300"]["S_J_per_K_mol"] == pytest.approx(out["thermal"]["300"]["S_J_per_K_mol"])
+    assert doc["output"]["thermal"]["T300"]["S_J_per_K_mol"] == pytest.approx(out["thermal"]["300"]["S_J_per_K_mol"])
     assert doc["output"]["band_structure"]["store"] == "data"
 
 

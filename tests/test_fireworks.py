@@ -305,12 +305,12 @@ def test_real_phonon_flow_on_fireworks(mongo_uri, mongo_db_name, tmp_path):
         docs = {d["material_id"]: d for d in results.find(campaign="fw-emt", formula="Cu", engine="emt")}
         assert set(docs) == {"Cu-engine", "Cu-force-maker"}
         a, b = docs["Cu-engine"], docs["Cu-force-maker"]
-        for t in ("300", "1000"):
+        for t in ("T300", "T1000"):
             for field in ("A_vib_meV_per_atom", "Cv_J_per_K_mol", "S_J_per_K_mol"):
                 assert a["thermal"][t][field] == pytest.approx(b["thermal"][t][field], rel=1e-9, abs=1e-9)
         assert a["dynamically_stable"] and b["dynamically_stable"]
         # fcc Cu, 3 acoustic modes: C_v at 1000 K is close to the Dulong-Petit limit 3R
-        assert a["thermal"]["1000"]["Cv_J_per_K_mol"] == pytest.approx(3 * 8.314462618, rel=0.01)
+        assert a["thermal"]["T1000"]["Cv_J_per_K_mol"] == pytest.approx(3 * 8.314462618, rel=0.01)
         fc_a, fc_b = results.force_constants(a), results.force_constants(b)
         assert fc_a.shape == (1, 64, 3, 3)
         np.testing.assert_allclose(fc_a, fc_b, atol=1e-10)

@@ -83,7 +83,7 @@ def test_emt_phonons_through_run_locally_land_in_the_data_store(tmp_path):
     raw = store.query_one({"uuid": job.uuid}, load=False)["output"]
     for key in PHONON_DATA_FIELDS:
         assert raw[key]["store"] == "data" and raw[key]["blob_uuid"], key
-    assert raw["thermal"]["300"]["Cv_J_per_K_mol"] > 0 and raw["material_id"] == "Cu-fcc"
+    assert raw["thermal"]["T300"]["Cv_J_per_K_mol"] > 0 and raw["material_id"] == "Cu-fcc"
     data_store = store.additional_stores["data"]
     blobs = {b["blob_uuid"] for b in data_store.query({"job_uuid": job.uuid})}
     assert {raw[k]["blob_uuid"] for k in PHONON_DATA_FIELDS} <= blobs

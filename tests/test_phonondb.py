@@ -72,7 +72,7 @@ def test_entry_equals_phonopy_load(data_dir, tmp_path, mp_id, born):
     assert doc.material_id == mp_id
     assert doc.has_nac is born and doc.natom_primitive == ref["natom_primitive"]
     assert doc.mesh == ref["mesh"]
-    for key in ("300", "1000"):
+    for key in ("300", "1000"):  # doc.thermal answers to "300" as to its stored key "T300"
         for field in ("A_vib_meV_per_atom", "Cv_J_per_K_mol", "S_J_per_K_mol"):
             got = getattr(doc.thermal[key], field)
             assert got == pytest.approx(ref["thermal"][key][field], rel=RTOL, abs=1e-9), (mp_id, key, field)

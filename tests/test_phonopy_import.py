@@ -137,7 +137,7 @@ def test_settings_change_the_numbers(shared_data, imported):
     folder = shared_data.joinpath(*DFT, "MgO")
     doc = import_phonopy_doc(folder, settings=phonon_settings(temperatures=[500], mesh_length=20, cutoff_frequency=0.5,
                                                               stability_tolerance=0.0))
-    assert list(doc.thermal) == ["500"]
+    assert list(doc.thermal) == ["T500"]
     assert doc.mesh == [8, 8, 8]  # 20 Å x |b| = 20 x 0.407 / Å -> 8.1
     assert doc.cutoff_frequency_THz == 0.5
     base, _ = imported["MgO"]

@@ -6,7 +6,14 @@ import random
 
 import pytest
 
-from phonon_flows.core.polymorphs import Polymorph, analyze_polymorphs, ground_state, temperature_key
+from phonon_flows.core.polymorphs import (
+    Polymorph,
+    analyze_polymorphs,
+    ground_state,
+    temperature_key,
+    temperature_label,
+    temperature_value,
+)
 from phonon_flows.errors import InputError
 
 
@@ -90,4 +97,9 @@ def test_ground_state_tie_and_missing_temperature():
 def test_duplicates_and_keys():
     with pytest.raises(InputError, match="gan-1"):
         analyze_polymorphs(SET + [SET[0]], [300])
-    assert temperature_key(300) == "300" and temperature_key(300.0) == "300" and temperature_key("1000") == "1000"
+    # keys start with a letter and hold no dot: plain MongoDB paths (output.thermal.T300...)
+    assert temperature_key(300) == "T300" and temperature_key(300.0) == "T300" and temperature_key("1000") == "T1000"
+    assert temperature_key("T300") == "T300" and temperature_key(298.15) == "T298_15"
+    assert temperature_value("T298_15") == 298.15 and temperature_label("T1000") == "1000"
+    with pytest.raises(ValueError):
+        temperature_key("hot")

@@ -221,7 +221,7 @@ def test_campaign_of_five_with_three_failures_completes_the_others(tmp_path, mon
     assert [(f["material_id"], f["stage"]) for f in ts["output"]["failed"]] == [("Au-fcc", "label")]
     found = {d["engine"]["name"]: d for d in PhononResults(store).find(campaign="five")}
     assert set(found) == {"emt", "mace"} and all(d["material_id"] == "Cu-fcc" for d in found.values())
-    assert found["emt"]["thermal"]["1000"]["Cv_J_per_K_mol"] == pytest.approx(3 * R_GAS, rel=0.01)
+    assert found["emt"]["thermal"]["T1000"]["Cv_J_per_K_mol"] == pytest.approx(3 * R_GAS, rel=0.01)
     bench = store.query_one({"metadata.phonon_flows.campaign": "five", "metadata.phonon_flows.stage": "benchmark"})
     assert bench["output"]["material_ids"] == ["Cu-fcc"]
 

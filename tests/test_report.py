@@ -101,8 +101,16 @@ def test_paper_metrics_table():
     assert rows["frequency MAE"] == {"unit": "THz", "this_run": 0.25, "paper": 0.18}
     assert rows["frequency R²"]["paper"] == 0.997
     assert rows["A_vib MAE 1000 K"] == {"unit": "meV/atom", "this_run": 11.0, "paper": 9.30}
-    assert rows["C_v MAE 300 K"]["paper"] == 1.49 and rows["C_v MAE 1000 K"]["paper"] is None
-    assert rows["S_vib MAE 300 K"]["paper"] == 6.99
+    # the paper's C_v and S_vib MAEs are per mole of primitive cells: compared in that unit
+    assert rows["C_v MAE 300 K"]["paper"] == 1.49 and rows["C_v MAE 1000 K"]["paper"] == 1.31
+    assert rows["C_v MAE 300 K"]["unit"] == "J/(K·mol of primitive cells)"
+    assert rows["S_vib MAE 300 K"]["paper"] == 6.99 and rows["S_vib MAE 1000 K"]["paper"] == 8.30
+    assert rows["C_v MAE 300 K (per atom)"]["unit"] == "J/(K·mol of atoms)"
+    assert rows["NAC (both sides)"] == {"unit": "", "this_run": "none", "paper": "none"}
+    assert rows["A_vib R² 300 K"]["paper"] == 0.995 and rows["ΔA_vib MAE 1000 K"]["paper"] == 20.83
+    assert rows["ΔA_vib R² 300 K"]["paper"] == 0.778 and rows["force MAE (training set)"]["paper"] == 18.8
+    assert rows["polymorph transitions, MLIP 1000 K"]["paper"] == 18
+    assert rows["polymorph transitions in common 1000 K"]["paper"] == "13/19"
     assert rows["stability accuracy (−0.5 THz)"] == {"unit": "%", "this_run": 80.0, "paper": 86.2}
     assert rows["force MAE (validation)"]["paper"] == 20.5
     assert rows["polymorph transitions in common 300 K"] == {"unit": "", "this_run": "2/3", "paper": "16/19"}

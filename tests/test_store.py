@@ -129,7 +129,7 @@ def test_tag_metadata_merges_and_filters():
         f"metadata.{METADATA_KEY}.campaign": "c1",
         f"metadata.{METADATA_KEY}.stage": "label",
     }
-    assert temperature_key(300) == "300" and temperature_key(300.0) == "300" and temperature_key(298.15) == "298.15"
+    assert temperature_key(300) == "T300" and temperature_key(300.0) == "T300" and temperature_key(298.15) == "T298_15"
 
 
 # -- the query API ----------------------------------------------------------------------------------
@@ -163,8 +163,8 @@ def fake_phonon_doc(material_id, formula, chemsys, engine, kind, a, cv, s, fmin,
     if not failed:
         doc |= {
             "thermal": {
-                "300": {"A_vib_meV_per_atom": a, "Cv_J_per_K_mol": cv, "S_J_per_K_mol": s},
-                "1000": {"A_vib_meV_per_atom": a - 100.0, "Cv_J_per_K_mol": cv + 4.0, "S_J_per_K_mol": s + 30.0},
+                "T300": {"A_vib_meV_per_atom": a, "Cv_J_per_K_mol": cv, "S_J_per_K_mol": s},
+                "T1000": {"A_vib_meV_per_atom": a - 100.0, "Cv_J_per_K_mol": cv + 4.0, "S_J_per_K_mol": s + 30.0},
             },
             "min_frequency_THz": fmin,
             "dynamically_stable": fmin >= -0.5,
@@ -176,7 +176,7 @@ def fake_phonon_doc(material_id, formula, chemsys, engine, kind, a, cv, s, fmin,
 
 @job
 def not_a_phonon_doc():
-    return {"formula": "Si", "thermal": {"300": {"A_vib_meV_per_atom": 0.0}}}
+    return {"formula": "Si", "thermal": {"T300": {"A_vib_meV_per_atom": 0.0}}}
 
 
 @pytest.fixture(params=["embedded", "mongoeco"])
@@ -233,7 +233,7 @@ def test_results_filters(results):
 
 def test_results_thermal_ranges_sort_limit(results):
     # 300 K: A_vib 5.1, 5.3, -8.2, -8.4, 12.0
-    assert sorted(d["thermal"]["300"]["A_vib_meV_per_atom"] for d in results.find(A_vib=(0, 6))) == [5.1, 5.3]
+    assert sorted(d["thermal"]["T300"]["A_vib_meV_per_atom"] for d in results.find(A_vib=(0, 6))) == [5.1, 5.3]
     assert len(results.find(A_vib=(None, 0))) == 2
     # 1000 K: A_vib is 100 lower: -94.9, -94.7, -108.2, -108.4, -88.0
     assert sorted(d["material_id"] for d in results.find(A_vib=(None, -100), temperature=1000)) == [
@@ -244,9 +244,9 @@ def test_results_thermal_ranges_sort_limit(results):
     assert len(results.find(A_vib=(-100, None), temperature=300)) == 5
     assert _ids(results.find(C_v=(23.05, 30), S_vib=(37, 37.5))) == [("mp-10695", "mace")]
     assert sorted(d["material_id"] for d in results.find(S_vib=(50, None), temperature=1000)) == ["mp-10695", "mp-560588"]
-    by_s = [d["thermal"]["1000"]["S_J_per_K_mol"] for d in results.find(sort="-S_vib", temperature=1000)]
+    by_s = [d["thermal"]["T1000"]["S_J_per_K_mol"] for d in results.find(sort="-S_vib", temperature=1000)]
     assert by_s == sorted(by_s, reverse=True) and len(by_s) == 5
-    asc = [d["thermal"]["300"]["A_vib_meV_per_atom"] for d in results.find(sort="A_vib")]
+    asc = [d["thermal"]["T300"]["A_vib_meV_per_atom"] for d in results.find(sort="A_vib")]
     assert asc == [-8.4, -8.2, 5.1, 5.3, 12.0]
     two = results.find(sort=[("A_vib", -1)], limit=2)
     assert [d["material_id"] for d in two] == ["mp-804", "mp-149"]
@@ -297,11 +297,11 @@ def test_results_large_data_on_demand(results):
 
 def test_results_indexes(results):
     done = results.ensure_indexes()
-    assert "output.thermal.300.A_vib_meV_per_atom" in done and "output.formula" in done
+    assert "output.thermal.T300.A_vib_meV_per_atom" in done and "output.formula" in done
     if type(results.store.docs_store).__name__ == "MongoStore":
         assert all(done.values()), done
         names = results.store.docs_store._collection.index_information()
         keys = {k for spec in names.values() for k, _ in spec["key"]}
-        assert {"output.formula", "output.chemsys", "output.thermal.1000.S_J_per_K_mol"} <= keys
+        assert {"output.formula", "output.chemsys", "output.thermal.T1000.S_J_per_K_mol"} <= keys
     # queries still work after indexing
     assert results.count(formula="ZnS", A_vib=(None, -8.3)) == 1

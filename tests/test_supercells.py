@@ -167,3 +167,12 @@ def test_preserves_symmetry_detects_broken_point_group():
     rotations = SpacegroupAnalyzer(s).get_symmetry_dataset().rotations
     assert preserves_symmetry(np.diag([4, 4, 4]), rotations)
     assert not preserves_symmetry(np.diag([4, 4, 5]), rotations)
+
+
+def test_cell_of_more_than_max_atoms_is_used_as_it_is():
+    """The paper computes a unit cell of more than 200 atoms as it is (1x1x1), not refused."""
+    big = nacl().make_supercell([5, 5, 5], in_place=False)  # 250 atoms
+    assert len(big) == 250
+    m = choose_supercell_matrix(big, material_id="NaCl-250")  # the recipe's 100-200 window
+    assert np.array_equal(m, np.eye(3, dtype=int))
+    assert len(make_supercell(big, m)) == len(big)

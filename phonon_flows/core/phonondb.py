@@ -287,6 +287,7 @@ def load_phonondb_entry(
         phonon=ph, directory=Path(path), files=list(entry.files), fc_method="finite-difference",
         dataset_type="type-I", n_displacements=n_displacements(entry.force_sets), calculator="vasp",
         displacement_distance=max(distances), has_nac=ph.nac_params is not None,
+        nac_source="BORN file" if ph.nac_params is not None else None,
     )
     return imported, entry
 

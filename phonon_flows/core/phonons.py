@@ -13,8 +13,12 @@ Conventions
   regular grid of the conventional cell; on cells where the two differ, the paper's formula is
   what is applied here, so the mesh numbers are computed here and passed to phonopy as integers.
 - Thermal properties: phonopy gives kJ/mol and J/(K mol) per mole of *primitive cells*; they are
-  converted to meV/atom and J/(K mol of atoms) by dividing by the number of atoms of the primitive
-  cell. Modes at or below the cutoff frequency (0.1 THz) are left out (imaginary ones included).
+  kept so (``..._mol_cell``, the unit of the paper's C_v and S_vib MAEs) and also converted to
+  meV/atom and J/(K mol of atoms) by dividing by the number of atoms of the primitive cell.
+  Modes at or below the cutoff frequency (0.1 THz) are left out (imaginary ones included).
+- NAC: :func:`nac_info` says whether a Phonopy object carries Born charges (then its dynamical
+  matrix includes the non-analytical term); :func:`phonopy_from_yaml_text` +
+  :func:`apply_nac` rebuild phonons with or without it, for like-for-like comparisons.
 """
 
 from __future__ import annotations
@@ -372,7 +376,7 @@ def set_nac_params(
             raise InputError(f"{born_filename}: cannot read Born charges: {exc}") from exc
     if nac_params is None:
         return
-    params = dict(nac_params)
+    params = {k: v for k, v in dict(nac_params).items() if k != "source"}  # "source": where they came from
     params["born"] = np.asarray(params["born"], dtype=float)
     params["dielectric"] = np.asarray(params["dielectric"], dtype=float)
     if len(params["born"]) != len(phonon.primitive):
@@ -384,6 +388,80 @@ def set_nac_params(
 
         params["factor"] = get_calculator_physical_units(phonon.calculator).nac_factor
     phonon.nac_params = params
+
+
+def nac_info(phonon: Phonopy, source: str | None = None) -> dict[str, Any]:
+    """The NAC treatment of a Phonopy object, as stored in a PhononDoc (``NacInfo``): applied or
+    not, and the Born charges (e), dielectric tensor and factor when applied."""
+    params = phonon.nac_params
+    if params is None:
+        return {"applied": False}
+    return {
+        "applied": True,
+        "source": source,
+        "born": np.asarray(params["born"], dtype=float).tolist(),
+        "dielectric": np.asarray(params["dielectric"], dtype=float).tolist(),
+        "factor": None if params.get("factor") is None else float(params["factor"]),
+        "method": params.get("method") or "gonze",
+    }
+
+
+def same_nac(a: dict | None, b: dict | None, atol: float = 1e-6) -> bool:
+    """True when two NAC treatments (:func:`nac_info` dicts) are the same: both without NAC, or
+    both with the same Born charges and dielectric tensor."""
+    applied_a = bool(a and a.get("applied"))
+    applied_b = bool(b and b.get("applied"))
+    if applied_a != applied_b:
+        return False
+    if not applied_a:
+        return True
+    try:
+        return bool(np.allclose(a["born"], b["born"], atol=atol) and np.allclose(a["dielectric"], b["dielectric"], atol=atol))
+    except (KeyError, TypeError, ValueError):
+        return False
+
+
+def phonopy_from_yaml_text(text: str, symprec: float = DEFAULT_SYMPREC, fc_method: str | None = None) -> Phonopy:
+    """A Phonopy object with force constants from ``phonopy_params.yaml`` text (as a PhononDoc
+    stores it): force constants from the file, or produced from its displacements and forces."""
+    import io
+
+    from phonopy.interface.phonopy_yaml import PhonopyYaml
+    from phonopy.structure.dataset import forces_in_dataset
+
+    phpy = PhonopyYaml()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            phpy.read(io.StringIO(text))
+            phonon = Phonopy(phpy.unitcell, supercell_matrix=phpy.supercell_matrix,
+                             primitive_matrix=phpy.primitive_matrix, symprec=symprec, calculator=phpy.calculator)
+    except Exception as exc:  # noqa: BLE001 - yaml and cell errors of many kinds
+        raise InputError(f"cannot read the phonopy data: {type(exc).__name__}: {exc}") from exc
+    if phpy.nac_params is not None:
+        phonon.nac_params = phpy.nac_params
+    if phpy.force_constants is not None:
+        phonon.force_constants = phpy.force_constants
+    elif phpy.dataset is not None and forces_in_dataset(phpy.dataset):
+        phonon.dataset = phpy.dataset
+        produce_force_constants(phonon, fc_method)
+    else:
+        raise InputError("the phonopy data has neither force constants nor forces")
+    return phonon
+
+
+def apply_nac(phonon: Phonopy, nac: dict | None, symprec: float = DEFAULT_SYMPREC) -> None:
+    """Set the NAC of ``phonon`` to ``nac`` (a :func:`nac_info` dict, or a phonopy ``nac_params``
+    dict); None or ``{"applied": False}`` removes it."""
+    if not nac or nac.get("applied") is False:
+        phonon.nac_params = None
+        return
+    params = {"born": nac["born"], "dielectric": nac["dielectric"]}
+    if nac.get("factor") is not None:
+        params["factor"] = nac["factor"]
+    if nac.get("method"):
+        params["method"] = nac["method"]
+    set_nac_params(phonon, nac_params=params, symprec=symprec)
 
 
 def phonopy_yaml_text(phonon: Phonopy, force_constants: bool = False) -> str:
@@ -486,8 +564,9 @@ def thermal_properties(
     temperatures: Sequence[float] = DEFAULT_TEMPERATURES,
     cutoff_frequency: float = DEFAULT_CUTOFF_FREQUENCY,
 ) -> tuple[list[dict[str, float]], float]:
-    """A_vib (meV/atom), C_v and S_vib (J/(K mol of atoms)) at each temperature, and the zero-point
-    energy (meV/atom), on the mesh already run on ``phonon``."""
+    """A_vib (meV/atom), C_v and S_vib (J/(K mol of atoms)) at each temperature, the same per mole
+    of primitive cells (phonopy's kJ/mol and J/(K mol)), and the zero-point energy (meV/atom), on
+    the mesh already run on ``phonon``."""
     units = get_physical_units()
     natom = len(phonon.primitive)
     with warnings.catch_warnings():
@@ -500,6 +579,9 @@ def thermal_properties(
             "A_vib_meV_per_atom": float(fe) * to_mev_per_atom,
             "Cv_J_per_K_mol": float(cv) / natom,
             "S_J_per_K_mol": float(s) / natom,
+            "Cv_J_per_K_mol_cell": float(cv),
+            "S_J_per_K_mol_cell": float(s),
+            "A_vib_kJ_per_mol_cell": float(fe),
         }
         for t, fe, s, cv in zip(tp.temperatures, tp.free_energy, tp.entropy, tp.heat_capacity, strict=True)
     ]

@@ -11,7 +11,8 @@ A folder holds one of:
   displacement, in order), read with phonopy's VASP interface;
 
 plus ``BORN`` (Born charges and dielectric tensor for the non-analytical term correction) when
-present. Errors name the folder.
+present: like ``phonopy.load``, NAC is then applied (``use_born=False`` leaves it out), and
+``ImportedPhonopy.nac_source`` records where the charges came from. Errors name the folder.
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ class ImportedPhonopy:
     displacement_distance: float | None
     has_nac: bool
     notes: list[str] = field(default_factory=list)
+    #: where the Born charges came from ("phonopy yaml" or "BORN file"), None without NAC
+    nac_source: str | None = None
 
 
 def _first(directory: Path, names: tuple[str, ...]) -> Path | None:
@@ -135,6 +138,7 @@ def load_phonopy_folder(
     ph = _read_phonopy_yaml(yaml_file, primitive_matrix, symprec, use_born, where)
     files = [yaml_file.name]
     notes: list[str] = []
+    nac_source = "phonopy yaml" if ph.nac_params is not None else None
 
     if born is not None and ph.nac_params is None:
         try:
@@ -142,6 +146,7 @@ def load_phonopy_folder(
         except PhononFlowsError as exc:
             raise InputError(f"{where}: {exc.reason}") from exc
         files.append("BORN")
+        nac_source = "BORN file"
 
     # forces (or force constants): in the yaml, else FORCE_SETS, FORCE_CONSTANTS or vasprun.xml files
     yaml_dataset = ph.dataset
@@ -181,6 +186,7 @@ def load_phonopy_folder(
         displacement_distance=_displacement_distance(ph.dataset),
         has_nac=ph.nac_params is not None,
         notes=notes,
+        nac_source=nac_source,
     )
 
 

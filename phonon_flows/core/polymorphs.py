@@ -23,6 +23,7 @@ the MLIP reproduces the free-energy differences.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -40,7 +41,7 @@ DEFAULT_TIE_TOLERANCE_MEV = 1e-6
 class Polymorph:
     """One polymorph: reduced composition, reference enthalpy, and A_vib of both sources.
 
-    ``A_vib_reference`` and ``A_vib_mlip`` map a temperature key (e.g. ``"300"``) to the
+    ``A_vib_reference`` and ``A_vib_mlip`` map a temperature key (e.g. ``"T300"``) to the
     vibrational Helmholtz free energy in meV/atom.
     """
 
@@ -143,6 +144,11 @@ def group_by_composition(polymorphs: Iterable[Polymorph]) -> dict[str, list[Poly
     return {c: sorted(groups[c], key=lambda p: p.material_id) for c in sorted(groups)}
 
 
+def _by_key(values: Mapping) -> dict[str, float]:
+    """A temperature-keyed mapping with its keys as :func:`temperature_key` writes them."""
+    return {temperature_key(k): v for k, v in values.items()}
+
+
 def analyze_temperature(
     polymorphs: Sequence[Polymorph],
     temperature: str,
@@ -150,10 +156,12 @@ def analyze_temperature(
     tie_tolerance_meV: float = DEFAULT_TIE_TOLERANCE_MEV,
 ) -> PolymorphResult:
     """The polymorph analysis of all compositions at one temperature (see module doc)."""
-    temperature = str(temperature)
+    temperature = temperature_key(temperature)
     result = PolymorphResult(temperature=temperature, offset_meV=float(offset_meV))
+    a_ref = {id(p): _by_key(p.A_vib_reference) for p in polymorphs}
+    a_mlip = {id(p): _by_key(p.A_vib_mlip) for p in polymorphs}
     for composition, group in group_by_composition(polymorphs).items():
-        have = [p for p in group if temperature in p.A_vib_reference and temperature in p.A_vib_mlip]
+        have = [p for p in group if temperature in a_ref[id(p)] and temperature in a_mlip[id(p)]]
         result.missing.extend(p.material_id for p in group if p not in have)
         if len(group) < 2:
             result.single_polymorph.append(composition)
@@ -168,8 +176,8 @@ def analyze_temperature(
             if p is gs:
                 continue
             dh = 1000.0 * (p.enthalpy_per_atom_eV - gs.enthalpy_per_atom_eV)
-            dvr = float(p.A_vib_reference[temperature]) - float(gs.A_vib_reference[temperature])
-            dvm = float(p.A_vib_mlip[temperature]) - float(gs.A_vib_mlip[temperature])
+            dvr = float(a_ref[id(p)][temperature]) - float(a_ref[id(gs)][temperature])
+            dvm = float(a_mlip[id(p)][temperature]) - float(a_mlip[id(gs)][temperature])
             rows.append(
                 PolymorphRow(
                     material_id=p.material_id,
@@ -219,15 +227,63 @@ def analyze_polymorphs(
     offset_meV: float = DEFAULT_OFFSET_MEV,
     tie_tolerance_meV: float = DEFAULT_TIE_TOLERANCE_MEV,
 ) -> dict[str, PolymorphResult]:
-    """:func:`analyze_temperature` at each temperature, keyed by temperature string (e.g. ``"300"``)."""
-    return {
-        key: analyze_temperature(polymorphs, key, offset_meV, tie_tolerance_meV)
+    """:func:`analyze_temperature` at each temperature, keyed by temperature key (e.g. ``"T300"``)."""
+    return ByTemperature(
+        (key, analyze_temperature(polymorphs, key, offset_meV, tie_tolerance_meV))
         for key in (temperature_key(t) for t in temperatures)
-    }
+    )
+
+
+def temperature_value(t: str | int | float) -> float:
+    """A temperature in K from a number or a temperature key: ``"T300"``, ``"300"``, ``300``,
+    ``"T298_15"`` and ``"298.15"`` all read as numbers; anything else raises ValueError."""
+    if isinstance(t, str):
+        text = t.strip()
+        if text[:1] in ("T", "t"):
+            text = text[1:]
+        value = float(text.replace("_", "."))
+    else:
+        value = float(t)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"not a temperature in K: {t!r}")
+    return value
 
 
 def temperature_key(t: str | int | float) -> str:
-    """Temperature key as used in the thermal dicts: ``300 -> "300"``, ``300.0 -> "300"``, ``"300" -> "300"``."""
-    if isinstance(t, str):
-        return t
-    return str(int(t)) if float(t).is_integer() else repr(float(t))
+    """Key of a temperature in the stored thermal dicts: ``300 -> "T300"``, ``"300" -> "T300"``,
+    ``298.15 -> "T298_15"``.
+
+    Keys start with a letter and hold no dot, so a MongoDB path such as
+    ``output.thermal.T300.A_vib_meV_per_atom`` names a field (an all-digit segment like
+    ``thermal.300`` would also read as an array index) and needs no escaping.
+    """
+    value = temperature_value(t)
+    text = str(int(value)) if value.is_integer() else repr(value).replace(".", "_")
+    return f"T{text}"
+
+
+def temperature_label(t: str | int | float) -> str:
+    """The temperature of a key as people write it, for tables and plots: ``"T300" -> "300"``."""
+    value = temperature_value(t)
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
+class ByTemperature(dict):
+    """A dict keyed by temperature keys (:func:`temperature_key`, ``"T300"``) that also answers to
+    ``300``, ``300.0`` and ``"300"``: ``d[300] is d["T300"]``. Stored as a plain dict."""
+
+    @staticmethod
+    def _key(key: object) -> object:
+        try:
+            return temperature_key(key)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return key
+
+    def __getitem__(self, key: object):
+        return super().__getitem__(self._key(key))
+
+    def __contains__(self, key: object) -> bool:
+        return super().__contains__(self._key(key))
+
+    def get(self, key: object, default=None):
+        return super().get(self._key(key), default)

@@ -181,8 +181,9 @@ def choose_supercell_matrix(
     same supercell with pymatgen (which wants ``M.T``).
 
     A structure whose primitive cell has one atom gets 4x4x4 primitive cells (``diag(4, 4, 4)``
-    for a one-atom input cell) whatever the window, as in the recipe. Raises :class:`InputError`
-    naming the material when no supercell size falls in the window.
+    for a one-atom input cell) whatever the window, as in the recipe. A unit cell of more than
+    ``max_atoms`` atoms is used as it is (identity matrix), as in the paper. Raises
+    :class:`InputError` naming the material when no supercell size falls in the window.
     """
     name = material_id or structure.composition.reduced_formula
     if min_atoms < 1 or max_atoms < min_atoms:
@@ -196,6 +197,9 @@ def choose_supercell_matrix(
             return p.T.copy()
 
     n_atoms = len(structure)
+    if n_atoms > max_atoms:
+        # the paper uses a cell of more than max_atoms atoms as it is (1x1x1)
+        return np.eye(3, dtype=int)
     sizes = supercell_sizes_in_window(n_atoms, min_atoms, max_atoms)
     if not sizes:
         raise InputError(

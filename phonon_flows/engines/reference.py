@@ -26,6 +26,7 @@ from pymatgen.io.ase import AseAtomsAdaptor
 from threadpoolctl import threadpool_limits
 
 from phonon_flows.engines.base import ForceEngine, ForceResult, check_forces
+from phonon_flows.engines.harmonic import HARMONIC_DFT_NAME, HarmonicDftEngine
 from phonon_flows.errors import CalculationError
 from phonon_flows.schemas.common import EngineInfo
 
@@ -195,12 +196,13 @@ class ChgnetEngine(ReferenceEngine):
 # --------------------------------------------------------------------------------------------
 # registry
 # --------------------------------------------------------------------------------------------
-REFERENCE_ENGINE_CLASSES = {"chgnet": ChgnetEngine, "emt": EmtEngine}
+REFERENCE_ENGINE_CLASSES = {"chgnet": ChgnetEngine, "emt": EmtEngine, HARMONIC_DFT_NAME: HarmonicDftEngine}
 
 
 def get_reference_engine(name: str, **kwargs: Any) -> ReferenceEngine:
     """``"chgnet"`` -> :class:`ChgnetEngine` (``model_name``, ``device``, ``batch_size``);
-    ``"emt"`` -> :class:`EmtEngine`."""
+    ``"emt"`` -> :class:`EmtEngine`; ``"harmonic-dft"`` -> :class:`~phonon_flows.engines.harmonic.HarmonicDftEngine`
+    (harmonic DFT labels from phonondb: DFT, not a stand-in; ``entries`` or ``folder``)."""
     key = name.lower()
     if key not in REFERENCE_ENGINE_CLASSES:
         raise ValueError(f"unknown reference engine {name!r}; choose one of {sorted(REFERENCE_ENGINE_CLASSES)}")
@@ -214,6 +216,8 @@ def reference_engine_elements(name: str) -> frozenset[str]:
         return emt_elements()
     if key == "chgnet":
         return chgnet_elements()
+    if key == HARMONIC_DFT_NAME:  # any element phonondb has: the entry decides
+        return frozenset(el.symbol for el in Element)
     raise ValueError(f"unknown reference engine {name!r}; choose one of {sorted(REFERENCE_ENGINE_CLASSES)}")
 
 

@@ -234,11 +234,14 @@ def relax_doc_from_outputs(
     n_steps: int | None = None,
     engine: EngineInfo | None = None,
     dir_name: str | None = None,
+    pressure_GPa: float = 0.0,
 ):
-    """A RelaxDoc from a VASP relaxation's outputs (final energy in eV; zero pressure: H = E)."""
+    """A RelaxDoc from a VASP relaxation's outputs (final energy in eV) at the target pressure
+    ``pressure_GPa`` (VASP's PSTRESS / 10): H = E + PV per atom."""
     if energy is None or not np.isfinite(energy):
         raise CalculationError("VASP relaxation has no finite energy", material_id=material_id, stage="relax")
     n = len(structure)
+    pv = float(pressure_GPa) * GPa * structure.volume  # GPa * Å^3 -> eV
     max_force = None
     converged = None
     if forces is not None:
@@ -251,8 +254,8 @@ def relax_doc_from_outputs(
         input_structure=input_structure,
         structure=structure,
         energy_per_atom=float(energy) / n,
-        enthalpy_per_atom=float(energy) / n,
-        pressure=0.0,
+        enthalpy_per_atom=(float(energy) + pv) / n,
+        pressure=float(pressure_GPa),
         converged=converged,
         fmax=abs(EDIFFG),
         max_force=max_force,

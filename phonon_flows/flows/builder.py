@@ -17,6 +17,8 @@ REFERENCE_NOTES = {
     "chgnet": "The reference is CHGNet 0.3.0, a pretrained universal potential standing in for DFT: NOT DFT.",
     "emt": "The reference is ASE's EMT, an empirical potential for tests: NOT DFT.",
     "vasp": "The reference is DFT (VASP, PBE) with the recipe's settings.",
+    "harmonic-dft": "The reference is DFT: harmonic DFT (PBEsol, phonondb): labels F = -Φu from the force constants "
+                    "of Togo's phonondb (VASP, PBEsol, 2018-04-17; A. Togo, phonondb (Kyoto University), CC-BY-4.0).",
 }
 
 

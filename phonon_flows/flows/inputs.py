@@ -138,7 +138,8 @@ def input_items(
 
 
 def prepare_campaign_inputs(structures, material_ids, engines, perturbation_maker, min_distance):
-    """``(materials, failures, sources, aliases)``: prepared materials as primitive cells, input
+    """``(materials, failures, sources, aliases)``: prepared materials as primitive cells (as given
+    when ``perturbation_maker.use_primitive`` is False), input
     failures, the file of each material id, and the names a user may call each material by."""
     items, ids, sources = input_items(structures, material_ids)
     good, bad = prepare_materials(
@@ -162,7 +163,9 @@ def prepare_campaign_inputs(structures, material_ids, engines, perturbation_make
                 aliases[mid] = names
                 remaining.pop(k)
                 break
-    materials = [(mid, primitive_cell(s)) for mid, s in good]
+    # the unit cells as given when the supercell matrices are on them (e.g. phonondb's DIM)
+    keep = not getattr(perturbation_maker, "use_primitive", True)
+    materials = [(mid, s if keep else primitive_cell(s)) for mid, s in good]
     return materials, bad, src_by_id, aliases
 
 

@@ -9,11 +9,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from jobflow import Flow, Maker, OnMissing
 from pymatgen.core import Structure
 
 from phonon_flows.core.structures import MIN_DISTANCE, structure_hash
-from phonon_flows.engines import REFERENCE_ENGINES
+from phonon_flows.engines import DFT_ENGINES, REFERENCE_ENGINES
+from phonon_flows.engines.harmonic import HARMONIC_DFT_NAME
 from phonon_flows.errors import InputError, PhononFlowsError
 from phonon_flows.flows.builder import REFERENCE_NOTES, CampaignBuilder, finish_campaign
 from phonon_flows.flows.inputs import (
@@ -26,6 +28,7 @@ from phonon_flows.flows.keys import settings_hash, settings_payload
 from phonon_flows.flows.phonons import supercell_for, vasp_phonons, with_model
 from phonon_flows.makers.benchmark import BenchmarkMaker
 from phonon_flows.makers.perturb import PerturbationMaker
+from phonon_flows.makers.phonondb import phonondb_forces
 from phonon_flows.makers.phonons import PhononMaker
 from phonon_flows.makers.reference import ReferenceForceMaker, ReferenceRelaxMaker
 from phonon_flows.makers.training import MaceTrainingMaker
@@ -77,6 +80,18 @@ class TrainingCampaignMaker(Maker):
         The BenchmarkMaker.
     holdout
         Default held-out materials (``make(..., holdout=...)`` wins).
+    supercell_matrices, use_primitive
+        material id -> supercell matrix of both the perturbed and the phonon supercells, instead
+        of the window's choice; with ``use_primitive=False`` the matrices are on the structures as
+        given (not their primitive cells): phonondb materials use their entry's unit cell and
+        ``DIM`` (see :func:`phonon_flows.demo.phonondb_campaign_maker`).
+    enthalpies
+        material id -> enthalpy per atom (eV/atom) of the held-out materials when they are not
+        relaxed here (e.g. DFT enthalpies from a file): polymorph transitions need them.
+    dft_training
+        With the ``harmonic-dft`` reference: ``"perturbed"`` (the recipe: harmonic DFT labels of
+        the perturbed supercells), ``"finite-displacement"`` (the entry's own DFT supercells, one
+        displaced atom each) or ``"both"``.
     """
 
     name: str = "campaign"
@@ -97,6 +112,10 @@ class TrainingCampaignMaker(Maker):
     benchmark_maker: Maker | None = None
     holdout: Sequence[str] = ()
     min_distance: float = MIN_DISTANCE
+    supercell_matrices: Mapping[str, Any] | None = None
+    use_primitive: bool = True
+    enthalpies: Mapping[str, float] | None = None
+    dft_training: str = "perturbed"
 
     # -- the makers of each stage ---------------------------------------------------------
     @property
@@ -107,12 +126,16 @@ class TrainingCampaignMaker(Maker):
         return key
 
     def relax_maker(self) -> Maker | None:
-        if not self.relax:
+        if not self.relax or self.engine_name == HARMONIC_DFT_NAME:  # phonondb structures are DFT-relaxed
             return None
         if self.engine_name == "vasp":
-            from phonon_flows.makers.vasp import VaspRelaxMaker as cls  # atomate2's VASP: heavy, optional
+            from phonon_flows.makers.vasp import VaspRelaxMaker, relax_options  # atomate2's VASP: heavy
 
-            kwargs = {}
+            # the input-set options of engine_kwargs reach the relaxations too; relax_kwargs update them
+            try:
+                return VaspRelaxMaker.with_settings(**relax_options(self.engine_kwargs, self.relax_kwargs))
+            except TypeError as exc:
+                raise InputError(f"relax_kwargs for VASP: {exc}", stage="relax") from None
         else:
             cls, kwargs = ReferenceRelaxMaker, {"engine": self.engine_name, "engine_kwargs": dict(self.engine_kwargs)}
         unknown = sorted(set(self.relax_kwargs) - set(cls.__dataclass_fields__))
@@ -124,12 +147,14 @@ class TrainingCampaignMaker(Maker):
         if self.engine_name == "vasp":
             from phonon_flows.makers.vasp import VaspForceMaker  # atomate2's VASP: heavy, optional
 
-            return VaspForceMaker()
+            # user_incar_settings & co, run_vasp_kwargs, or static_maker=: an unknown option is an InputError
+            return VaspForceMaker.with_settings(**self.engine_kwargs)
         return ReferenceForceMaker(engine=self.engine_name, engine_kwargs=dict(self.engine_kwargs))
 
     def perturbation_maker(self) -> PerturbationMaker:
         return PerturbationMaker(
-            n_structures=self.n_perturbations, seed=self.seed, min_atoms=self.min_atoms, max_atoms=self.max_atoms
+            n_structures=self.n_perturbations, seed=self.seed, min_atoms=self.min_atoms, max_atoms=self.max_atoms,
+            use_primitive=self.use_primitive,
         )
 
     def mace_training_maker(self) -> Maker:
@@ -190,7 +215,7 @@ class TrainingCampaignMaker(Maker):
         )
         held = resolve_holdout(list(self.holdout if holdout is None else holdout), materials, failed, aliases)
         train, test = split_materials(materials, held, failed)
-        smats = holdout_supercells(test, stages.ref_phonons, failed)
+        smats = holdout_supercells(test, stages.ref_phonons, failed, self.supercell_matrices)
 
         b = CampaignBuilder(self.name)
         hashes = {mid: structure_hash(s) for mid, s in materials}
@@ -220,7 +245,7 @@ class TrainingCampaignMaker(Maker):
             holdout_material_ids=[mid for mid, _ in test],
             input_failures=failed,
             reference_engine=self.engine_name,
-            reference_is_dft=self.engine_name == "vasp",
+            reference_is_dft=self.engine_name in DFT_ENGINES,
             reference_note=REFERENCE_NOTES.get(self.engine_name),
         )
 
@@ -271,11 +296,20 @@ class TrainingCampaignMaker(Maker):
         source = relaxed.structure if relaxed is not None else s
         if relaxed is not None:
             checkpoint["relax"] = relaxed.material_id
-        p = stages.perturbation.make(source, material_id=mid)
-        _, pkey = b.add(p, "perturb", mid, material_hash, settings_hash(stages.perturbation, relaxations.keys[mid]),
+        labels = []
+        if self.engine_name == HARMONIC_DFT_NAME and self.dft_training in ("finite-displacement", "both"):
+            fd = phonondb_forces(self._entry_path(mid), mid)
+            labels.append(b.add(fd, "label-fd", mid, material_hash, settings_hash(self._entry_path(mid)), "cpu",
+                                "train", name=f"phonondb DFT supercells {mid}"))
+            if self.dft_training == "finite-displacement":
+                return checkpoint, labels
+        perturbation = stages.perturbation
+        if self.supercell_matrices and mid in self.supercell_matrices:  # the supercell of the reference (DIM)
+            perturbation = dataclasses.replace(perturbation, supercell_matrix=_matrix(self.supercell_matrices[mid]))
+        p = perturbation.make(source, material_id=mid)
+        _, pkey = b.add(p, "perturb", mid, material_hash, settings_hash(perturbation, relaxations.keys[mid]),
                         "cpu", "train", name=f"perturb {mid}")
         checkpoint["perturb"] = p.output.material_id
-        labels = []
         if isinstance(stages.force, ReferenceForceMaker):  # one batched job per material
             lab = stages.force.make(p.output.structures, material_id=mid)
             labels.append(b.add(lab, "label", mid, material_hash, settings_hash(stages.force, pkey), "cpu", "train",
@@ -286,6 +320,13 @@ class TrainingCampaignMaker(Maker):
                 labels.append(b.add(lab, "label", mid, material_hash, settings_hash(stages.force, pkey, i), "cpu",
                                     "train", name=f"label {mid} #{i}"))
         return checkpoint, labels
+
+    def _entry_path(self, mid: str) -> str:
+        entries = dict(self.engine_kwargs.get("entries") or {})
+        if mid not in entries:
+            raise InputError("no phonondb entry given for this material (engine_kwargs['entries'])",
+                             material_id=mid, stage="label")
+        return str(entries[mid])
 
     def _add_holdout_phonons(self, b, stages, test, smats, hashes, relaxations, model_sha256, tr_key):
         """Held-out materials: relax -> phonons with the reference and with MACE (same structure,
@@ -299,7 +340,7 @@ class TrainingCampaignMaker(Maker):
             relaxations.add(mid, s, "holdout")
             r = relaxations.outputs[mid]
             structure = r.structure if r is not None else s
-            enthalpy = r.enthalpy_per_atom if r is not None else None
+            enthalpy = r.enthalpy_per_atom if r is not None else (self.enthalpies or {}).get(mid)
             if ref_name == "vasp":
                 ref = vasp_phonons(self.force_maker(), structure, mid, smats[mid], enthalpy, phonon_settings_, s)
             else:
@@ -330,6 +371,9 @@ class TrainingCampaignMaker(Maker):
             "phonons": stages.ref_phonons.settings(),
             "mlip_engine_kwargs": dict(self.mlip_engine_kwargs),
             "benchmark": stages.benchmark_settings,
+            "supercell_matrices": {k: _matrix(v) for k, v in (self.supercell_matrices or {}).items()},
+            "enthalpies": dict(self.enthalpies or {}),
+            "dft_training": self.dft_training,
         }
 
 
@@ -375,6 +419,12 @@ class _Relaxations:
         self.keys[mid] = key
 
 
+def _matrix(m: Any) -> list[list[int]]:
+    """A 3x3 integer supercell matrix from 3 or 9 numbers or a 3x3 list."""
+    a = np.rint(np.asarray(m, dtype=float)).astype(int)
+    return (np.diag(a) if a.shape == (3,) else a.reshape(3, 3)).tolist()
+
+
 def split_materials(materials, held: list[str], failed: list) -> tuple[list, list]:
     """``(train, test)``: the held-out materials are the test set. Raises InputError when no
     training material is left; a held-out material with an element no training material has is
@@ -401,11 +451,16 @@ def split_materials(materials, held: list[str], failed: list) -> tuple[list, lis
     return train, kept_test
 
 
-def holdout_supercells(test: list, phonon_maker: Maker, failed: list) -> dict[str, list[list[int]]]:
-    """The phonon supercell matrix of each held-out material (both phonon calculations use it);
-    a material without one is recorded in ``failed`` and removed from ``test``."""
+def holdout_supercells(test: list, phonon_maker: Maker, failed: list,
+                       given: Mapping[str, Any] | None = None) -> dict[str, list[list[int]]]:
+    """The phonon supercell matrix of each held-out material (both phonon calculations use it):
+    the ``given`` one, else the window's choice; a material without one is recorded in ``failed``
+    and removed from ``test``."""
     smats: dict[str, list[list[int]]] = {}
     for mid, s in list(test):
+        if given and mid in given:
+            smats[mid] = _matrix(given[mid])
+            continue
         try:
             smats[mid] = supercell_for(s, phonon_maker, mid)
         except PhononFlowsError as err:

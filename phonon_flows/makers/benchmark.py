@@ -20,8 +20,16 @@ from jobflow import Maker, job
 
 from phonon_flows import engines  # engines.get_engine is looked up when a job runs (tests replace it)
 from phonon_flows.core import metrics as M
-from phonon_flows.core.polymorphs import DEFAULT_OFFSET_MEV, Polymorph, analyze_polymorphs, temperature_key
+from phonon_flows.core import phonons as ph_core
+from phonon_flows.core.polymorphs import (
+    DEFAULT_OFFSET_MEV,
+    Polymorph,
+    analyze_polymorphs,
+    temperature_key,
+    temperature_value,
+)
 from phonon_flows.errors import InputError, PhononFlowsError
+from phonon_flows.makers.phonons import phonon_doc_from_phonopy, phonon_settings
 from phonon_flows.report.figures import write_benchmark_figures
 from phonon_flows.schemas.benchmark import (
     BenchmarkDoc,
@@ -39,6 +47,9 @@ logger = logging.getLogger(__name__)
 
 #: reference engine kinds whose phonons are DFT (run here, or imported phonopy force sets)
 DFT_KINDS = ("dft", "imported")
+#: NAC treatments of a benchmark: both sides without NAC (the paper's comparison), or both with
+#: the reference's Born charges
+NAC_MODES = ("none", "reference")
 
 
 def _get(obj: Any, key: str, default: Any = None) -> Any:
@@ -76,14 +87,22 @@ def _engine_key(e: EngineInfo) -> tuple:
 
 
 def _thermal(doc: Any) -> dict[str, Any]:
-    """The document's thermal dict with keys normalized to "300"-style temperature keys."""
+    """The document's thermal dict with keys normalized to "T300"-style temperature keys."""
     out = {}
     for k, v in (_get(doc, "thermal") or {}).items():
         try:
-            out[temperature_key(float(k))] = v
+            out[temperature_key(k)] = v
         except (TypeError, ValueError):
             out[str(k)] = v
     return out
+
+
+def _nac(doc: Any) -> dict[str, Any]:
+    """A document's NAC treatment as a dict (older documents: only ``has_nac``)."""
+    nac = _get(doc, "nac")
+    if nac is not None:
+        return nac if isinstance(nac, Mapping) else nac.model_dump()
+    return {"applied": bool(_get(doc, "has_nac"))}
 
 
 def _regression(m: M.RegressionMetrics | None) -> Regression | None:
@@ -127,6 +146,13 @@ class BenchmarkMaker(Maker):
     forces_key
         extxyz array of the reference forces in labelled sets (falls back to ``forces`` / the
         attached calculator's forces).
+    nac
+        ``"none"`` (default, the paper's comparison): both sides without the non-analytical term
+        correction; ``"reference"``: both with the reference's Born charges (none when the
+        reference has none). A side whose document has another NAC treatment is recomputed from
+        its stored phonopy data (force constants are the same; only NAC changes); a pair that
+        cannot be made like for like (no phonopy data, different supercell matrices) is skipped
+        with the reason.
     """
 
     name: str = "benchmark"
@@ -140,6 +166,11 @@ class BenchmarkMaker(Maker):
     force_engine: str | None = None
     force_engine_kwargs: dict[str, Any] = field(default_factory=dict)
     forces_key: str = "REF_forces"
+    nac: str = "none"
+
+    def __post_init__(self):
+        if self.nac not in NAC_MODES:
+            raise InputError(f"BenchmarkMaker(nac={self.nac!r}): choose one of {NAC_MODES}", stage="benchmark")
 
     @job(output_schema=BenchmarkDoc)
     def make(
@@ -175,9 +206,13 @@ class BenchmarkMaker(Maker):
         mlip = self._index(mlip_docs, "MLIP")
         ref = self._index(reference_docs, "reference")
         mlip_engine, ref_engine, others = self._engines(mlip, ref)
-        pairs = self._pairs(mlip, ref, skipped)
+        recomputed: dict[str, list[str]] = {}
+        pairs = self._like_for_like(self._pairs(mlip, ref, skipped), skipped, recomputed)
         temps = self._temperatures(pairs)
-        compared = self._compare_materials(pairs, temps, enthalpies, skipped)
+        notes: list[str] = []
+        compared = self._compare_materials(pairs, temps, enthalpies, skipped, notes)
+        for row in compared.rows:
+            row.recomputed = recomputed.get(row.material_id, [])
         rows = compared.rows
         if not rows:
             reasons = "; ".join(f"{e.material_id}: {e.reason}" for e in skipped[:5])
@@ -195,7 +230,9 @@ class BenchmarkMaker(Maker):
             materials=rows,
             skipped=skipped,
             temperatures=temps,
+            nac=self.nac,
             polymorph_offset_meV=self.polymorph_offset_meV,
+            polymorph_notes=notes,
         )
         self._add_metrics(doc, compared, temps)
         doc.forces = self._forces(training_doc, labelled_sets)
@@ -252,9 +289,11 @@ class BenchmarkMaker(Maker):
                 pairs.append((mid, m, r))
         return pairs
 
-    def _compare_materials(self, pairs, temps, enthalpies, skipped: list[MaterialError]) -> _Compared:
-        """Compare each pair (:meth:`_material`); a material that cannot be compared is skipped."""
+    def _compare_materials(self, pairs, temps, enthalpies, skipped: list[MaterialError], notes: list[str]) -> _Compared:
+        """Compare each pair (:meth:`_material`); a material that cannot be compared is skipped.
+        Materials without a reference enthalpy stay out of the polymorph analysis (``notes``)."""
         c = _Compared()
+        no_enthalpy: list[str] = []
         for mid, m, r in pairs:
             try:
                 row, fr, fm = self._material(mid, m, r, temps, enthalpies)
@@ -266,7 +305,9 @@ class BenchmarkMaker(Maker):
                 c.pooled_ref.append(fr)
                 c.pooled_mlip.append(fm)
                 c.band_pairs[mid] = (_get(r, "band_structure"), _get(m, "band_structure"))
-            if row.enthalpy_per_atom_eV is not None:
+            if row.enthalpy_per_atom_eV is None:
+                no_enthalpy.append(mid)
+            else:
                 c.polymorphs.append(
                     Polymorph(
                         material_id=mid,
@@ -276,6 +317,11 @@ class BenchmarkMaker(Maker):
                         A_vib_mlip={t: p.A_vib_mlip for t, p in row.thermal.items()},
                     )
                 )
+        if no_enthalpy:
+            notes.append(
+                f"left out of the polymorph analysis, no reference enthalpy: {', '.join(no_enthalpy)} (ΔH comes "
+                "from the reference only; the MLIP's energies are not used: a forces-only model's energies mean nothing)"
+            )
         return c
 
     def _add_metrics(self, doc: BenchmarkDoc, c: _Compared, temps: list[float]) -> None:
@@ -290,10 +336,12 @@ class BenchmarkMaker(Maker):
             prs = [row.thermal[t] for row in rows if t in row.thermal]
             if prs:
                 doc.thermal[t] = ThermalMetrics(
-                    temperature_K=float(t),
+                    temperature_K=temperature_value(t),
                     A_vib=_regression(M.regression_metrics([p.A_vib_reference for p in prs], [p.A_vib_mlip for p in prs])),
                     Cv=_regression(M.regression_metrics([p.Cv_reference for p in prs], [p.Cv_mlip for p in prs])),
                     S_vib=_regression(M.regression_metrics([p.S_reference for p in prs], [p.S_mlip for p in prs])),
+                    Cv_cell=self._cell_metrics(prs, "Cv_cell"),
+                    S_vib_cell=self._cell_metrics(prs, "S_cell"),
                 )
         cm = M.confusion_matrix([r.stable_reference for r in rows], [r.stable_mlip for r in rows])
         doc.stability = StabilityConfusion(
@@ -306,6 +354,76 @@ class BenchmarkMaker(Maker):
         if c.polymorphs and temps:
             for t, res in analyze_polymorphs(c.polymorphs, temps, self.polymorph_offset_meV).items():
                 doc.polymorphs[t] = PolymorphBenchmark.model_validate(res.as_dict())
+
+    @staticmethod
+    def _cell_metrics(prs: list[ThermalPair], name: str) -> Regression | None:
+        """Metrics of a per-primitive-cell quantity, over the pairs that have it on both sides."""
+        vals = [(getattr(p, f"{name}_reference"), getattr(p, f"{name}_mlip")) for p in prs]
+        vals = [(a, b) for a, b in vals if a is not None and b is not None]
+        if not vals:
+            return None
+        return _regression(M.regression_metrics([a for a, _ in vals], [b for _, b in vals]))
+
+    def _like_for_like(self, pairs: list[tuple], skipped: list[MaterialError],
+                       recomputed: dict[str, list[str]]) -> list[tuple]:
+        """Pairs on the same supercell matrix with the same NAC treatment (``self.nac``).
+
+        A side with another NAC treatment is recomputed from its phonopy data; a pair that cannot
+        be made like for like is skipped with the reason."""
+        out = []
+        for mid, m, r in pairs:
+            sm, sr = _get(m, "supercell_matrix"), _get(r, "supercell_matrix")
+            if sm is not None and sr is not None and not np.array_equal(np.asarray(sm), np.asarray(sr)):
+                skipped.append(MaterialError(material_id=mid, stage="benchmark", reason=(
+                    f"supercell matrices differ (MLIP {np.asarray(sm).tolist()}, reference {np.asarray(sr).tolist()}): "
+                    "not a like-for-like comparison")))
+                continue
+            target = self._target_nac(r)
+            try:
+                m2, r2 = self._with_nac(m, target, mid, "MLIP"), self._with_nac(r, target, mid, "reference")
+            except PhononFlowsError as exc:
+                skipped.append(MaterialError(material_id=mid, stage="benchmark", reason=exc.reason))
+                continue
+            recomputed[mid] = [side for side, old, new in (("reference", r, r2), ("mlip", m, m2)) if new is not old]
+            out.append((mid, m2, r2))
+        return out
+
+    def _target_nac(self, ref_doc: Any) -> dict[str, Any]:
+        """The NAC treatment both sides get: none, or the reference's Born charges."""
+        if self.nac == "none":
+            return {"applied": False}
+        return _nac(ref_doc)
+
+    @staticmethod
+    def _with_nac(doc: Any, target: dict[str, Any], mid: str, side: str) -> Any:
+        """``doc`` when its NAC treatment is ``target``, else its phonons recomputed with ``target``
+        from the phonopy data it stores (raises InputError when it has none)."""
+        have = _nac(doc)
+        if ph_core.same_nac(have, target):
+            return doc
+        want = "with the reference's Born charges" if target.get("applied") else "without NAC"
+        has = f"NAC from {have.get('source') or 'Born charges'}" if have.get("applied") else "no NAC"
+        text = _get(doc, "phonopy_yaml")
+        if not isinstance(text, str) or not text:
+            raise InputError(f"the {side} phonons have {has} and the comparison is {want}, but the {side} document "
+                             "has no phonopy data to recompute them: NAC differs, not like for like",
+                             material_id=mid, stage="benchmark")
+        settings = {**phonon_settings(), **(_get(doc, "settings") or {})}
+        phonon = ph_core.phonopy_from_yaml_text(text, symprec=settings["symprec"], fc_method=settings.get("fc_method"))
+        ph_core.apply_nac(phonon, target, symprec=settings["symprec"])
+        structure = _get(doc, "structure")
+        if isinstance(structure, Mapping):
+            from pymatgen.core import Structure
+
+            structure = Structure.from_dict(structure)
+        new = phonon_doc_from_phonopy(
+            phonon, structure if structure is not None else ph_core.to_structure(phonon.unitcell), _engine(doc),
+            settings, material_id=mid, fc_method=_get(doc, "fc_method"), displacement=_get(doc, "displacement_A"),
+            enthalpy_per_atom=_get(doc, "enthalpy_per_atom_eV"), store_force_constants=False, store_phonopy_yaml=False,
+            nac_source="reference" if target.get("applied") else None,
+        )
+        logger.info("benchmark: %s phonons of %s recomputed %s", side, mid, want)
+        return new
 
     # --- pieces ---------------------------------------------------------------------------------
 
@@ -332,8 +450,8 @@ class BenchmarkMaker(Maker):
         for _, m, r in pairs:
             found |= set(_thermal(m)) & set(_thermal(r))
         if self.temperatures is None:
-            return sorted(found, key=float)
-        wanted = [temperature_key(float(t)) for t in self.temperatures]
+            return sorted(found, key=temperature_value)
+        wanted = [temperature_key(t) for t in self.temperatures]
         missing = [t for t in wanted if t not in found]
         if missing:
             logger.warning("benchmark: no material has thermal properties at %s K on both sides", ", ".join(missing))
@@ -368,14 +486,17 @@ class BenchmarkMaker(Maker):
                 Cv_mlip=_get(b, "Cv_J_per_K_mol"),
                 S_reference=_get(a, "S_J_per_K_mol"),
                 S_mlip=_get(b, "S_J_per_K_mol"),
+                Cv_cell_reference=_get(a, "Cv_J_per_K_mol_cell"),
+                Cv_cell_mlip=_get(b, "Cv_J_per_K_mol_cell"),
+                S_cell_reference=_get(a, "S_J_per_K_mol_cell"),
+                S_cell_mlip=_get(b, "S_J_per_K_mol_cell"),
             )
+        # ΔH comes from the reference only (a forces-only MLIP's energies mean nothing)
         h = None
         if enthalpies and mid in enthalpies:
             h = float(enthalpies[mid])
         elif _get(r, "enthalpy_per_atom_eV") is not None:
             h = float(_get(r, "enthalpy_per_atom_eV"))
-        elif _get(m, "enthalpy_per_atom_eV") is not None:
-            h = float(_get(m, "enthalpy_per_atom_eV"))
         row = MaterialBenchmark(
             material_id=mid,
             formula=formula,
@@ -387,6 +508,7 @@ class BenchmarkMaker(Maker):
             stable_mlip=M.is_stable(min_m, self.stability_tolerance_THz),
             thermal=thermal,
             enthalpy_per_atom_eV=h,
+            nac_applied=bool(_nac(r).get("applied")),
         )
         return row, fr, fm
 
@@ -403,6 +525,13 @@ class BenchmarkMaker(Maker):
 
     def _forces(self, training_doc: Any, labelled_sets: Mapping[str, Any] | None) -> dict[str, ForceBenchmark]:
         out: dict[str, ForceBenchmark] = {}
+        if training_doc is not None and _get(training_doc, "train_force_mae") is not None:
+            out["training"] = ForceBenchmark(
+                mae_meV_per_A=float(_get(training_doc, "train_force_mae")),
+                rmse_meV_per_A=_get(training_doc, "train_force_rmse"),
+                n_structures=_get(training_doc, "n_train") or None,
+                source="training",
+            )
         if training_doc is not None and _get(training_doc, "valid_force_mae") is not None:
             out["validation"] = ForceBenchmark(
                 mae_meV_per_A=float(_get(training_doc, "valid_force_mae")),

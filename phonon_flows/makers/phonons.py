@@ -152,8 +152,12 @@ def phonon_doc_from_phonopy(
     store_force_constants: bool = True,
     store_phonopy_yaml: bool = True,
     errors: Sequence[str] = (),
+    nac_source: str | None = None,
 ) -> PhononDoc:
-    """Analyse a Phonopy object with force constants (core) and fill a PhononDoc."""
+    """Analyse a Phonopy object with force constants (core) and fill a PhononDoc.
+
+    ``nac_source``: where the Born charges of ``phonon.nac_params`` came from (recorded in
+    ``PhononDoc.nac``; "nac_params" when NAC is on and nothing is said)."""
     a = ph_core.analyze_phonons(
         phonon,
         temperatures=settings["temperatures"],
@@ -186,6 +190,7 @@ def phonon_doc_from_phonopy(
         fc_method=fc_method,
         n_displacements=ph_core.n_displacements(phonon.dataset) or None,
         has_nac=phonon.nac_params is not None,
+        nac=ph_core.nac_info(phonon, nac_source or "nac_params"),
         engine=engine,
         temperatures_K=[row["temperature_K"] for row in a.thermal],
         thermal={temperature_key(row["temperature_K"]): ThermalProperties(**row) for row in a.thermal},
@@ -263,7 +268,8 @@ def engine_phonons(
             raise InputError(f"cannot build force engine {engine!r}: {type(exc).__name__}: {exc}",
                              material_id=mid, stage="phonon") from exc
         info = eng.info
-        with_energy = (engine.lower() not in MLIP_ENGINES) if engine_enthalpy is None else engine_enthalpy
+        with_energy = (engine.lower() not in MLIP_ENGINES and getattr(eng, "total_energies", True)) \
+            if engine_enthalpy is None else engine_enthalpy
         atoms_list = list(supercells)
         if with_energy and enthalpy_per_atom is None:
             atoms_list.append(ph_core.to_ase_atoms(ph_core.to_phonopy_atoms(structure)))
@@ -285,6 +291,7 @@ def engine_phonons(
             phonon, structure, info, settings, material_id=mid, fc_method=method,
             displacement=settings["displacement"], enthalpy_per_atom=enthalpy_per_atom,
             store_force_constants=store_force_constants, store_phonopy_yaml=store_phonopy_yaml,
+            nac_source=(nac_params or {}).get("source"),
         )
     except PhononFlowsError as exc:
         return failed_phonon_doc(structure, info, [str(exc.with_material(mid, "phonon"))], settings, mid, smat,
@@ -364,6 +371,12 @@ def phonons_from_forces(
     info = EngineInfo.model_validate(engine) if engine is not None else EngineInfo(name="unknown", kind="dft")
     smat = np.asarray(supercell_matrix)
     try:
+        if len(force_arrays) != len(supercells):
+            raise InputError(
+                f"{len(supercells)} displaced supercells but {len(force_arrays)} force calculations: the number of "
+                "force calculations was counted on another structure (a relaxation that changed the symmetry "
+                "changes phonopy's displacements); rerun the phonons on the relaxed structure",
+                material_id=mid, stage="phonon")
         missing = [i + 1 for i, f in enumerate(force_arrays) if f is None]
         if missing:
             raise InputError(f"forces are missing for displaced supercell(s) {missing} of {len(force_arrays)}",
@@ -398,6 +411,7 @@ def phonons_from_forces(
             phonon, structure, info, settings, material_id=mid, fc_method=method,
             displacement=settings["displacement"], enthalpy_per_atom=enthalpy_per_atom,
             store_force_constants=store_force_constants, store_phonopy_yaml=store_phonopy_yaml,
+            nac_source=(nac_params or {}).get("source"),
         )
     except PhononFlowsError as exc:
         return failed_phonon_doc(structure, info, [str(exc.with_material(mid, "phonon"))], settings, mid, smat,
@@ -440,6 +454,7 @@ def import_phonopy_doc(
         imp.phonon, structure, engine, settings, material_id=mid, fc_method=imp.fc_method,
         displacement=settings["displacement"], enthalpy_per_atom=enthalpy_per_atom,
         store_force_constants=store_force_constants, store_phonopy_yaml=store_phonopy_yaml,
+        nac_source=imp.nac_source,
     )
 
 
@@ -482,6 +497,7 @@ def phonondb_phonon_doc(
         imp.phonon, structure, phonondb_engine_info(entry, imp), settings, material_id=mid,
         fc_method=imp.fc_method, displacement=settings["displacement"], enthalpy_per_atom=enthalpy_per_atom,
         store_force_constants=store_force_constants, store_phonopy_yaml=store_phonopy_yaml,
+        nac_source=imp.nac_source,
     )
 
 

@@ -6,10 +6,17 @@ this package's RelaxDoc / ForceDoc.
   the recipe's INCAR (:mod:`phonon_flows.engines.vasp`).
 - :class:`VaspRelaxMaker`: structure -> (relax, relax again) -> RelaxDoc.
 - :class:`VaspForceMaker`: perturbed supercell -> static -> ForceDoc.
+
+VASP options (``VaspForceMaker.with_settings``, ``VaspRelaxMaker.with_settings``, and a campaign's
+``engine_kwargs`` / ``relax_kwargs`` with ``engine="vasp"``): the input-set options of atomate2's
+generators (:data:`VASP_INPUT_OPTIONS`, e.g. ``user_incar_settings={"ENCUT": 600}``),
+``run_vasp_kwargs`` (vasp_cmd, custodian handlers), or a whole atomate2 maker (``static_maker=``,
+``relax_maker=``) that the options then apply to. Any other option is an InputError.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +34,7 @@ from phonon_flows.engines.vasp import (
     relax_doc_from_outputs,
     vasp_engine_info,
 )
-from phonon_flows.errors import PhononFlowsError
+from phonon_flows.errors import InputError, PhononFlowsError
 from phonon_flows.schemas.forces import FORCE_DATA_FIELDS, ForceDoc, RelaxDoc
 
 
@@ -35,6 +42,58 @@ def _incar_dict(incar: Any) -> dict | None:
     if incar is None:
         return None
     return {str(k): (v.tolist() if hasattr(v, "tolist") else v) for k, v in dict(incar).items()}
+
+
+#: options of atomate2's VASP input-set generators that a campaign may pass through
+VASP_INPUT_OPTIONS = ("user_incar_settings", "user_kpoints_settings", "user_potcar_settings", "user_potcar_functional")
+#: dict options merged into the maker's own (the recipe's settings stay unless overridden)
+_MERGED = ("user_incar_settings", "user_kpoints_settings", "user_potcar_settings", "run_vasp_kwargs")
+
+
+def relax_options(engine_kwargs: dict[str, Any], relax_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Options of the relaxations of a campaign: the input-set options and ``run_vasp_kwargs`` of
+    ``engine_kwargs`` (which every VASP job gets), updated by ``relax_kwargs`` (dicts merged)."""
+    out = {k: v for k, v in engine_kwargs.items() if k in (*VASP_INPUT_OPTIONS, "run_vasp_kwargs")}
+    for key, value in relax_kwargs.items():
+        if key in _MERGED and isinstance(out.get(key), dict) and isinstance(value, dict):
+            out[key] = {**out[key], **value}
+        else:
+            out[key] = value
+    return out
+
+
+def with_vasp_options(maker: BaseVaspMaker, **options: Any) -> BaseVaspMaker:
+    """A copy of an atomate2 VASP maker with input-set ``options`` (:data:`VASP_INPUT_OPTIONS`)
+    and ``run_vasp_kwargs`` applied; dict options are merged into the maker's own. An option
+    that cannot apply is an :class:`InputError` naming it."""
+    unknown = sorted(set(options) - {*VASP_INPUT_OPTIONS, "run_vasp_kwargs"})
+    if unknown:
+        raise InputError(f"VASP option(s) {', '.join(unknown)} cannot apply to {type(maker).__name__}: use "
+                         f"{', '.join(VASP_INPUT_OPTIONS)}, run_vasp_kwargs, or a maker of your own", stage="label")
+    if not isinstance(maker, BaseVaspMaker):
+        raise InputError(f"a VASP maker must be an atomate2 VASP maker (BaseVaspMaker), not {type(maker).__name__}")
+    gen_updates: dict[str, Any] = {}
+    maker_updates: dict[str, Any] = {}
+    for key, value in options.items():
+        if value is None:
+            continue
+        if key in _MERGED and not isinstance(value, dict):
+            raise InputError(f"VASP option {key} must be a dict, not {type(value).__name__}", stage="label")
+        if key == "run_vasp_kwargs":
+            maker_updates[key] = {**dict(maker.run_vasp_kwargs or {}), **value}
+        elif key in _MERGED:
+            gen_updates[key] = {**dict(getattr(maker.input_set_generator, key) or {}), **value}
+        else:
+            gen_updates[key] = value
+    gen = dataclasses.replace(maker.input_set_generator, **gen_updates) if gen_updates else maker.input_set_generator
+    return dataclasses.replace(maker, input_set_generator=gen, **maker_updates)
+
+
+def asked_incar(maker: BaseVaspMaker) -> dict[str, Any]:
+    """The INCAR settings a VASP maker asks for beyond the base set: the generator's
+    ``incar_updates`` overridden by ``user_incar_settings``."""
+    gen = maker.input_set_generator
+    return {**dict(getattr(gen, "incar_updates", {}) or {}), **dict(gen.user_incar_settings or {})}
 
 
 def _dir(dir_name: Any) -> str | None:
@@ -91,16 +150,28 @@ def vasp_relax_doc(
     dir_name: str | None = None,
     vasp_version: str | None = None,
     incar: dict | None = None,
+    electronic_steps: list | None = None,
+    pressure_kbar: float | None = None,
 ) -> RelaxDoc:
-    """RelaxDoc from the outputs of a VASP relaxation (a TaskDoc's ``output``)."""
+    """RelaxDoc from the outputs of a VASP relaxation (a TaskDoc's ``output``).
+
+    ``electronic_steps``: per relaxation run, emmet's ``num_electronic_steps`` (one entry per
+    ionic step): their total length is ``n_steps``. ``pressure_kbar``: the PSTRESS asked of the
+    relaxation (kB; None: the INCAR's PSTRESS of the last run, 0 when unset)."""
     try:
         if isinstance(structure, dict):
             structure = Structure.from_dict(structure)
         if isinstance(input_structure, dict):
             input_structure = Structure.from_dict(input_structure)
-        engine = vasp_engine_info("relax", version=vasp_version, incar=_incar_dict(incar), provenance=_dir(dir_name))
+        incar = _incar_dict(incar) or {}
+        engine = vasp_engine_info("relax", version=vasp_version, incar=incar or None, provenance=_dir(dir_name))
+        n_steps = None
+        if electronic_steps is not None and all(s is not None for s in electronic_steps):
+            n_steps = sum(len(s) for s in electronic_steps)
         return relax_doc_from_outputs(input_structure, structure, energy, material_id, forces=forces, engine=engine,
-                                      dir_name=_dir(dir_name))
+                                      dir_name=_dir(dir_name), n_steps=n_steps,
+                                      pressure_GPa=float(pressure_kbar if pressure_kbar is not None
+                                                         else incar.get("PSTRESS") or 0.0) / 10.0)
     except PhononFlowsError as err:
         raise err.with_material(material_id, "relax") from err
 
@@ -116,6 +187,12 @@ class VaspForceMaker(Maker):
 
     name: str = "vasp forces"
     static_maker: BaseVaspMaker = field(default_factory=RecipeStaticMaker)
+
+    @classmethod
+    def with_settings(cls, static_maker: BaseVaspMaker | None = None, **options: Any) -> VaspForceMaker:
+        """A VaspForceMaker whose static (``static_maker`` or the recipe's) gets the VASP
+        ``options`` (:func:`with_vasp_options`), e.g. ``user_incar_settings={"ENCUT": 600}``."""
+        return cls(static_maker=with_vasp_options(static_maker or RecipeStaticMaker(), **options))
 
     def make(
         self,
@@ -150,6 +227,14 @@ class VaspRelaxMaker(Maker):
     relax_maker: BaseVaspMaker = field(default_factory=RecipeRelaxMaker)
     n_relaxations: int = 2
 
+    @classmethod
+    def with_settings(cls, relax_maker: BaseVaspMaker | None = None, n_relaxations: int = 2,
+                      **options: Any) -> VaspRelaxMaker:
+        """A VaspRelaxMaker whose relaxations (``relax_maker`` or the recipe's) get the VASP
+        ``options`` (:func:`with_vasp_options`), e.g. ``user_incar_settings={"PSTRESS": 10}``."""
+        return cls(relax_maker=with_vasp_options(relax_maker or RecipeRelaxMaker(), **options),
+                   n_relaxations=n_relaxations)
+
     def make(self, structure: Structure, material_id: str | None = None, prev_dir: str | Path | None = None) -> Flow:
         """A flow whose output is the RelaxDoc of ``structure``."""
         if self.n_relaxations < 1:
@@ -163,9 +248,10 @@ class VaspRelaxMaker(Maker):
             jobs.append(relax)
             current, current_dir = relax.output.output.structure, relax.output.dir_name
         out = jobs[-1].output
+        steps = [j.output.calcs_reversed[0].output.num_electronic_steps for j in jobs]
         doc = vasp_relax_doc(
             structure, out.output.structure, out.output.energy, material_id, out.output.forces, out.dir_name,
-            out.vasp_version, out.input.incar,
+            out.vasp_version, out.input.incar, steps, asked_incar(self.relax_maker).get("PSTRESS") or 0.0,
         )
         doc.name = f"{self.name} {material_id}"
         return Flow([*jobs, doc], output=doc.output, name=f"{self.name} {material_id}")

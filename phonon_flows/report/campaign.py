@@ -12,6 +12,7 @@ from typing import Any
 
 from jobflow import JobStore
 
+from phonon_flows.core.polymorphs import temperature_label
 from phonon_flows.errors import InputError
 from phonon_flows.makers.benchmark import BenchmarkMaker
 from phonon_flows.report.figures import paper_metrics, render_paper_metrics
@@ -179,7 +180,10 @@ def _benchmark_section(bench: BenchmarkDoc, out: Path, report: CampaignReport) -
     pd.DataFrame(rows).to_csv(out / "paper_metrics.csv", index=False)
     report.files["paper_metrics"] = str(out / "paper_metrics.csv")
     report.metrics_text = render_paper_metrics(bench)
-    lines = ["## This run beside the paper", "", "| metric | unit | this run | paper |", "|---|---|---:|---:|"]
+    lines = ["## This run beside the paper", "",
+             f"NAC: {bench.nac} on both sides (the paper compares without NAC). C_v and S_vib are compared per mole "
+             "of primitive cells, the paper's unit; per-atom values follow. A_vib and ΔA_vib in meV/atom.", "",
+             "| metric | unit | this run | paper |", "|---|---|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['metric']} | {r['unit']} | {_num(r['this_run'])} | {_num(r['paper'])} |")
     if not bench.reference_is_dft:
@@ -206,7 +210,8 @@ def _material_rows(bench: BenchmarkDoc) -> list[dict[str, Any]]:
             "stable_reference": m.stable_reference, "stable_mlip": m.stable_mlip,
             "enthalpy_per_atom_eV": m.enthalpy_per_atom_eV,
         }
-        for t, p in m.thermal.items():
+        for key, p in m.thermal.items():
+            t = temperature_label(key)
             row |= {f"A_vib_ref_{t}K": p.A_vib_reference, f"A_vib_mlip_{t}K": p.A_vib_mlip,
                     f"Cv_ref_{t}K": p.Cv_reference, f"Cv_mlip_{t}K": p.Cv_mlip,
                     f"S_ref_{t}K": p.S_reference, f"S_mlip_{t}K": p.S_mlip}
@@ -217,9 +222,10 @@ def _material_rows(bench: BenchmarkDoc) -> list[dict[str, Any]]:
 def _polymorph_lines(bench: BenchmarkDoc) -> list[str]:
     """A table of the polymorphs per temperature and the transitions found."""
     lines: list[str] = []
-    for t, res in bench.polymorphs.items():
+    for key, res in bench.polymorphs.items():
         if not res.rows:
             continue
+        t = temperature_label(key)
         lines += [f"## Polymorphs at {t} K (candidate when ΔA < {res.offset_meV:g} meV/atom)", "",
                   "| material | ground state | ΔH | ΔA_vib ref | ΔA_vib MLIP | ΔA ref | ΔA MLIP |",
                   "|---|---|---:|---:|---:|---:|---:|"]

@@ -30,6 +30,7 @@ from matplotlib.colors import LogNorm  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
 from phonon_flows.core.metrics import r2 as _r2  # noqa: E402
+from phonon_flows.core.polymorphs import temperature_key, temperature_label, temperature_value  # noqa: E402
 from phonon_flows.schemas.benchmark import PAPER_NUMBERS, BenchmarkDoc, PaperNumbers  # noqa: E402
 
 DPI = 150
@@ -288,7 +289,7 @@ def polymorph_plot(
     ax.axhline(0, color="0.8", lw=0.6, zorder=0)
     ax.set_xlabel("ΔH (meV/atom)")
     ax.set_ylabel("ΔA$_{vib}$ (meV/atom)")
-    tag = f" at {temperature} K" if temperature is not None else ""
+    tag = f" at {temperature_label(temperature)} K" if temperature is not None else ""
     n_common, n_ref = _get(result, "n_common"), _get(result, "n_reference")
     extra = f": {n_common} of {n_ref} transitions in common" if n_common is not None and n_ref is not None else ""
     ax.set_title(f"Polymorphs{tag}{extra}", fontsize=9)
@@ -369,13 +370,14 @@ def write_benchmark_figures(
             quantity="frequency", unit="THz", title="Phonon frequencies, full dispersions", **labels)
     quantities = (
         ("A_vib", "A_vib_reference", "A_vib_mlip", "A$_{vib}$", "meV/atom"),
-        ("Cv", "Cv_reference", "Cv_mlip", "C$_V$", "J/(K·mol)"),
-        ("S_vib", "S_reference", "S_mlip", "S$_{vib}$", "J/(K·mol)"),
+        ("Cv", "Cv_reference", "Cv_mlip", "C$_V$", "J/(K·mol of atoms)"),
+        ("S_vib", "S_reference", "S_mlip", "S$_{vib}$", "J/(K·mol of atoms)"),
     )
-    for t in doc.temperatures:
-        pairs = [m.thermal[t] for m in doc.materials if t in m.thermal]
+    for key in doc.temperatures:
+        pairs = [m.thermal[key] for m in doc.materials if key in m.thermal]
         if not pairs:
             continue
+        t = temperature_label(key)
         for name, rk, mk, q, unit in quantities:
             put(f"parity_{name}_{t}K", f"parity_{name}_{t}K.png", parity_plot,
                 [getattr(p, rk) for p in pairs], [getattr(p, mk) for p in pairs],
@@ -387,8 +389,9 @@ def write_benchmark_figures(
         formula = next((m.formula for m in doc.materials if m.material_id == mid), "")
         put(f"bands_{mid}", f"bands_{safe_name(mid)}.png", band_structure_plot, ref_b, mlip_b,
             title=f"{formula} ({mid})" if formula else mid, **labels)
-    for t, res in doc.polymorphs.items():
+    for key, res in doc.polymorphs.items():
         if res.rows:
+            t = temperature_label(key)
             put(f"polymorphs_{t}K", f"polymorphs_{t}K.png", polymorph_plot, res, **labels)
     if learning_curve:
         put("learning_curve", "learning_curve.png", learning_curve_plot, learning_curve,
@@ -411,41 +414,59 @@ def paper_metrics(doc: BenchmarkDoc, paper: PaperNumbers = PAPER_NUMBERS) -> lis
     """Rows ``{"metric", "unit", "this_run", "paper"}`` comparing this benchmark with the paper.
 
     ``this_run`` / ``paper`` are numbers (or "16/19"-style strings for polymorph agreement), None
-    when not available.
+    when not available. C_v and S_vib are compared in the paper's unit, J/(K·mol) per mole of
+    primitive cells (the per-atom values follow, without a paper number); the first row says the
+    NAC treatment of both sides (the paper's comparison has none).
     """
     rows: list[dict[str, Any]] = []
 
     def add(metric, unit, ours, theirs):
         rows.append({"metric": metric, "unit": unit, "this_run": ours, "paper": theirs})
 
+    def metric(t: str, name: str, what: str = "mae"):
+        th = doc.thermal.get(t)
+        reg = getattr(th, name, None) if th else None
+        return getattr(reg, what) if reg is not None else None
+
+    add("NAC (both sides)", "", doc.nac, paper.nac)
     add("frequency MAE", "THz", doc.frequency.mae if doc.frequency else None, paper.frequency_mae_THz)
     add("frequency R²", "", doc.frequency.r2 if doc.frequency else None, paper.frequency_r2)
-    temps = sorted(set(doc.temperatures) | set(paper.A_vib_mae_meV_per_atom), key=float)
+    temps = sorted({temperature_key(t) for t in [*doc.temperatures, *paper.A_vib_mae_meV_per_atom]},
+                   key=temperature_value)
+    cell, atoms = "J/(K·mol of primitive cells)", "J/(K·mol of atoms)"
     for t in temps:
-        th = doc.thermal.get(t)
-        add(f"A_vib MAE {t} K", "meV/atom", th.A_vib.mae if th and th.A_vib else None,
-            paper.A_vib_mae_meV_per_atom.get(t))
+        k = temperature_label(t)
+        add(f"A_vib MAE {k} K", "meV/atom", metric(t, "A_vib"), paper.A_vib_mae_meV_per_atom.get(t))
+        add(f"A_vib R² {k} K", "", metric(t, "A_vib", "r2"), paper.A_vib_r2.get(t))
+        add(f"C_v MAE {k} K", cell, metric(t, "Cv_cell"), paper.Cv_mae_J_per_K_mol_cell.get(t))
+        add(f"S_vib MAE {k} K", cell, metric(t, "S_vib_cell"), paper.S_vib_mae_J_per_K_mol_cell.get(t))
     for t in temps:
-        th = doc.thermal.get(t)
-        add(f"C_v MAE {t} K", "J/(K·mol)", th.Cv.mae if th and th.Cv else None, paper.Cv_mae_J_per_K_mol.get(t))
-    for t in temps:
-        th = doc.thermal.get(t)
-        add(f"S_vib MAE {t} K", "J/(K·mol)", th.S_vib.mae if th and th.S_vib else None,
-            paper.S_vib_mae_J_per_K_mol.get(t))
+        k = temperature_label(t)
+        add(f"C_v MAE {k} K (per atom)", atoms, metric(t, "Cv"), None)
+        add(f"S_vib MAE {k} K (per atom)", atoms, metric(t, "S_vib"), None)
     st = doc.stability
     tol = f" (−{abs(st.tolerance_THz):g} THz)" if st else ""
     add(f"stability accuracy{tol}", "%", st.accuracy_percent if st else None, paper.stability_accuracy_percent)
     val = doc.forces.get("validation")
     add("force MAE (validation)", "meV/Å", val.mae_meV_per_A if val else None, paper.force_mae_meV_per_A)
+    tr = doc.forces.get("training")
+    add("force MAE (training set)", "meV/Å", tr.mae_meV_per_A if tr else None, paper.train_force_mae_meV_per_A)
     for name, fb in doc.forces.items():
-        if name != "validation":
+        if name not in ("validation", "training"):
             add(f"force MAE ({name})", "meV/Å", fb.mae_meV_per_A, None)
-    ptemps = sorted(set(doc.polymorphs) | set(paper.polymorph_agreement), key=float)
+    ptemps = sorted({temperature_key(t) for t in [*doc.polymorphs, *paper.polymorph_agreement]}, key=temperature_value)
     for t in ptemps:
+        k = temperature_label(t)
         res = doc.polymorphs.get(t)
-        ours = f"{res.n_common}/{res.n_reference}" if res else None
         pp = paper.polymorph_agreement.get(t)
-        add(f"polymorph transitions in common {t} K", "", ours, f"{pp[0]}/{pp[1]}" if pp else None)
+        add(f"polymorph transitions, reference {k} K", "", res.n_reference if res else None, pp[1] if pp else None)
+        add(f"polymorph transitions, MLIP {k} K", "", res.n_mlip if res else None,
+            paper.polymorph_transitions_mlip.get(t))
+        add(f"polymorph transitions in common {k} K", "", f"{res.n_common}/{res.n_reference}" if res else None,
+            f"{pp[0]}/{pp[1]}" if pp else None)
+        dav = res.dA_vib_metrics if res else None
+        add(f"ΔA_vib MAE {k} K", "meV/atom", dav.mae if dav else None, paper.dA_vib_mae_meV_per_atom.get(t))
+        add(f"ΔA_vib R² {k} K", "", dav.r2 if dav else None, paper.dA_vib_r2.get(t))
     add("materials", "", doc.n_materials, paper.n_test_materials)
     return rows
 
@@ -462,7 +483,8 @@ def paper_metrics_table(doc: BenchmarkDoc, paper: PaperNumbers = PAPER_NUMBERS):
     from rich.markup import escape
 
     # escape: a label like "mace [a0b78a03dc]" would otherwise be read as rich markup and vanish
-    table = Table(title=escape(f"{doc.mlip_label} vs {doc.reference_label}: this run and the paper"))
+    table = Table(title=escape(f"{doc.mlip_label} vs {doc.reference_label}: this run and the paper "
+                               f"(NAC: {doc.nac} on both sides; the paper: none)"))
     table.add_column("metric")
     table.add_column("unit")
     table.add_column("this run", justify="right")

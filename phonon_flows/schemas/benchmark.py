@@ -1,8 +1,12 @@
 """Benchmark of an MLIP's phonons against a reference's: the paper's metrics, stability confusion
 matrix, force errors and polymorph transitions.
 
-Units: frequencies THz; A_vib and ΔA meV/atom; C_v and S_vib J/(K·mol) per mole of atoms; forces
-meV/Å. Temperatures are keys like ``"300"`` (K). R² is None where undefined (fewer than two values).
+Units: frequencies THz; A_vib and ΔA meV/atom; C_v and S_vib J/(K·mol) per mole of atoms
+(``Cv``, ``S_vib``) and per mole of primitive cells (``Cv_cell``, ``S_vib_cell``: phonopy's unit,
+the one the paper's C_v and S_vib MAEs are in); forces meV/Å. Temperatures are keys like ``"T300"``
+(K; lookups by ``300`` work too). R² is None where undefined (fewer than two values). ``nac`` says
+whether both sides were compared without the non-analytical correction (``"none"``, the paper's
+comparison) or both with the reference's Born charges (``"reference"``).
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, Field
 
-from phonon_flows.schemas.common import EngineInfo, MaterialError
+from phonon_flows.schemas.common import ByTemperature, EngineInfo, MaterialError, by_temperature
 
 
 def _nan_to_none(v: Any) -> Any:
@@ -40,8 +44,14 @@ class ThermalMetrics(BaseModel):
 
     temperature_K: float = Field(description="Temperature (K)")
     A_vib: Regression | None = Field(default=None, description="Vibrational Helmholtz free energy, meV/atom")
-    Cv: Regression | None = Field(default=None, description="Heat capacity at constant volume, J/(K·mol)")
-    S_vib: Regression | None = Field(default=None, description="Vibrational entropy, J/(K·mol)")
+    Cv: Regression | None = Field(default=None, description="Heat capacity at constant volume, J/(K·mol of atoms)")
+    S_vib: Regression | None = Field(default=None, description="Vibrational entropy, J/(K·mol of atoms)")
+    Cv_cell: Regression | None = Field(
+        default=None, description="Heat capacity at constant volume, J/(K·mol of primitive cells) (the paper's unit)"
+    )
+    S_vib_cell: Regression | None = Field(
+        default=None, description="Vibrational entropy, J/(K·mol of primitive cells) (the paper's unit)"
+    )
 
 
 class ThermalPair(BaseModel):
@@ -49,10 +59,14 @@ class ThermalPair(BaseModel):
 
     A_vib_reference: float = Field(description="Reference A_vib, meV/atom")
     A_vib_mlip: float = Field(description="MLIP A_vib, meV/atom")
-    Cv_reference: float = Field(description="Reference C_v, J/(K·mol)")
-    Cv_mlip: float = Field(description="MLIP C_v, J/(K·mol)")
-    S_reference: float = Field(description="Reference S_vib, J/(K·mol)")
-    S_mlip: float = Field(description="MLIP S_vib, J/(K·mol)")
+    Cv_reference: float = Field(description="Reference C_v, J/(K·mol of atoms)")
+    Cv_mlip: float = Field(description="MLIP C_v, J/(K·mol of atoms)")
+    S_reference: float = Field(description="Reference S_vib, J/(K·mol of atoms)")
+    S_mlip: float = Field(description="MLIP S_vib, J/(K·mol of atoms)")
+    Cv_cell_reference: float | None = Field(default=None, description="Reference C_v, J/(K·mol of primitive cells)")
+    Cv_cell_mlip: float | None = Field(default=None, description="MLIP C_v, J/(K·mol of primitive cells)")
+    S_cell_reference: float | None = Field(default=None, description="Reference S_vib, J/(K·mol of primitive cells)")
+    S_cell_mlip: float | None = Field(default=None, description="MLIP S_vib, J/(K·mol of primitive cells)")
 
 
 class MaterialBenchmark(BaseModel):
@@ -68,8 +82,14 @@ class MaterialBenchmark(BaseModel):
     min_frequency_mlip_THz: float = Field(description="Lowest MLIP frequency, THz")
     stable_reference: bool = Field(description="Dynamically stable in the reference at the benchmark tolerance")
     stable_mlip: bool = Field(description="Dynamically stable with the MLIP at the benchmark tolerance")
-    thermal: dict[str, ThermalPair] = Field(default_factory=dict, description="Per temperature key, e.g. '300'")
+    thermal: by_temperature(ThermalPair) = Field(default_factory=ByTemperature, description="Per temperature key, e.g. 'T300'")
     enthalpy_per_atom_eV: float | None = Field(default=None, description="Reference enthalpy per atom, eV/atom")
+    nac_applied: bool = Field(default=False, description="Both sides compared with the reference's Born charges (NAC)")
+    recomputed: list[str] = Field(
+        default_factory=list,
+        description="Sides ('reference', 'mlip') whose phonons were recomputed from their force constants for the "
+        "benchmark's NAC treatment",
+    )
 
 
 class StabilityConfusion(BaseModel):
@@ -125,7 +145,7 @@ class TransitionDoc(BaseModel):
 class PolymorphBenchmark(BaseModel):
     """Polymorph analysis at one temperature (see phonon_flows.core.polymorphs)."""
 
-    temperature: str = Field(description="Temperature key, K")
+    temperature: str = Field(description="Temperature key, e.g. 'T300' (K)")
     offset_meV: float = Field(description="Candidate threshold on ΔA, meV/atom")
     rows: list[PolymorphRowDoc] = Field(default_factory=list)
     transitions_reference: list[TransitionDoc] = Field(default_factory=list)
@@ -143,18 +163,32 @@ class PolymorphBenchmark(BaseModel):
 
 
 class PaperNumbers(BaseModel):
-    """The paper's results (Lee, Hegde, Wolverton, Xia), for comparison. Constants."""
+    """The paper's results (Lee, Hegde, Wolverton, Xia), for comparison. Constants.
+
+    C_v and S_vib MAEs are per mole of primitive cells (phonopy's unit): per atom they would be
+    impossible (S MAE at 1000 K times 1000 K is 9x the A_vib MAE per atom, while |T·ΔS| <= |ΔA|
+    mode by mode). The paper compares without NAC, against DFT (PBE).
+    """
 
     frequency_mae_THz: float = 0.18
     frequency_r2: float = 0.997
-    A_vib_mae_meV_per_atom: dict[str, float] = Field(default_factory=lambda: {"300": 2.19, "1000": 9.30})
-    Cv_mae_J_per_K_mol: dict[str, float] = Field(default_factory=lambda: {"300": 1.49})
-    S_vib_mae_J_per_K_mol: dict[str, float] = Field(default_factory=lambda: {"300": 6.99})
+    A_vib_mae_meV_per_atom: by_temperature(float) = Field(default_factory=lambda: ByTemperature({"T300": 2.19, "T1000": 9.30}))
+    A_vib_r2: by_temperature(float) = Field(default_factory=lambda: ByTemperature({"T300": 0.995, "T1000": 0.982}))
+    Cv_mae_J_per_K_mol_cell: by_temperature(float) = Field(default_factory=lambda: ByTemperature({"T300": 1.49, "T1000": 1.31}))
+    S_vib_mae_J_per_K_mol_cell: by_temperature(float) = Field(default_factory=lambda: ByTemperature({"T300": 6.99, "T1000": 8.30}))
+    dA_vib_mae_meV_per_atom: by_temperature(float) = Field(default_factory=lambda: ByTemperature({"T300": 4.27, "T1000": 20.83}))
+    dA_vib_r2: by_temperature(float) = Field(default_factory=lambda: ByTemperature({"T300": 0.778, "T1000": 0.315}))
     stability_accuracy_percent: float = 86.2
     force_mae_meV_per_A: float = 20.5
+    train_force_mae_meV_per_A: float = 18.8
     #: common transitions / transitions predicted with DFT
-    polymorph_agreement: dict[str, tuple[int, int]] = Field(default_factory=lambda: {"300": (16, 19)})
+    polymorph_agreement: by_temperature(tuple[int, int]) = Field(
+        default_factory=lambda: ByTemperature({"T300": (16, 19), "T1000": (13, 19)})
+    )
+    #: transitions predicted with the MLIP (the paper gives it at 1000 K)
+    polymorph_transitions_mlip: by_temperature(int) = Field(default_factory=lambda: ByTemperature({"T1000": 18}))
     n_test_materials: int = 384
+    nac: str = "none"
 
 
 #: the paper's numbers
@@ -178,16 +212,24 @@ class BenchmarkDoc(BaseModel):
     n_materials: int = Field(default=0, description="Number of materials benchmarked")
     materials: list[MaterialBenchmark] = Field(default_factory=list, description="Per-material rows")
     skipped: list[MaterialError] = Field(default_factory=list, description="Materials left out, with the reason")
-    temperatures: list[str] = Field(default_factory=list, description="Temperature keys compared, K")
+    temperatures: list[str] = Field(default_factory=list, description="Temperature keys compared, e.g. 'T300' (K)")
+    nac: str = Field(
+        default="none",
+        description="NAC treatment of both sides: 'none' (without NAC, the paper's comparison) or 'reference' "
+        "(the reference's Born charges applied to both)",
+    )
     frequency: Regression | None = Field(
         default=None, description="Frequencies pooled over all dispersions (bands sorted per q-point), THz"
     )
-    thermal: dict[str, ThermalMetrics] = Field(default_factory=dict, description="Per temperature key")
+    thermal: by_temperature(ThermalMetrics) = Field(default_factory=ByTemperature, description="Per temperature key")
     stability: StabilityConfusion | None = Field(default=None, description="Dynamical-stability confusion matrix")
     forces: dict[str, ForceBenchmark] = Field(
         default_factory=dict, description="Force errors per set: 'validation' (from training) and labelled sets"
     )
-    polymorphs: dict[str, PolymorphBenchmark] = Field(default_factory=dict, description="Per temperature key")
+    polymorphs: by_temperature(PolymorphBenchmark) = Field(default_factory=ByTemperature, description="Per temperature key")
+    polymorph_notes: list[str] = Field(
+        default_factory=list, description="Why the polymorph analysis left materials out or was not done"
+    )
     polymorph_offset_meV: float = Field(default=10.0, description="Candidate threshold on ΔA, meV/atom")
     figures: dict[str, str] = Field(default_factory=dict, description="Figure name -> PNG file name in figure_dir")
     figure_dir: str | None = Field(default=None, description="Folder holding the figures")

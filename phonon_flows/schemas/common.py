@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field
+
+from phonon_flows.core.polymorphs import ByTemperature
+
+__all__ = ["ByTemperature", "EngineInfo", "MaterialError", "by_temperature"]
 
 EngineKind = Literal["dft", "reference", "mlip", "imported"]
 
@@ -46,3 +51,15 @@ class MaterialError(BaseModel):
     stage: str = Field(description="Stage that failed: input, relax, perturb, label, train, phonon, benchmark")
     reason: str = Field(description="One-line reason")
     directory: str | None = Field(default=None, description="Job directory with logs, when there is one")
+
+
+def _temperature_keys(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {ByTemperature._key(k): v for k, v in value.items()}
+    return value
+
+
+def by_temperature(value_type: Any) -> Any:
+    """The annotated type of a dict keyed by temperature: keys normalised to ``"T300"`` on
+    validation (old documents keyed ``"300"`` read too), lookups by number allowed."""
+    return Annotated[dict[str, value_type], BeforeValidator(_temperature_keys), AfterValidator(ByTemperature)]

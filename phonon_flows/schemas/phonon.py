@@ -1,7 +1,8 @@
 """PhononDoc: harmonic phonons of one material with one force engine.
 
-The summary (thermal properties, stability, settings, engine) stays small and queryable; the
-large arrays (``band_structure``, ``dos``, ``force_constants``, ``phonopy_yaml``) are listed in
+The summary (thermal properties, stability, settings, engine) stays small and queryable; its
+temperature keys are ``"T300"``-style (:func:`phonon_flows.core.polymorphs.temperature_key`), so
+``output.thermal.T300.A_vib_meV_per_atom`` is a plain MongoDB path. The large arrays (``band_structure``, ``dos``, ``force_constants``, ``phonopy_yaml``) are listed in
 :data:`PHONON_DATA_FIELDS` and go to the jobflow ``data`` store (GridFS with MongoDB).
 """
 
@@ -12,14 +13,19 @@ from typing import Literal
 from pydantic import BaseModel, Field
 from pymatgen.core import Structure
 
-from phonon_flows.schemas.common import EngineInfo
+from phonon_flows.schemas.common import ByTemperature, EngineInfo, by_temperature
 
 #: PhononDoc fields that jobs put in the "data" additional store
 PHONON_DATA_FIELDS = ("band_structure", "dos", "force_constants", "phonopy_yaml")
 
 
 class ThermalProperties(BaseModel):
-    """Harmonic thermal properties at one temperature, per atom / per mole of atoms."""
+    """Harmonic thermal properties at one temperature.
+
+    Two moles: per mole of *atoms* (``..._J_per_K_mol``: comparable across materials) and per
+    mole of *primitive cells* (``..._J_per_K_mol_cell``: phonopy's native unit, the one the
+    paper's C_v and S_vib MAEs are in). The second is the first times ``natom_primitive``.
+    """
 
     temperature_K: float = Field(description="Temperature in K")
     A_vib_meV_per_atom: float = Field(
@@ -27,6 +33,34 @@ class ThermalProperties(BaseModel):
     )
     Cv_J_per_K_mol: float = Field(description="Heat capacity at constant volume in J/(K mol of atoms)")
     S_J_per_K_mol: float = Field(description="Vibrational entropy in J/(K mol of atoms)")
+    Cv_J_per_K_mol_cell: float | None = Field(
+        default=None, description="Heat capacity at constant volume in J/(K mol of primitive cells) (phonopy's unit)"
+    )
+    S_J_per_K_mol_cell: float | None = Field(
+        default=None, description="Vibrational entropy in J/(K mol of primitive cells) (phonopy's unit)"
+    )
+    A_vib_kJ_per_mol_cell: float | None = Field(
+        default=None, description="Helmholtz vibrational free energy in kJ/(mol of primitive cells) (phonopy's unit)"
+    )
+
+
+class NacInfo(BaseModel):
+    """Whether the non-analytical term correction (NAC) was applied to the phonons, and with what."""
+
+    applied: bool = Field(default=False, description="True when the dynamical matrix includes the NAC term")
+    source: str | None = Field(
+        default=None,
+        description="Where the Born charges came from: 'BORN file', 'phonopy yaml', 'nac_params' (given), "
+        "'DFPT (LEPSILON)', or 'reference' (the benchmark applied the reference's charges)",
+    )
+    born: list[list[list[float]]] | None = Field(
+        default=None, description="Born effective charges of the primitive cell's atoms (natom_primitive, 3, 3), e"
+    )
+    dielectric: list[list[float]] | None = Field(
+        default=None, description="High-frequency dielectric tensor epsilon_inf (3, 3), dimensionless"
+    )
+    factor: float | None = Field(default=None, description="phonopy's NAC unit-conversion factor (calculator units)")
+    method: str | None = Field(default=None, description="phonopy's NAC method ('gonze' or 'wang')")
 
 
 class PhononMode(BaseModel):
@@ -83,12 +117,16 @@ class PhononDoc(BaseModel):
         default=None, description="Force constants: finite-difference, symfc, or imported (read as such)"
     )
     n_displacements: int | None = Field(default=None, description="Number of displaced supercells used")
-    has_nac: bool = Field(default=False, description="Whether the non-analytical term correction (Born charges) was applied")
+    has_nac: bool = Field(
+        default=False, description="Whether the non-analytical term correction (Born charges) was applied (= nac.applied)"
+    )
+    nac: NacInfo = Field(default_factory=NacInfo, description="The NAC treatment: applied or not, Born charges used")
     engine: EngineInfo = Field(description="Force engine that made the forces, and its provenance")
 
     temperatures_K: list[float] = Field(default_factory=list, description="Temperatures of the thermal properties, K")
-    thermal: dict[str, ThermalProperties] = Field(
-        default_factory=dict, description="Thermal properties keyed by temperature in K as a string ('300', '1000')"
+    thermal: by_temperature(ThermalProperties) = Field(
+        default_factory=ByTemperature,
+        description="Thermal properties keyed by temperature key ('T300', 'T1000'); doc.thermal[300] works too",
     )
     zero_point_energy_meV_per_atom: float | None = Field(default=None, description="Zero-point energy in meV/atom")
     mesh: list[int] | None = Field(default=None, description="Γ-centred q-mesh of the thermal properties and DOS")
