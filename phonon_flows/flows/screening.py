@@ -122,8 +122,10 @@ class ScreeningMaker(Maker):
         The steps: resolve the model (and the elements it knows); check the inputs; per material:
         the phonon supercell, relax with the model, phonons with the model (per pack of
         ``batch_size`` materials); the campaign record. ``supercell_matrices``: material id ->
-        supercell matrix for the materials whose supercell is given (e.g. a reference's); the
-        others get one in the maker's atom window.
+        supercell matrix for the materials whose supercell is given (e.g. a reference's), on the
+        primitive cell the screening computes (pymatgen's ``get_primitive_structure`` of the
+        input, the input itself when it is primitive); the others get one in the maker's atom
+        window.
         """
         sha, elements = self._model(model)
         model_key = sha if isinstance(sha, str) else f"ref:{sha.uuid}"
