@@ -65,8 +65,22 @@ def _as_error(obj: Any) -> MaterialError:
     )
 
 
+#: INCAR tags that follow the structure (one value per atom, per electron count...), not the engine
+STRUCTURE_INCAR_TAGS = frozenset({"MAGMOM", "NBANDS", "NELECT", "NUPDOWN", "LDAUL", "LDAUU", "LDAUJ", "SYSTEM"})
+
+
+def engine_identity(e: EngineInfo) -> EngineInfo:
+    """The engine without what belongs to one calculation: the job folder (``provenance``) and
+    the INCAR tags that follow the structure. Every VASP single point with the same settings and
+    version is then one engine."""
+    settings = dict(e.settings)
+    if isinstance(settings.get("incar"), dict):
+        settings["incar"] = {k: v for k, v in settings["incar"].items() if k.upper() not in STRUCTURE_INCAR_TAGS}
+    return e.model_copy(update={"provenance": None, "settings": settings})
+
+
 def _engine_key(e: EngineInfo) -> str:
-    return e.model_dump_json()
+    return engine_identity(e).model_dump_json()
 
 
 @dataclass
@@ -138,7 +152,7 @@ class TrainingSetMaker(Maker):
         engines: dict[str, EngineInfo] = {}
         for mid in order:
             for doc in sorted(per_material.get(mid, []), key=lambda d: (d.perturbation_index is None, d.perturbation_index or 0)):
-                engines.setdefault(_engine_key(doc.engine), doc.engine)
+                engines.setdefault(_engine_key(doc.engine), engine_identity(doc.engine))
                 atoms_list.append(
                     labelled_atoms(
                         doc.structure, doc.energy, doc.forces, doc.stress, material_id=mid, config_type=self.config_type,
