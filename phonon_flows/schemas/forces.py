@@ -56,6 +56,7 @@ class RelaxDoc(BaseModel):
     max_force: float | None = Field(default=None, description="Largest force norm at the end, eV/Å")
     n_steps: int | None = Field(default=None, description="Optimizer steps (ionic steps for VASP)")
     volume_change: float | None = Field(default=None, description="Relative change of the cell volume")
+    warnings: list[str] = Field(default_factory=list, description="What to look at: e.g. a volume change above 3 %")
     engine: EngineInfo = Field(description="Engine that relaxed the structure and its settings")
     dir_name: str | None = Field(default=None, description="Directory of the calculation, when there is one")
 
