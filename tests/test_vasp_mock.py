@@ -201,3 +201,36 @@ def test_campaign_vasp_options_reach_every_vasp_maker():
         TrainingCampaignMaker(engine="vasp", engine_kwargs={"encut": 600}).force_maker()
     with pytest.raises(InputError, match="bogus"):
         TrainingCampaignMaker(engine="vasp", relax_kwargs={"bogus": 1}).relax_maker()
+
+
+def _unconverged_vasprun(src, dst):
+    """The recorded vasprun.xml with NELM set to the number of SCF steps it took: VASP stopped at
+    NELM, the electronic loop did not converge (what pymatgen/emmet then read)."""
+    from pymatgen.io.vasp import Vasprun
+
+    vr = Vasprun(str(src), parse_dos=False, parse_eigen=False, parse_potcar_file=False)
+    n = len(vr.ionic_steps[-1]["electronic_steps"])
+    text = src.read_text()
+    import re
+
+    text, k = re.subn(r'(<i type="int" name="NELM">)\s*\d+(</i>)', rf"\g<1>{n:6d}\g<2>", text)
+    assert k >= 1
+    dst.write_text(text)
+    assert not Vasprun(str(dst), parse_dos=False, parse_eigen=False, parse_potcar_file=False).converged_electronic
+    return dst
+
+
+def test_unconverged_scf_becomes_a_failed_phonon_doc_naming_the_cause(mock_vasp, shared_data, tmp_path):
+    ph, refs, kwargs = _phonon_refs("Si", shared_data, tmp_path, "Si")
+    out = tmp_path / "refs" / "Si-0" / "outputs" / "vasprun.xml"
+    _unconverged_vasprun(shared_data.joinpath(*DFT, "Si", "vasprun.xml"), tmp_path / "unconverged.xml")
+    out.write_text((tmp_path / "unconverged.xml").read_text())
+    mock_vasp(refs, kwargs)
+    flow = PhononMaker(force_maker=VaspForceMaker()).make(get_pmg_structure(ph.unitcell), material_id="Si",
+                                                          supercell_matrix=ph.supercell_matrix)
+    store = _run(flow, tmp_path)
+    doc = _output(store, flow.output.uuid, PhononDoc)
+    assert doc.failed
+    text = " ".join(doc.errors)
+    assert "forces are missing for displaced supercell(s) [1] of 1: #1: RuntimeError" in text
+    assert "did not converge within the limit of electronic" in text and "/runs/job_" in text  # cause, folder
