@@ -27,6 +27,7 @@ from atomate2.vasp.sets.base import VaspInputGenerator
 from jobflow import Flow, Maker, job
 from pymatgen.core import Structure
 
+from phonon_flows.core.phonons import nac_params_from_dfpt
 from phonon_flows.engines.vasp import (
     RecipeBornSetGenerator,
     RecipeRelaxSetGenerator,
@@ -135,8 +136,6 @@ def born_nac_params(task_doc: Any, structure: Structure, supercell_matrix: Any, 
     RecipeBornMaker run on ``structure``; None (phonons without NAC, said in the log) when the
     run failed or holds no Born charges."""
     import logging
-
-    from phonon_flows.core.phonons import nac_params_from_dfpt
 
     log = logging.getLogger(__name__)
     if task_doc is None or _get(task_doc, "failed") is True:
