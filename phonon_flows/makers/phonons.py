@@ -379,7 +379,11 @@ def phonons_from_forces(
                 material_id=mid, stage="phonon")
         missing = [i + 1 for i, f in enumerate(force_arrays) if f is None]
         if missing:
-            raise InputError(f"forces are missing for displaced supercell(s) {missing} of {len(force_arrays)}",
+            causes = [f"#{i}: {_get(forces[i - 1], 'reason')}" + (f" (in {_get(forces[i - 1], 'dir_name')})"
+                                                                  if _get(forces[i - 1], "dir_name") else "")
+                      for i in missing if _get(forces[i - 1], "reason")]
+            raise InputError(f"forces are missing for displaced supercell(s) {missing} of {len(force_arrays)}"
+                             + (f": {'; '.join(causes)}" if causes else " (their jobs failed: see their logs)"),
                              material_id=mid, stage="phonon")
         for i, f in enumerate(force_arrays):  # NaN / absurd forces from a broken calculation
             check_forces(f, material_id=mid, what=f"displaced supercell {i + 1}")

@@ -22,20 +22,23 @@ from pathlib import Path
 from typing import Any
 
 from atomate2.vasp.jobs.base import BaseVaspMaker
-from atomate2.vasp.jobs.core import RelaxMaker, StaticMaker
+from atomate2.vasp.jobs.core import DielectricMaker, RelaxMaker, StaticMaker
 from atomate2.vasp.sets.base import VaspInputGenerator
 from jobflow import Flow, Maker, job
 from pymatgen.core import Structure
 
+from phonon_flows.core.phonons import nac_params_from_dfpt
 from phonon_flows.engines.vasp import (
+    RecipeBornSetGenerator,
     RecipeRelaxSetGenerator,
     RecipeStaticSetGenerator,
     force_doc_from_outputs,
     relax_doc_from_outputs,
     vasp_engine_info,
+    vasp_failure,
 )
 from phonon_flows.errors import InputError, PhononFlowsError
-from phonon_flows.schemas.forces import FORCE_DATA_FIELDS, ForceDoc, RelaxDoc
+from phonon_flows.schemas.forces import FORCE_DATA_FIELDS, FailedCalculation, ForceDoc, RelaxDoc
 
 
 def _incar_dict(incar: Any) -> dict | None:
@@ -117,27 +120,93 @@ class RecipeStaticMaker(StaticMaker):
     input_set_generator: VaspInputGenerator = field(default_factory=RecipeStaticSetGenerator)
 
 
-@job(data=list(FORCE_DATA_FIELDS), output_schema=ForceDoc)
-def vasp_force_doc(
-    structure: Structure,
-    energy: float,
-    forces: list,
-    stress: list | None,
-    material_id: str,
-    perturbation_index: int | None = None,
-    dir_name: str | None = None,
-    vasp_version: str | None = None,
-    incar: dict | None = None,
-) -> ForceDoc:
-    """ForceDoc from the outputs of a VASP single point (a TaskDoc's ``output``; stress in kB)."""
+@dataclass
+class RecipeBornMaker(DielectricMaker):
+    """atomate2's DFPT (LEPSILON) DielectricMaker with the recipe's INCAR: Born effective charges
+    and the dielectric tensor for the non-analytical correction (as atomate2's ``born_maker``)."""
+
+    name: str = "recipe born"
+    input_set_generator: VaspInputGenerator = field(default_factory=RecipeBornSetGenerator)
+
+
+@job
+def born_nac_params(task_doc: Any, structure: Structure, supercell_matrix: Any, material_id: str | None = None,
+                    symprec: float = 1e-5) -> dict | None:
+    """phonopy's ``nac_params`` (``source`` "DFPT (LEPSILON)") from atomate2's TaskDoc of a
+    RecipeBornMaker run on ``structure``; None (phonons without NAC, said in the log) when the
+    run failed or holds no Born charges."""
+    import logging
+
+    log = logging.getLogger(__name__)
+    if task_doc is None or _get(task_doc, "failed") is True:
+        log.warning("%s: no Born charges (DFPT run failed: %s); phonons without NAC", material_id,
+                    _get(task_doc, "reason"))
+        return None
+    calc = (_get(task_doc, "calcs_reversed") or [None])[0]
+    out = _get(calc, "output")
+    outcar = _get(out, "outcar") or {}
+    born = outcar.get("born") if isinstance(outcar, dict) else None
+    eps = _get(out, "epsilon_static") or (outcar.get("dielectric_tensor") if isinstance(outcar, dict) else None)
+    if born is None or len(born) == 0 or eps is None:
+        log.warning("%s: the DFPT run holds no Born charges or dielectric tensor; phonons without NAC", material_id)
+        return None
+    if isinstance(structure, dict):
+        structure = Structure.from_dict(structure)
+    params = nac_params_from_dfpt(born, eps, structure, supercell_matrix, symprec=symprec)
+    return {**params, "source": "DFPT (LEPSILON)"}
+
+
+def _vasp_data_objects() -> list:
+    from atomate2.vasp.jobs.base import _DATA_OBJECTS
+
+    return list(_DATA_OBJECTS)
+
+
+@job(data=_vasp_data_objects())
+def guarded_vasp_job(maker: BaseVaspMaker, structure: Structure, prev_dir: str | None = None,
+                     material_id: str | None = None, perturbation_index: int | None = None):
+    """Run an atomate2 VASP maker's job body here (inputs, custodian, TaskDoc: all atomate2's);
+    when it raises (custodian gave up, VASP crashed, an unconverged SCF, unparseable outputs)
+    return a :class:`FailedCalculation` with the cause instead of failing the job."""
+    from pathlib import Path as _Path
+
     try:
+        return type(maker).make.original(maker, structure, prev_dir=prev_dir)
+    except Exception as exc:  # noqa: BLE001 - any failure of one calculation becomes its document
+        reason, errors = vasp_failure(exc, _Path.cwd())
+        return FailedCalculation(material_id=material_id, perturbation_index=perturbation_index, reason=reason,
+                                 custodian_errors=errors, dir_name=str(_Path.cwd()))
+
+
+@job(data=list(FORCE_DATA_FIELDS))
+def vasp_force_doc(task_doc: Any, material_id: str, perturbation_index: int | None = None) -> ForceDoc:
+    """ForceDoc from atomate2's TaskDoc of a VASP single point (stress in kB), or the
+    FailedCalculation of a run that gave no result (passed on, with the material)."""
+    if _get(task_doc, "failed") is True:
+        failed = task_doc if isinstance(task_doc, FailedCalculation) else FailedCalculation.model_validate(
+            {k: v for k, v in dict(task_doc).items() if not str(k).startswith("@")})
+        return failed.model_copy(update={"material_id": material_id, "perturbation_index": perturbation_index})
+    out = _get(task_doc, "output")
+    try:
+        structure = _get(out, "structure")
         if isinstance(structure, dict):
             structure = Structure.from_dict(structure)
-        engine = vasp_engine_info("static", version=vasp_version, incar=_incar_dict(incar), provenance=_dir(dir_name))
-        return force_doc_from_outputs(structure, energy, forces, stress, material_id, perturbation_index, engine,
-                                      _dir(dir_name))
+        incar = _get(_get(task_doc, "input"), "incar")
+        dir_name = _dir(_get(task_doc, "dir_name"))
+        engine = vasp_engine_info("static", version=_get(task_doc, "vasp_version"), incar=_incar_dict(incar),
+                                  provenance=dir_name)
+        return force_doc_from_outputs(structure, _get(out, "energy"), _get(out, "forces"), _get(out, "stress"),
+                                      material_id, perturbation_index, engine, dir_name)
     except PhononFlowsError as err:
         raise err.with_material(material_id, "label") from err
+
+
+def _get(obj: Any, key: str) -> Any:
+    if obj is None:
+        return None
+    if isinstance(obj, dict):
+        return obj.get(key)
+    return getattr(obj, key, None)
 
 
 @job(output_schema=RelaxDoc)
@@ -178,7 +247,8 @@ def vasp_relax_doc(
 
 @dataclass
 class VaspForceMaker(Maker):
-    """Perturbed supercell -> VASP single point with the recipe's settings -> ForceDoc.
+    """Perturbed supercell -> VASP single point with the recipe's settings -> ForceDoc (or a
+    FailedCalculation saying why, when custodian or VASP gave up).
 
     ``static_maker`` is an atomate2 VASP maker (default :class:`RecipeStaticMaker`); change its
     ``run_vasp_kwargs`` (vasp_cmd, custodian handlers) or ``input_set_generator.user_incar_settings``
@@ -203,14 +273,14 @@ class VaspForceMaker(Maker):
     ) -> Flow:
         """A flow whose output is the ForceDoc of ``structure``."""
         material_id = material_id or "unnamed"
+        if not isinstance(self.static_maker, BaseVaspMaker):
+            raise InputError(f"VaspForceMaker.static_maker must be an atomate2 VASP maker (BaseVaspMaker), not "
+                             f"{type(self.static_maker).__name__}", material_id=material_id, stage="label")
         label = f"{material_id}" + ("" if perturbation_index is None else f" #{perturbation_index}")
-        static = self.static_maker.make(structure, prev_dir=prev_dir)
+        static = guarded_vasp_job(self.static_maker, structure, None if prev_dir is None else str(prev_dir),
+                                  material_id, perturbation_index)
         static.name = f"{self.static_maker.name} {label}"
-        out = static.output
-        doc = vasp_force_doc(
-            out.output.structure, out.output.energy, out.output.forces, out.output.stress, material_id,
-            perturbation_index, out.dir_name, out.vasp_version, out.input.incar,
-        )
+        doc = vasp_force_doc(static.output, material_id, perturbation_index)
         doc.name = f"{self.name} {label}"
         return Flow([static, doc], output=doc.output, name=f"{self.name} {label}")
 
