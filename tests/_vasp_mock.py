@@ -67,3 +67,31 @@ def reference_folder(root: Path, name: str, vasprun_file: Path, poscar: Structur
     for name in ("INCAR", "POTCAR.spec"):
         shutil.copy(ref / "inputs" / name, ref / "outputs" / name)
     return ref
+
+
+def lepsilon_outcar_lines(born, epsilon) -> str:
+    """The OUTCAR blocks of a LEPSILON (DFPT) run that pymatgen's ``Outcar.read_lepsilon`` reads:
+    the dielectric tensor and the Born effective charges of every atom of the cell."""
+    lines = ["   LEPSILON=     T    determine dielectric tensor",
+             " MACROSCOPIC STATIC DIELECTRIC TENSOR (including local field effects in DFT)",
+             " -------------------------------------"]
+    lines += ["    " + "  ".join(f"{x:12.6f}" for x in row) for row in epsilon]
+    lines += [" -------------------------------------",
+              " BORN EFFECTIVE CHARGES (including local field effects) (in |e|, cummulative output)",
+              " ---------------------------------------------------------------------------------"]
+    for i, z in enumerate(born):
+        lines.append(f" ion {i + 1:4d}")
+        lines += [f"    {k + 1}" + "".join(f"{x:12.5f}" for x in row) for k, row in enumerate(z)]
+    lines.append(" ---------------------------------------------------------------------------------")
+    return "\n".join(lines) + "\n"
+
+
+def vasprun_with_epsilon(src: Path, dst: Path, epsilon) -> Path:
+    """A copy of a vasprun.xml whose last ionic step holds the dielectric tensor as a LEPSILON run
+    writes it (``<varray name="epsilon">``, what pymatgen/emmet read as ``epsilon_static``)."""
+    text = src.read_text()
+    block = '   <varray name="epsilon" >\n' + "".join(
+        "    <v> " + " ".join(f"{x:14.8f}" for x in row) + " </v>\n" for row in epsilon) + "   </varray>\n"
+    i = text.rindex("</calculation>")
+    dst.write_text(text[:i] + block + text[i:])
+    return dst

@@ -234,3 +234,50 @@ def test_unconverged_scf_becomes_a_failed_phonon_doc_naming_the_cause(mock_vasp,
     text = " ".join(doc.errors)
     assert "forces are missing for displaced supercell(s) [1] of 1: #1: RuntimeError" in text
     assert "did not converge within the limit of electronic" in text and "/runs/job_" in text  # cause, folder
+
+
+def test_born_charges_by_dfpt_reach_the_vasp_reference_phonons(mock_vasp, shared_data, tmp_path):
+    """The static VASP reference flow with RecipeBornMaker: a DFPT (LEPSILON) run on the unit cell,
+    Born charges symmetrized onto the primitive cell, phonons with NAC equal to phonopy's with
+    the same charges (BORN), and the PhononDoc says NAC came from DFPT."""
+    from phonopy.physical_units import get_calculator_physical_units
+
+    from _vasp_mock import lepsilon_outcar_lines, vasprun_with_epsilon
+    from phonon_flows.flows.phonons import vasp_phonons
+    from phonon_flows.makers.vasp import RecipeBornMaker
+
+    folder = shared_data.joinpath(*DFT, "NaCl")
+    ph = phonopy_load(folder, tmp_path)  # with BORN
+    unit = get_pmg_structure(ph.unitcell)
+    # the DFPT run's OUTCAR: BORN's charges on every atom of the 8-atom cell
+    z = {"Na": np.asarray(ph.nac_params["born"][0]), "Cl": np.asarray(ph.nac_params["born"][1])}
+    born_cell = [z[site.specie.symbol] for site in unit]
+    extra = lepsilon_outcar_lines(born_cell, ph.nac_params["dielectric"])
+    vasprun = vasprun_with_epsilon(folder / "vasprun.xml-001", tmp_path / "vasprun-dfpt.xml", ph.nac_params["dielectric"])
+    reference_folder(tmp_path / "refs", "born", vasprun, unit, DATA / "vasp-mock" / "INCAR-born",
+                     POTCARS["NaCl"], outcar_extra=extra)
+    refs = {"recipe born NaCl": "born"}
+    kwargs = {"recipe born NaCl": {"incar_settings": ["ENCUT", "EDIFF", "KSPACING", "GGA", "LEPSILON", "LPEAD",
+                                                      "IBRION", "NSW"]}}
+    for i, sc in enumerate(ph.supercells_with_displacements):
+        name = f"recipe static NaCl #{i}"
+        reference_folder(tmp_path / "refs", f"NaCl-{i}", folder / f"vasprun.xml-00{i + 1}", get_pmg_structure(sc),
+                         INCAR_STATIC, POTCARS["NaCl"])
+        refs[name] = f"NaCl-{i}"
+        kwargs[name] = {"incar_settings": list(STATIC_TAGS)}
+    mock_vasp(refs, kwargs)
+    settings = phonon_settings()
+    flow = vasp_phonons(VaspForceMaker(), unit, "NaCl", ph.supercell_matrix.tolist(), None, settings, unit,
+                        born_maker=RecipeBornMaker())
+    doc = _output(_run(flow, tmp_path), flow.output.uuid, PhononDoc)
+    assert doc.nac.applied and doc.nac.source == "DFPT (LEPSILON)"
+    # what phonopy-vasp-born makes of the unit cell's charges: site symmetry and charge neutrality
+    from phonopy.structure.symmetry import symmetrize_borns_and_epsilon
+
+    borns, eps = symmetrize_borns_and_epsilon(np.asarray(born_cell), np.asarray(ph.nac_params["dielectric"]),
+                                              ph.unitcell, primitive_matrix=ph.primitive_matrix,
+                                              supercell_matrix=ph.supercell_matrix)
+    np.testing.assert_allclose(doc.nac.born, borns, atol=1e-9)
+    assert np.abs(np.sum(doc.nac.born, axis=0)).max() < 1e-9  # neutral
+    ph.nac_params = {"born": borns, "dielectric": eps, "factor": get_calculator_physical_units("vasp").nac_factor}
+    _assert_equals_phonopy(doc, ph)

@@ -119,6 +119,22 @@ class RecipeStaticSetGenerator(StaticSetGenerator):
         return incar_settings("static")
 
 
+@dataclass
+class RecipeBornSetGenerator(StaticSetGenerator):
+    """atomate2's DFPT (LEPSILON) input set for Born charges and the dielectric tensor, with the
+    recipe's INCAR (PBE, ENCUT 520, EDIFF 1e-8, KSPACING 0.15): atomate2's ``lepsilon`` updates
+    (IBRION 8, LEPSILON, LPEAD, NSW 1) on top."""
+
+    lepsilon: bool = True
+    user_potcar_functional: str = POTCAR_FUNCTIONAL
+    auto_ismear: bool = False
+    auto_kspacing: bool = False
+
+    @property
+    def incar_updates(self) -> dict:
+        return {**COMMON_INCAR, **super().incar_updates, "ENCUT": ENCUT, "EDIFF": EDIFF, "KSPACING": KSPACING}
+
+
 def vasp_elements() -> frozenset[str]:
     """Elements with a POTCAR in the recipe's VASP input set (PAW PBE)."""
     return frozenset(RecipeStaticSetGenerator().config_dict["POTCAR"])

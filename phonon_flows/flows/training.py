@@ -103,6 +103,9 @@ class TrainingCampaignMaker(Maker):
     seed: int = 123
     relax: bool = True
     relax_kwargs: dict = field(default_factory=dict)
+    #: with engine="vasp": an atomate2 DFPT maker (``phonon_flows.makers.vasp.RecipeBornMaker()``) whose
+    #: Born charges the VASP reference phonons use (their PhononDoc.nac says so); None: no NAC
+    born_maker: Maker | None = None
     preset: str = "paper"
     hyperparameters: Any = None
     training_kwargs: dict = field(default_factory=dict)
@@ -342,7 +345,8 @@ class TrainingCampaignMaker(Maker):
             structure = r.structure if r is not None else s
             enthalpy = r.enthalpy_per_atom if r is not None else (self.enthalpies or {}).get(mid)
             if ref_name == "vasp":
-                ref = vasp_phonons(self.force_maker(), structure, mid, smats[mid], enthalpy, phonon_settings_, s)
+                ref = vasp_phonons(self.force_maker(), structure, mid, smats[mid], enthalpy, phonon_settings_, s,
+                                   born_maker=self.born_maker)
             else:
                 ref = stages.ref_phonons.make(structure, material_id=mid, supercell_matrix=smats[mid],
                                               enthalpy_per_atom=enthalpy)

@@ -22,12 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from atomate2.vasp.jobs.base import BaseVaspMaker
-from atomate2.vasp.jobs.core import RelaxMaker, StaticMaker
+from atomate2.vasp.jobs.core import DielectricMaker, RelaxMaker, StaticMaker
 from atomate2.vasp.sets.base import VaspInputGenerator
 from jobflow import Flow, Maker, job
 from pymatgen.core import Structure
 
+from phonon_flows.core.phonons import nac_params_from_dfpt
 from phonon_flows.engines.vasp import (
+    RecipeBornSetGenerator,
     RecipeRelaxSetGenerator,
     RecipeStaticSetGenerator,
     force_doc_from_outputs,
@@ -116,6 +118,42 @@ class RecipeStaticMaker(StaticMaker):
 
     name: str = "recipe static"
     input_set_generator: VaspInputGenerator = field(default_factory=RecipeStaticSetGenerator)
+
+
+@dataclass
+class RecipeBornMaker(DielectricMaker):
+    """atomate2's DFPT (LEPSILON) DielectricMaker with the recipe's INCAR: Born effective charges
+    and the dielectric tensor for the non-analytical correction (as atomate2's ``born_maker``)."""
+
+    name: str = "recipe born"
+    input_set_generator: VaspInputGenerator = field(default_factory=RecipeBornSetGenerator)
+
+
+@job
+def born_nac_params(task_doc: Any, structure: Structure, supercell_matrix: Any, material_id: str | None = None,
+                    symprec: float = 1e-5) -> dict | None:
+    """phonopy's ``nac_params`` (``source`` "DFPT (LEPSILON)") from atomate2's TaskDoc of a
+    RecipeBornMaker run on ``structure``; None (phonons without NAC, said in the log) when the
+    run failed or holds no Born charges."""
+    import logging
+
+    log = logging.getLogger(__name__)
+    if task_doc is None or _get(task_doc, "failed") is True:
+        log.warning("%s: no Born charges (DFPT run failed: %s); phonons without NAC", material_id,
+                    _get(task_doc, "reason"))
+        return None
+    calc = (_get(task_doc, "calcs_reversed") or [None])[0]
+    out = _get(calc, "output")
+    outcar = _get(out, "outcar") or {}
+    born = outcar.get("born") if isinstance(outcar, dict) else None
+    eps = _get(out, "epsilon_static") or (outcar.get("dielectric_tensor") if isinstance(outcar, dict) else None)
+    if born is None or len(born) == 0 or eps is None:
+        log.warning("%s: the DFPT run holds no Born charges or dielectric tensor; phonons without NAC", material_id)
+        return None
+    if isinstance(structure, dict):
+        structure = Structure.from_dict(structure)
+    params = nac_params_from_dfpt(born, eps, structure, supercell_matrix, symprec=symprec)
+    return {**params, "source": "DFPT (LEPSILON)"}
 
 
 def _vasp_data_objects() -> list:
