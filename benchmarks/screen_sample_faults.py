@@ -90,8 +90,12 @@ def child(config_path: str) -> int:
 
     cfg = json.loads(Path(config_path).read_text())
     torch.set_num_threads(int(cfg["threads"]))
-    logging.basicConfig(level=logging.WARNING, stream=sys.stdout, format="%(asctime)s %(name)s %(message)s")
-    logging.getLogger("phonon_flows.makers.batched_phonons").setLevel(logging.INFO)
+    # the runner sends each job's printing to its folder: progress goes to a file of its own
+    handler = logging.FileHandler(cfg["progress_log"])
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    progress = logging.getLogger("phonon_flows.makers.batched_phonons")
+    progress.setLevel(logging.INFO)
+    progress.addHandler(handler)
 
     from phonon_flows import engines
     from phonon_flows.engines.base import ForceResult
@@ -144,6 +148,7 @@ def _reduced(comp) -> dict[str, int]:
 
 
 def run_child(cfg_path: Path, log_path: Path, kill_after_docs: int | None) -> dict[str, Any]:
+    progress_log = Path(json.loads(cfg_path.read_text())["progress_log"])
     cmd = ["nice", "-n", "10", sys.executable, str(Path(__file__).resolve()), "--child", str(cfg_path)]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
     t0 = time.perf_counter()
@@ -153,7 +158,7 @@ def run_child(cfg_path: Path, log_path: Path, kill_after_docs: int | None) -> di
         while proc.poll() is None:
             time.sleep(2)
             if kill_after_docs is not None and not killed:
-                text = log_path.read_text(errors="replace")
+                text = progress_log.read_text(errors="replace") if progress_log.exists() else ""
                 done = 0
                 for line in text.splitlines():
                     if DONE_MARK in line:
@@ -182,7 +187,7 @@ def run_faults(args, rows, model_path: Path, root: Path) -> dict[str, Any]:
     t_inputs = time.perf_counter() - t0
     cfg = {"name": args.name, "model": str(model_path), "inputs": paths, "smats": smats, "threads": args.threads,
            "batch_size": args.batch_size, "dtype": args.dtype, "store": str(root / "store"),
-           "work": str(root / "runs"),
+           "work": str(root / "runs"), "progress_log": str(root / "progress.log"),
            "nan_compositions": [_reduced(structures[m].composition) for m in nan_ids]}
     cfg_path = root / "faults.json"
     cfg_path.write_text(json.dumps(cfg))
