@@ -27,16 +27,26 @@ from phonon_flows.demo import (
 )
 from phonon_flows.engines.harmonic import HARMONIC_DFT_LABEL
 from phonon_flows.errors import InputError
-from phonon_flows.fireworks import category_counts, get_launchpad
+from phonon_flows.fireworks import (
+    category_counts,
+    ensure_launchpad_ready,
+    get_launchpad,
+    launchpad_campaign_docs,
+    launchpad_jobs,
+    rerun_campaign_fireworks,
+)
 from phonon_flows.fireworks import submit as fw_submit
+from phonon_flows.engines.mace import add_model_file, is_model_file, stored_models
 from phonon_flows.flows import ScreeningMaker, TrainingCampaignMaker
+from phonon_flows.flows.screening import SCREEN_RELAX
 from phonon_flows.makers.phonondb import import_phonondb_entries
 from phonon_flows.makers.phonons import import_phonopy_doc, phonon_settings, store_phonon_doc
 from phonon_flows.report.campaign import load_benchmark, write_campaign_report
 from phonon_flows.report.figures import render_paper_metrics
 from phonon_flows.core.polymorphs import temperature_label
 from phonon_flows.results import PhononResults
-from phonon_flows.runner import campaign_status, run_campaign
+from phonon_flows.runner import campaign_status, load_saved_flow, run_campaign
+from phonon_flows.settings import get_settings
 from phonon_flows.store import get_store
 
 app = typer.Typer(
@@ -230,7 +240,26 @@ def _split_list(values: list[str] | None) -> list[str]:
     return out
 
 
-def _store_from(store_dir: str | None, mongo_uri: str | None, database: str | None):
+def _store_from(store_dir: str | None, mongo_uri: str | None, database: str | None, existing: bool = False):
+    """The job store of a command: ``--mongo-uri``/``--store-dir`` when given, else
+    ``PHONON_FLOWS_MONGO_URI``, else the jobflow ``JOB_STORE`` of ``JOBFLOW_CONFIG_FILE`` (the file
+    FireWorks workers write to), else the embedded store. ``existing``: a store to read from (an
+    embedded store folder that does not exist is an error, not created)."""
+    from pathlib import Path
+
+    settings = get_settings()
+    if not mongo_uri and not store_dir and not settings.mongo_uri and os.environ.get("JOBFLOW_CONFIG_FILE"):
+        path = Path(os.environ["JOBFLOW_CONFIG_FILE"])
+        if not path.is_file():
+            raise InputError(f"JOBFLOW_CONFIG_FILE={path} does not exist")
+        from jobflow.settings import JobflowSettings
+
+        return JobflowSettings().JOB_STORE  # read now: the file the workers use
+    if existing and not (mongo_uri or settings.mongo_uri):
+        folder = Path(store_dir if store_dir is not None else settings.store_dir).expanduser()
+        if not folder.is_dir():
+            raise InputError(f"no store at {folder.resolve()} (the folder does not exist; give --store-dir or "
+                             "--mongo-uri, or run a campaign first)")
     return get_store(mongo_uri=mongo_uri, store_dir=store_dir, database=database)
 
 
@@ -247,7 +276,7 @@ def _check_files(files: list[str]) -> None:
 def _campaign_flow(
     files: list[str], name: str, holdout: list[str], engine: str, preset: str, epochs: int | None,
     n_perturbations: int, min_atoms: int, max_atoms: int, relax: bool, fmax: float | None, device: str,
-    screen: bool, model: str | None, store,
+    screen: bool, model: str | None, store, screen_relax: str = "none",
 ):
     """The Flow of ``phonon-flows run/submit`` and the input problems found making it."""
     _check_files(files)
@@ -258,16 +287,21 @@ def _campaign_flow(
     relax_kwargs = {"fmax": fmax} if fmax is not None else {}
     if screen:
         if not model:
-            raise typer.BadParameter("--screen needs --model SHA256 (the sha256 of a trained model in the store)")
+            raise typer.BadParameter("--screen needs --model FILE or SHA256 (a MACE model file, or the sha256 of a "
+                                     "model in the store: `phonon-flows model list`)")
         if holdout:
             raise typer.BadParameter("--holdout is for training campaigns, not with --screen")
+        if screen_relax not in SCREEN_RELAX:
+            raise typer.BadParameter(f"--screen-relax must be one of {', '.join(SCREEN_RELAX)}, not {screen_relax!r}")
         model = _full_sha(model, store)
-        maker = ScreeningMaker(name=name, model=model, store=store, relax=relax, relax_kwargs=relax_kwargs,
+        maker = ScreeningMaker(name=name, model=model, store=store, relax=screen_relax, relax_kwargs=relax_kwargs,
                                engine_kwargs={"device": device}, min_atoms=min_atoms, max_atoms=max_atoms)
         flow = maker.make(files)
     else:
         if model:
             raise typer.BadParameter("--model is for --screen")
+        if screen_relax != "none":
+            raise typer.BadParameter("--screen-relax is for --screen (training campaigns: --relax/--no-relax)")
         if engine not in ("chgnet", "emt", "vasp"):
             raise typer.BadParameter(f"--engine must be chgnet, emt or vasp, not {engine!r}")
         hp = {"max_num_epochs": epochs} if epochs else {}
@@ -292,6 +326,8 @@ def _full_sha(model: str, store) -> str:
     """A model sha256 from a unique prefix of one in the store (``--model a0b78a03``)."""
     import re
 
+    if is_model_file(model):
+        return model
     model = model.strip().lower()
     if len(model) == 64 or store is None or not re.fullmatch(r"[0-9a-f]{6,63}", model):
         return model
@@ -299,6 +335,7 @@ def _full_sha(model: str, store) -> str:
     shas = sorted({d["output"]["model_sha256"] for d in store.query(
         {"output.model_sha256": {"$regex": f"^{model}"}, "output.hyperparameters": {"$exists": True}},
         properties=["output.model_sha256"])})
+    shas = sorted(set(shas) | {m["model_sha256"] for m in stored_models(store) if m["model_sha256"].startswith(model)})
     if len(shas) > 1:
         raise typer.BadParameter(f"--model {model} matches {len(shas)} models: {', '.join(x[:12] for x in shas)}")
     if not shas:
@@ -416,16 +453,17 @@ def run(
     files: list[str] = typer.Argument(None, help="Structure files (CIF, POSCAR, ...); one material each"),
     name: str = typer.Option("campaign", "--name", "-n", help="Campaign name (part of every job's key)"),
     holdout: list[str] = typer.Option(None, "--holdout", help="Held-out materials (file, file name or stem); repeat or comma-separate"),
-    engine: str = typer.Option("chgnet", help="Reference: chgnet (pretrained potential, NOT DFT), emt (tests) or vasp (DFT)"),
+    engine: str = typer.Option("vasp", help="Reference: vasp (DFT, the default), or a stand-in by name: chgnet (pretrained potential, NOT DFT) or emt (tests)"),
     preset: str = typer.Option("paper", help="MACE settings: paper (the recipe) or small (fast, CPU)"),
     epochs: int = typer.Option(None, help="MACE epochs (overrides the preset)"),
     n_perturbations: int = typer.Option(6, help="Perturbed supercells per training material"),
     min_atoms: int = typer.Option(100, help="Smallest supercell (atoms)"),
     max_atoms: int = typer.Option(200, help="Largest supercell (atoms)"),
-    relax: bool = typer.Option(True, "--relax/--no-relax", help="Relax the inputs first (reference, or the model with --screen)"),
+    relax: bool = typer.Option(True, "--relax/--no-relax", help="Relax the inputs with the reference first (training campaigns)"),
     fmax: float = typer.Option(None, help="Force criterion of the relaxation, eV/Å (default 1e-3)"),
     screen: bool = typer.Option(False, "--screen", help="Screen new materials with a trained model (needs --model)"),
-    model: str = typer.Option(None, "--model", help="sha256 of a trained MACE model in the store (with --screen)"),
+    model: str = typer.Option(None, "--model", help="MACE model file, or the sha256 (or a prefix) of a model in the store (with --screen)"),
+    screen_relax: str = typer.Option("none", "--screen-relax", help="With --screen: none (phonons on the structures as given, default), positions, or cell (only for a model trained with energies)"),
     device: str = typer.Option("auto", help="Torch device for MACE: auto, cpu or cuda"),
     check: bool = typer.Option(False, "--check", help="Only check the inputs and print one line per problem"),
     store_dir: str = typer.Option(None, help="Embedded store directory (default: settings' store_dir)"),
@@ -445,10 +483,13 @@ def run(
     from rich.console import Console
 
     console = Console(stderr=True)
-    store = _store_from(store_dir, mongo_uri, database)
+    # --check creates nothing: no store folder (a screening by sha256 reads an existing store)
+    model_is_sha = bool(model) and not is_model_file(model)
+    store = None if check and not (screen and model_is_sha) else _store_from(store_dir, mongo_uri, database,
+                                                                              existing=check)
     flow, doc = _campaign_flow(
         list(files or []), name, _split_list(holdout), engine.lower(), preset, epochs, n_perturbations, min_atoms,
-        max_atoms, relax, fmax, device, screen, model, store if screen else None,
+        max_atoms, relax, fmax, device, screen, model, store if screen else None, screen_relax,
     )
     _print_input_failures(doc, console)
     n_ok = len(doc.materials)
@@ -478,7 +519,7 @@ def submit(
     files: list[str] = typer.Argument(None, help="Structure files (CIF, POSCAR, ...); one material each"),
     name: str = typer.Option("campaign", "--name", "-n", help="Campaign name"),
     holdout: list[str] = typer.Option(None, "--holdout", help="Held-out materials (file, file name or stem)"),
-    engine: str = typer.Option("vasp", help="Reference: vasp (DFT), chgnet or emt"),
+    engine: str = typer.Option("vasp", help="Reference: vasp (DFT, the default), or a stand-in by name: chgnet (NOT DFT) or emt (tests)"),
     preset: str = typer.Option("paper", help="MACE settings: paper or small"),
     epochs: int = typer.Option(None, help="MACE epochs (overrides the preset)"),
     n_perturbations: int = typer.Option(6, help="Perturbed supercells per training material"),
@@ -487,7 +528,8 @@ def submit(
     relax: bool = typer.Option(True, "--relax/--no-relax", help="Relax the inputs first"),
     fmax: float = typer.Option(None, help="Force criterion of a reference-engine relaxation, eV/Å"),
     screen: bool = typer.Option(False, "--screen", help="Screen new materials with a trained model (needs --model)"),
-    model: str = typer.Option(None, "--model", help="sha256 of a trained MACE model (with --screen)"),
+    model: str = typer.Option(None, "--model", help="MACE model file, or the sha256 of a model in the workers' store (with --screen)"),
+    screen_relax: str = typer.Option("none", "--screen-relax", help="With --screen: none (default), positions, or cell (only for a model trained with energies)"),
     device: str = typer.Option("auto", help="Torch device for MACE on the workers"),
     launchpad: str = typer.Option(None, "--launchpad", "-l", help="LaunchPad yaml (see launchpad.yaml.example)"),
     mongo_uri: str = typer.Option(None, help="MongoDB URI of the LaunchPad (instead of --launchpad)"),
@@ -508,11 +550,14 @@ def submit(
     else:
         lp = get_launchpad(mongo_uri, db)
     store = None
-    if screen and mongo_uri:
-        store = _store_from(None, mongo_uri, None)
+    if screen and (mongo_uri or os.environ.get("JOBFLOW_CONFIG_FILE") or get_settings().mongo_uri):
+        store = _store_from(None, mongo_uri, None)  # the workers' store: a model file goes there
+    elif screen and model and is_model_file(model):
+        raise typer.BadParameter("a model file needs the workers' store to go to: set JOBFLOW_CONFIG_FILE "
+                                 "(jobflow.yaml) or give --mongo-uri")
     flow, doc = _campaign_flow(
         list(files or []), name, _split_list(holdout), engine.lower(), preset, epochs, n_perturbations, min_atoms,
-        max_atoms, relax, fmax, device, screen, model, store,
+        max_atoms, relax, fmax, device, screen, model, store, screen_relax,
     )
     from rich.console import Console
 
@@ -522,12 +567,24 @@ def submit(
     there = lp.fireworks.count_documents({"spec.phonon_flows.key": {"$in": keys}})
     if there and not force:
         fail(f"{there} of these {len(keys)} jobs are already in the LaunchPad (campaign {name!r}); "
-             "rerun fizzled ones with `lpad rerun_fws`, or use --force")
+             f"rerun failed ones with `phonon-flows rerun {name} -l launchpad.yaml`, or use --force")
+    if ensure_launchpad_ready(lp):
+        console.print(f"initialised the empty LaunchPad {lp.name!r} (what `lpad reset` does to a new one)")
     ids = fw_submit(flow, lp)
     counts = category_counts(lp, {"fw_id": {"$in": list(ids.values())}})
+    typer.echo(submit_hint(name, len(ids), counts))
+
+
+def submit_hint(name: str, n: int, counts: dict) -> str:
+    """What ``submit`` prints: the Fireworks by category and the commands that run them."""
     per_cat = ", ".join(f"{cat}: {sum(v.values())}" for cat, v in sorted(counts.items()))
-    typer.echo(f"submitted campaign {name!r}: {len(ids)} Fireworks ({per_cat}); "
-               f"start workers with `rlaunch -w my_fworker_gpu.yaml rapidfire` / my_fworker_cpu.yaml")
+    return (
+        f"submitted campaign {name!r}: {n} Fireworks ({per_cat}). Run them with workers of each category:\n"
+        "  python -m phonon_flows.fireworks -l launchpad.yaml -w my_fworker_gpu.yaml   # or, one rocket at a time:\n"
+        "  rlaunch -l launchpad.yaml -w my_fworker_cpu.yaml rapidfire\n"
+        "  qlaunch -l launchpad.yaml -w my_fworker_gpu.yaml -q my_qadapter_gpu.yaml rapidfire   # through SLURM\n"
+        f"then `phonon-flows status {name} -l launchpad.yaml`; workers need JOBFLOW_CONFIG_FILE (jobflow.yaml)"
+    )
 
 
 def _flow_jobs(flow) -> list:
@@ -546,34 +603,47 @@ def status(
     store_dir: str = typer.Option(None, help="Embedded store directory (default: settings' store_dir)"),
     mongo_uri: str = typer.Option(None, help="MongoDB URI of the job store"),
     database: str = typer.Option(None, help="Database name of the job store"),
-    launchpad: str = typer.Option(None, "--launchpad", "-l", help="Also show the Fireworks of a LaunchPad (yaml)"),
+    launchpad: str = typer.Option(None, "--launchpad", "-l", help="Join the Fireworks of a LaunchPad (yaml)"),
     as_json: bool = typer.Option(False, "--json", help="Print JSON"),
 ) -> None:
-    """Jobs of each campaign by state (done, failed, skipped, pending), and the failures with reasons."""
+    """Jobs of each campaign by state (done, failed, skipped, running, pending), failures with reasons.
+
+    One view of the job store and, with --launchpad, of the LaunchPad: a job's state comes from the
+    store when its result or failure is there, else from its Firework (RUNNING, FIZZLED, ...). The
+    store is --mongo-uri/--store-dir, else PHONON_FLOWS_MONGO_URI, else the JOB_STORE of
+    JOBFLOW_CONFIG_FILE (the workers' store), else ./phonon_flows_data. A failure line ends with the
+    job's directory, where its log job.log is.
+    """
     import json
 
-    from rich.console import Console
     from rich.table import Table
 
-    store = _store_from(store_dir, mongo_uri, database)
-    statuses = campaign_status(store, campaign)
+    lp = _load_launchpad(launchpad) if launchpad else None
+    store = _store_from(store_dir, mongo_uri, database, existing=lp is None)
+    statuses = campaign_status(
+        store, campaign,
+        fireworks=(lambda name: launchpad_jobs(lp, name)) if lp is not None else None,
+        extra_docs=launchpad_campaign_docs(lp, campaign) if lp is not None else None,
+    )
     fw: dict = {}
-    if launchpad:
-        fw = _launchpad_status(launchpad, [s.campaign for s in statuses] if not campaign else [campaign])
+    if lp is not None:
+        fw = {s.campaign: {"counts": category_counts(lp, {"spec.phonon_flows.campaign": s.campaign})}
+              for s in statuses}
     if as_json:
         typer.echo(json.dumps({"campaigns": [s.as_dict() for s in statuses], "fireworks": fw}, default=str))
         return
     console = _console()
     if not statuses:
-        console.print("no campaign in the store")
+        console.print("no campaign in the store" + (" or the LaunchPad" if lp is not None else ""))
+    states = ("done", "failed", "skipped", "running", "pending")
     for s in statuses:
         table = Table(title=escape(f"campaign {s.campaign} ({s.campaign_type}): {s.n_jobs} jobs"))
         table.add_column("stage")
-        for state in ("done", "failed", "skipped", "pending"):
+        for state in states:
             table.add_column(state, justify="right")
         for stage, c in s.by_stage.items():
-            table.add_row(stage, *(str(c[k]) for k in ("done", "failed", "skipped", "pending")))
-        table.add_row("[bold]total", *(f"[bold]{s.counts[k]}" for k in ("done", "failed", "skipped", "pending")))
+            table.add_row(stage, *(str(c[k]) for k in states))
+        table.add_row("[bold]total", *(f"[bold]{s.counts[k]}" for k in states))
         console.print(table)
         if s.reference_note:
             console.print(s.reference_note, highlight=False, markup=False)
@@ -581,35 +651,70 @@ def status(
             console.print(f"  refused input {f['material_id']}: {f['reason']}", highlight=False, soft_wrap=True,
                           markup=False)
         for f in s.failures:
-            where = f" [{f['directory']}]" if f.get("directory") and f.get("state") == "failed" else ""
+            where = f" [log: {f['directory']}/job.log]" if f.get("directory") and f.get("state") == "failed" else ""
             console.print(f"  {f['state']} {f['material_id'] or '-'} ({f['stage']}): {f['reason']}{where}",
                           highlight=False, soft_wrap=True, markup=False)
+        for w in s.warnings:
+            console.print(f"  warning {w}", highlight=False, soft_wrap=True, markup=False)
+        if s.counts["failed"] or s.counts["skipped"]:
+            hint = f" -l {launchpad}" if launchpad else ""
+            console.print(f"  rerun the failed and skipped jobs with `phonon-flows rerun {s.campaign}{hint}`",
+                          highlight=False, markup=False)
     for name, info in fw.items():
-        console.print(f"LaunchPad, campaign {name}: " + "; ".join(
+        console.print(f"LaunchPad, campaign {name}: " + ("; ".join(
             f"{cat}: " + ", ".join(f"{st} {n}" for st, n in sorted(states.items()))
-            for cat, states in sorted(info["counts"].items())) or "no Fireworks", markup=False)
-        for f in info["fizzled"]:
-            console.print(f"  FIZZLED {f['name']}: {f['reason']}", highlight=False, soft_wrap=True, markup=False)
+            for cat, states in sorted(info["counts"].items())) or "no Fireworks"), markup=False)
 
 
-def _launchpad_status(path: str, campaigns: list[str]) -> dict:
+def _load_launchpad(path: str):
+    from pathlib import Path
+
     from fireworks import LaunchPad
 
-    lp = LaunchPad.from_file(path)
-    out = {}
-    for name in campaigns:
-        query = {"spec.phonon_flows.campaign": name}
-        fizzled = []
-        for fw in lp.fireworks.find({**query, "state": "FIZZLED"}, {"fw_id": 1, "name": 1, "launches": 1}):
-            reason = "see the launch directory"
-            for launch in lp.launches.find({"launch_id": {"$in": fw.get("launches", [])}}, {"action": 1}):
-                trace = (((launch.get("action") or {}).get("stored_data") or {}).get("_exception") or {}).get(
-                    "_stacktrace") or ""
-                if trace:
-                    reason = trace.strip().splitlines()[-1]
-            fizzled.append({"fw_id": fw["fw_id"], "name": fw["name"], "reason": reason})
-        out[name] = {"counts": category_counts(lp, query), "fizzled": fizzled}
-    return out
+    if not Path(path).is_file():
+        raise InputError(f"no LaunchPad file {path} (copy launchpad.yaml.example to launchpad.yaml)")
+    return LaunchPad.from_file(path)
+
+
+@app.command()
+@friendly
+def rerun(
+    campaign: str = typer.Argument(..., help="Campaign name"),
+    launchpad: str = typer.Option(None, "--launchpad", "-l", help="The campaign runs on FireWorks: its LaunchPad (yaml)"),
+    lost_after: float = typer.Option(
+        None, help="FireWorks: first fizzle RUNNING Fireworks silent for this many seconds (killed workers)"),
+    store_dir: str = typer.Option(None, help="Embedded store directory (default: settings' store_dir)"),
+    mongo_uri: str = typer.Option(None, help="MongoDB URI of the job store"),
+    database: str = typer.Option(None, help="Database name of the job store"),
+    work_dir: str = typer.Option(None, help="Local runs: folder of the job directories (default: phonon_flows_runs)"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar"),
+) -> None:
+    """Rerun the failed, skipped and killed jobs of a campaign; every finished job is reused.
+
+    Local campaigns (`phonon-flows run`): the flow saved in <work-dir>/<campaign>/flow.json runs
+    again here. FireWorks campaigns (--launchpad): the FIZZLED Fireworks and those the store records
+    as failed or skipped go back to READY (with their children) for the workers.
+    """
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    if launchpad:
+        lp = _load_launchpad(launchpad)
+        store = _store_from(store_dir, mongo_uri, database)
+        ids = rerun_campaign_fireworks(lp, campaign, store=store, lost_after=lost_after)
+        if not ids and not launchpad_jobs(lp, campaign):
+            fail(f"no Fireworks of campaign {campaign!r} in the LaunchPad {lp.name!r}")
+        typer.echo(f"campaign {campaign!r}: {len(ids)} Firework(s) back to READY (with their children)"
+                   + (f": fw_ids {', '.join(map(str, ids))}" if ids else "; nothing failed")
+                   + f". Start workers (`python -m phonon_flows.fireworks -l {launchpad} -w my_fworker_cpu.yaml`)")
+        return
+    flow = load_saved_flow(campaign, work_dir)
+    store = _store_from(store_dir, mongo_uri, database, existing=True)
+    summary = run_campaign(flow, store, progress=progress, resume=True, work_dir=work_dir, console=console)
+    console.print(summary.render(), soft_wrap=True, highlight=False, markup=False)
+    if not summary.ok:
+        fail(f"{len(summary.failed_materials())} material(s) still fail (see above and `phonon-flows status "
+             f"{campaign}`)", code=EXIT_MATERIALS_FAILED)
 
 
 def _print_results(store, filters: dict, temperature: float, as_json: bool, as_csv: bool, limit: int = 0,
@@ -708,6 +813,84 @@ def report(
         typer.echo(rep.reference_note)
     n_fig = sum(1 for p in rep.files.values() if str(p).endswith(".png"))
     typer.echo(f"report of {campaign!r}: {rep.out_dir}/summary.md, {n_fig} figures in {rep.out_dir}/figures")
+
+# --- model: MACE model files in the store -----------------------------------------------------
+model_app = typer.Typer(help="MACE models in the store: add a model file, list them, show one.",
+                        no_args_is_help=True)
+app.add_typer(model_app, name="model")
+
+
+@model_app.command("add")
+@friendly
+def model_add(
+    path: str = typer.Argument(..., help="A MACE model file (e.g. mace's <name>_stagetwo.model, or a foundation model)"),
+    store_dir: str = typer.Option(None, help="Embedded store directory (default: settings' store_dir)"),
+    mongo_uri: str = typer.Option(None, help="MongoDB URI of the job store"),
+    database: str = typer.Option(None, help="Database name of the job store"),
+) -> None:
+    """Store a MACE model file (by its sha256) where screenings and phonon jobs fetch it."""
+    store = _store_from(store_dir, mongo_uri, database)
+    sha, elements = add_model_file(path, store)
+    typer.echo(f"model {sha} ({', '.join(elements)}) stored in {_store_name(store)}; "
+               f"screen with `phonon-flows run FILES --screen --model {sha[:12]}`")
+
+
+@model_app.command("list")
+@friendly
+def model_list(
+    store_dir: str = typer.Option(None, help="Embedded store directory (default: settings' store_dir)"),
+    mongo_uri: str = typer.Option(None, help="MongoDB URI of the job store"),
+    database: str = typer.Option(None, help="Database name of the job store"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON"),
+) -> None:
+    """The models in the store: sha256, elements, where they come from (training campaign or file)."""
+    import json
+
+    from rich.table import Table
+
+    models = stored_models(_store_from(store_dir, mongo_uri, database, existing=True))
+    if as_json:
+        typer.echo(json.dumps(models, default=str))
+        return
+    table = Table(title=f"{len(models)} MACE model(s)")
+    for col in ("sha256", "elements", "source", "campaign", "valid force MAE (meV/Å)"):
+        table.add_column(col)
+    for m in models:
+        mae = m.get("valid_force_mae_meV_per_A")
+        table.add_row(m["model_sha256"], ",".join(m.get("elements") or []), m.get("source") or "",
+                      m.get("campaign") or "—", "—" if mae is None else f"{mae:.1f}")
+    _console().print(table)
+
+
+@model_app.command("show")
+@friendly
+def model_show(
+    sha: str = typer.Argument(..., help="sha256 of the model (or a unique prefix)"),
+    store_dir: str = typer.Option(None, help="Embedded store directory (default: settings' store_dir)"),
+    mongo_uri: str = typer.Option(None, help="MongoDB URI of the job store"),
+    database: str = typer.Option(None, help="Database name of the job store"),
+) -> None:
+    """One model: full sha256, elements, file, training campaign and metrics."""
+    import json
+
+    store = _store_from(store_dir, mongo_uri, database, existing=True)
+    sha = sha.strip().lower()
+    found = [m for m in stored_models(store) if m["model_sha256"].startswith(sha)]
+    if not found:
+        fail(f"no model with sha256 starting {sha} in {_store_name(store)} (see `phonon-flows model list`)")
+    if len(found) > 1:
+        fail(f"{sha} matches {len(found)} models: {', '.join(m['model_sha256'][:12] for m in found)}")
+    typer.echo(json.dumps(found[0], indent=2, default=str))
+
+
+def _store_name(store) -> str:
+    """Where a store is, in words (no password)."""
+    docs = store.docs_store
+    path = getattr(docs, "database_path", None)
+    if path:
+        return f"the embedded store {path}"
+    return f"MongoDB database {getattr(docs, 'database', '?')!r} (collection {getattr(docs, 'collection_name', '?')!r})"
+
 
 
 if __name__ == "__main__":  # pragma: no cover

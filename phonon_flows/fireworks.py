@@ -14,17 +14,38 @@ every Firework. :func:`jobflow_config` / :func:`write_jobflow_config` write that
 
 Dynamically created jobs (``Response(replace=...)``) inherit their parent's ``manager_config``
 (jobflow's ``pass_manager_config``), so they keep its category.
+
+Failures stay local, as in :func:`phonon_flows.runner.run_campaign`: every Firework of a campaign
+runs :class:`CampaignJobFiretask` and allows fizzled parents (FireWorks' ``_allow_fizzled_parents``).
+A job that raises is recorded in the store (material, stage, reason, its launch directory with
+``job.log``) and its Firework FIZZLES; a job whose inputs are missing because an upstream job
+failed is recorded as *skipped* and its Firework completes without output, so the jobs after it
+(and every other material) go on. ``phonon-flows rerun CAMPAIGN --launchpad launchpad.yaml``
+reruns the fizzled and skipped ones.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from phonon_flows.errors import InputError
+from fireworks import FWAction, explicit_serialize
+from jobflow.managers.fireworks import JobFiretask
+
+from phonon_flows.errors import InputError, PhononFlowsError
 from phonon_flows.makers.base import CATEGORIES
+from phonon_flows.runner import (
+    clear_failure,
+    failure_records,
+    job_output,
+    one_line,
+    soft_failure,
+    write_failure,
+)
+from phonon_flows.schemas.campaign import JobFailureDoc
 from phonon_flows.settings import get_settings
-from phonon_flows.store import DATA_STORE_NAME
+from phonon_flows.store import DATA_STORE_NAME, METADATA_KEY
 
 if TYPE_CHECKING:
     from fireworks import LaunchPad, Workflow
@@ -62,6 +83,11 @@ def flow_to_workflow(
             if not job.config.manager_config.get("_category"):
                 job.config.manager_config = {**job.config.manager_config, "_category": default_category}
     wf = jobflow_flow_to_workflow(flow, store=store, **kwargs)
+    for fw in wf.fws:
+        if METADATA_KEY in fw.spec and type(fw.tasks[0]) is JobFiretask:
+            # a campaign job: failures recorded, dependents not stalled by a fizzled parent
+            fw.tasks[0] = CampaignJobFiretask(job=fw.tasks[0]["job"], store=fw.tasks[0]["store"])
+            fw.spec["_allow_fizzled_parents"] = True
     if categories:
         for fw in wf.fws:
             category = fw.spec.get("_category")
@@ -72,6 +98,100 @@ def flow_to_workflow(
                     f"job {fw.name!r} has FireWorks category {category!r}; phonon_flows uses {CATEGORIES}"
                 )
     return wf
+
+
+def _upstream_problem(job: Any, store: Any) -> tuple[str, str] | None:
+    """(uuid, reason) of an upstream job whose output ``job`` needs but is not usable: missing
+    (it failed, was skipped or never ran) or a document that says it failed."""
+    uuids = list(dict.fromkeys(ref.uuid for ref in job.input_references))
+    if not uuids:
+        return None
+    there = {d["uuid"] for d in store.docs_store.query({"uuid": {"$in": uuids}}, properties=["uuid"])}
+    soft = {d["uuid"]: d.get("output") or {} for d in store.docs_store.query(
+        {"uuid": {"$in": uuids}, "output.failed": True}, properties=["uuid", "output.error", "output.errors"])}
+    records = {r["job_uuid"]: r for r in failure_records(store, uuids)}
+    for uuid in uuids:
+        if uuid in soft:
+            return uuid, f"needs the output of a job that failed: {soft_failure({**soft[uuid], 'failed': True})}"
+        if uuid not in there:
+            rec = records.get(uuid)
+            if rec:
+                return uuid, f"needs the output of a job that {rec.get('state', 'failed')}: {rec.get('reason')}"
+            return uuid, f"needs the output of job {uuid}, which is not in the store"
+    return None
+
+
+@explicit_serialize
+class CampaignJobFiretask(JobFiretask):
+    """jobflow's ``JobFiretask`` for the jobs of a campaign: failures stay local.
+
+    - a job whose needed inputs are missing (an upstream job failed or was skipped) is not run:
+      a *skipped* record goes to the store and the Firework completes (``stored_data`` says why),
+      so its own dependents go on in the same way;
+    - a job that raises gets a *failed* record (reason, launch directory, traceback tail) and its
+      Firework fizzles; its dependents are READY anyway (``_allow_fizzled_parents``);
+    - the job's printing and logging go to ``job.log`` in the launch directory, and the logging
+      configuration of the worker is the same after the job as before it.
+    """
+
+    def run_task(self, fw_spec):
+        from jobflow import SETTINGS
+        from jobflow.core.reference import OnMissing
+
+        job = self.get("job")
+        store = self.get("store") or SETTINGS.JOB_STORE
+        store.connect()
+        tag = dict((job.metadata or {}).get(METADATA_KEY) or {})
+        material_id, stage = tag.get("material_id"), tag.get("stage")
+        launch_dir = Path.cwd()
+        if job.config.on_missing_references == OnMissing.ERROR:
+            problem = _upstream_problem(job, store)
+            if problem is not None:
+                upstream, reason = problem
+                write_failure(store, job, JobFailureDoc(
+                    material_id=material_id or job.name, stage=stage or "job", reason=reason, state="skipped",
+                    campaign=tag.get("campaign"), job_uuid=job.uuid, job_name=job.name, upstream_uuid=upstream,
+                    directory=str(launch_dir),
+                ))
+                return FWAction(stored_data={"phonon_flows_skipped": reason})
+        try:
+            with job_output(launch_dir, capture=True):
+                print(f"job {job.name} ({job.uuid}) on FireWorks, launch directory {launch_dir}")
+                action = super().run_task(fw_spec)
+        except Exception as exc:
+            import traceback
+
+            tb = traceback.format_exc()
+            with open(launch_dir / "job.log", "a") as log:
+                log.write(tb)
+            write_failure(store, job, JobFailureDoc(
+                material_id=material_id or job.name, stage=stage or "job",
+                reason=f"{type(exc).__name__}: {one_line(exc)}", directory=str(launch_dir), state="failed",
+                campaign=tag.get("campaign"), job_uuid=job.uuid, job_name=job.name, error_type=type(exc).__name__,
+                traceback_tail="".join(tb.splitlines(True)[-12:]),
+            ))
+            raise
+        clear_failure(store, job.uuid)
+        return action
+
+
+def ensure_launchpad_ready(launchpad: "LaunchPad") -> bool:
+    """Initialise a fresh LaunchPad (no Fireworks, no id counter) the way ``lpad reset`` does.
+
+    Returns True when it initialised it. A LaunchPad that holds Fireworks or workflows is never
+    reset: when its id counter is missing, an error says what to do.
+    """
+    if launchpad.fw_id_assigner.count_documents({}) > 0:
+        return False
+    held = launchpad.fireworks.count_documents({}) + launchpad.workflows.count_documents({})
+    if held:
+        raise PhononFlowsError(
+            f"the LaunchPad {launchpad.name!r} holds {held} Fireworks/workflows but has no id counter "
+            "(collection fw_id_assigner); it was not made by FireWorks' `lpad reset`: repair it or use another "
+            "database name in launchpad.yaml"
+        )
+    launchpad.reset("", require_password=False)
+    return True
 
 
 def get_launchpad(uri: str, name: str | None = None, **kwargs: Any) -> "LaunchPad":
@@ -98,6 +218,7 @@ def submit(
     LaunchPad.
     """
     wf = flow_to_workflow(flow, store=store, **kwargs)
+    ensure_launchpad_ready(launchpad)
     return launchpad.add_wf(wf)
 
 
@@ -163,6 +284,90 @@ def _redact(uri: str) -> str:
     return uri
 
 
+def _fw_reason(launchpad: "LaunchPad", fw: dict) -> str:
+    """The last line of the stack trace of a Firework's latest launch (or why there is none)."""
+    ids = list(fw.get("launches") or [])
+    reason = "no launch recorded"
+    for launch in launchpad.launches.find({"launch_id": {"$in": ids}}, {"action": 1, "state": 1, "launch_id": 1},
+                                          sort=[("launch_id", 1)]):
+        stored = (launch.get("action") or {}).get("stored_data") or {}
+        trace = (stored.get("_exception") or {}).get("_stacktrace") or ""
+        if trace:
+            reason = trace.strip().splitlines()[-1]
+        elif stored.get("_fizzled_parents") is not None or launch.get("state") == "FIZZLED":
+            reason = "the run was lost (worker killed or out of time: no exception recorded)"
+    return reason
+
+
+def launchpad_jobs(launchpad: "LaunchPad", campaign: str) -> dict[str, dict[str, Any]]:
+    """``{job uuid: {fw_id, state, name, launch_dir, reason}}`` of a campaign's Fireworks
+    (``reason`` for FIZZLED ones: the last line of the stack trace, or a lost run)."""
+    out: dict[str, dict[str, Any]] = {}
+    proj = {"fw_id": 1, "name": 1, "state": 1, "launches": 1, "spec._tasks.job.uuid": 1}
+    for fw in launchpad.fireworks.find({f"spec.{METADATA_KEY}.campaign": campaign}, proj):
+        tasks = (fw.get("spec") or {}).get("_tasks") or [{}]
+        uuid = (tasks[0].get("job") or {}).get("uuid")
+        if not uuid:
+            continue
+        launch_dir = None
+        if fw.get("launches"):
+            last = launchpad.launches.find_one({"launch_id": max(fw["launches"])}, {"launch_dir": 1})
+            launch_dir = (last or {}).get("launch_dir")
+        info = {"fw_id": fw["fw_id"], "state": fw["state"], "name": fw["name"], "launch_dir": launch_dir,
+                "reason": _fw_reason(launchpad, fw) if fw["state"] == "FIZZLED" else None}
+        if uuid not in out or fw["fw_id"] > out[uuid]["fw_id"]:
+            out[uuid] = info
+    return out
+
+
+def launchpad_campaign_docs(launchpad: "LaunchPad", campaign: str | None = None) -> list[dict[str, Any]]:
+    """The CampaignDocs (dicts) carried by the first Firework of each campaign in the LaunchPad:
+    the campaign is known there from ``submit`` on, before any worker wrote it to the store."""
+    crit: dict[str, Any] = {f"spec.{METADATA_KEY}.stage": "campaign"}
+    if campaign is not None:
+        crit[f"spec.{METADATA_KEY}.campaign"] = campaign
+    docs = {}
+    for fw in launchpad.fireworks.find(crit, {"fw_id": 1, "spec._tasks": 1}, sort=[("fw_id", 1)]):
+        try:
+            doc = fw["spec"]["_tasks"][0]["job"]["function_args"][0]
+        except (KeyError, IndexError, TypeError):
+            continue
+        if isinstance(doc, dict) and doc.get("campaign"):
+            docs[doc["campaign"]] = {k: v for k, v in doc.items() if not k.startswith("@")}
+    return [docs[k] for k in sorted(docs)]
+
+
+def rerun_campaign_fireworks(
+    launchpad: "LaunchPad", campaign: str, store: Any = None, lost_after: float | None = None
+) -> list[int]:
+    """Put a campaign's failed Fireworks back to READY (FireWorks' ``rerun_fw``: their children too).
+
+    Failed: FIZZLED; with ``store``, also Fireworks that completed but whose job the store records
+    as failed or skipped. ``lost_after`` (s): first mark RUNNING Fireworks whose worker stopped
+    reporting that long ago (killed, out of walltime) as FIZZLED, like ``lpad detect_lostruns
+    --fizzle``. Returns the ids of the Fireworks rerun (the ones asked for).
+    """
+    crit = {f"spec.{METADATA_KEY}.campaign": campaign}
+    if lost_after is not None:
+        launchpad.detect_lostruns(expiration_secs=lost_after, fizzle=True, query=crit)
+    jobs = launchpad_jobs(launchpad, campaign)
+    todo = {info["fw_id"] for info in jobs.values() if info["state"] == "FIZZLED"}
+    if store is not None:
+        store.connect()
+        uuids = list(jobs)
+        bad = {r["job_uuid"] for r in failure_records(store, uuids)}
+        bad |= {d["uuid"] for d in store.docs_store.query({"uuid": {"$in": uuids}, "output.failed": True},
+                                                          properties=["uuid"])}
+        # (the per-material documents of a batched job are no Fireworks: rerunning the failed
+        # relaxation reruns the batch, its child)
+        todo |= {jobs[u]["fw_id"] for u in bad if u in jobs and jobs[u]["state"] == "COMPLETED"}
+    done: set[int] = set()
+    for fw_id in sorted(todo):
+        if fw_id not in done:
+            done |= set(launchpad.rerun_fw(fw_id) or [fw_id])
+    return sorted(todo)
+
+
 _PENDING_STATES = ("READY", "WAITING", "RESERVED", "RUNNING")
 
 
@@ -185,7 +390,6 @@ def run_worker(
     Returns the number of Fireworks this worker launched.
     """
     import time
-    from datetime import datetime, timezone
 
     from fireworks.core.fworker import FWorker
     from fireworks.core.rocket_launcher import rapidfire
@@ -194,9 +398,11 @@ def run_worker(
         fworker = FWorker.auto_load()
     elif not isinstance(fworker, FWorker):
         fworker = FWorker.from_file(str(fworker))
-    m_dir = str(m_dir) if m_dir is not None else None
+    if m_dir is not None:
+        Path(m_dir).mkdir(parents=True, exist_ok=True)
+        m_dir = str(Path(m_dir).resolve())
     start = time.monotonic()
-    started_at = datetime.now(timezone.utc).replace(tzinfo=None)  # FireWorks stores naive UTC
+    mine_before = _launch_ids(launchpad, fworker)
     while True:
         remaining = None if timeout is None else max(1, int(timeout - (time.monotonic() - start)))
         rapidfire(launchpad, fworker, m_dir=m_dir, nlaunches=0, sleep_time=sleep_time, strm_lvl=strm_lvl, timeout=remaining)
@@ -215,9 +421,15 @@ def run_worker(
         if launchpad.fireworks.count_documents(progressing) == 0:
             break
         time.sleep(sleep_time)
-    return launchpad.launches.count_documents(
-        {"fworker.name": fworker.name, "fworker.category": fworker.category, "time_start": {"$gte": started_at}}
-    )
+    return len(_launch_ids(launchpad, fworker) - mine_before)
+
+
+def _launch_ids(launchpad: "LaunchPad", fworker: Any) -> set[int]:
+    """Launch ids of this worker (name, category, host) in the LaunchPad."""
+    import socket
+
+    crit = {"fworker.name": fworker.name, "fworker.category": fworker.category, "host": socket.gethostname()}
+    return {d["launch_id"] for d in launchpad.launches.find(crit, {"launch_id": 1})}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -235,7 +447,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     launchpad = LaunchPad.from_file(args.launchpad)
     fworker = FWorker.from_file(args.fworker)
-    n = run_worker(launchpad, fworker, sleep_time=args.sleep, timeout=args.timeout, m_dir=args.dir)
+    n = run_worker(launchpad, fworker, sleep_time=args.sleep, timeout=args.timeout, m_dir=args.dir,
+                   strm_lvl=launchpad.strm_lvl or "INFO")
     print(f"worker {fworker.name} ({fworker.category}): {n} Fireworks launched")
     return 0
 

@@ -86,6 +86,14 @@ class RunSummary:
     outcomes: list[JobOutcome] = field(default_factory=list)
     wall_time: float = 0.0
 
+    input_failures: list[Any] = field(default_factory=list)
+
+    def __repr__(self) -> str:
+        c = self.counts
+        refused = f", {len(self.input_failures)} inputs refused" if self.input_failures else ""
+        return (f"RunSummary(campaign={self.campaign!r}, jobs={self.n_jobs}, done={c['done']}, reused={c['reused']}, "
+                f"failed={c['failed']}, skipped={c['skipped']}{refused}, wall_time={self.wall_time:.0f} s)")
+
     def count(self, state: str) -> int:
         return sum(1 for o in self.outcomes if o.state == state)
 
@@ -124,6 +132,7 @@ class RunSummary:
             "wall_time": self.wall_time,
             "counts": self.counts,
             "failures": [asdict(o) for o in self.failures],
+            "input_failures": [_as_plain(e) for e in self.input_failures],
         }
 
     def render(self) -> str:
@@ -136,7 +145,37 @@ class RunSummary:
         for o in self.failures:
             where = f" [{o.directory}]" if o.directory and o.state == "failed" else ""
             lines.append(f"  {o.state}: {o.material_id or '-'} {o.stage or o.name}: {o.reason}{where}")
+        for e in self.input_failures:
+            e = _as_plain(e)
+            lines.append(f"  refused input: {e.get('material_id')}: {e.get('reason')}")
         return "\n".join(lines)
+
+
+def _as_plain(obj: Any) -> dict[str, Any]:
+    return obj.model_dump() if hasattr(obj, "model_dump") else dict(obj)
+
+
+#: name of the saved flow of a local run, in ``work_dir/<campaign>/`` (read by ``phonon-flows rerun``)
+FLOW_FILE = "flow.json"
+
+
+def campaign_work_dir(campaign: str, work_dir: str | Path | None = None) -> Path:
+    """``work_dir/<campaign>``: the folder of a campaign's job directories and saved flow."""
+    return Path(work_dir or DEFAULT_WORK_DIR).resolve() / _safe(campaign)
+
+
+def load_saved_flow(campaign: str, work_dir: str | Path | None = None) -> Flow:
+    """The flow a local :func:`run_campaign` of ``campaign`` saved (for ``phonon-flows rerun``)."""
+    import json
+
+    from monty.json import MontyDecoder
+
+    path = campaign_work_dir(campaign, work_dir) / FLOW_FILE
+    if not path.is_file():
+        raise InputError(f"no saved flow of campaign {campaign!r} at {path}: run it first with `phonon-flows run`, "
+                         "or give --work-dir (FireWorks campaigns: give --launchpad)")
+    flow = MontyDecoder().process_decoded(json.loads(path.read_text()))
+    return flow
 
 
 # ---------------------------------------------------------------------------------------------
@@ -181,7 +220,7 @@ def failure_records(store: JobStore, uuids: Iterable[str] | None = None, campaig
     return out
 
 
-def _write_failure(store: JobStore, job: Job, doc: JobFailureDoc) -> None:
+def write_failure(store: JobStore, job: Job, doc: JobFailureDoc) -> None:
     store.docs_store.update(
         {
             "uuid": FAILURE_UUID_PREFIX + job.uuid,
@@ -196,7 +235,7 @@ def _write_failure(store: JobStore, job: Job, doc: JobFailureDoc) -> None:
     )
 
 
-def _clear_failure(store: JobStore, uuid: str) -> None:
+def clear_failure(store: JobStore, uuid: str) -> None:
     store.docs_store.remove_docs({"uuid": FAILURE_UUID_PREFIX + uuid})
 
 
@@ -204,12 +243,12 @@ def _tag(job: Job) -> dict[str, Any]:
     return dict((job.metadata or {}).get(METADATA_KEY) or {})
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) <= 400 else text[:397] + "..."
 
 
-def _soft_failure(output: Any) -> str | None:
+def soft_failure(output: Any) -> str | None:
     """The reason when a job returned a document that says it failed (PhononDoc, TrainingDoc)."""
     failed = output.get("failed") if isinstance(output, dict) else getattr(output, "failed", None)
     if failed is not True:
@@ -266,19 +305,40 @@ class _Lock:
 
 
 @contextlib.contextmanager
-def _job_output(job_dir: Path, capture: bool):
-    """Run in ``job_dir`` with Python's stdout/stderr and the root logger also going to job.log."""
+def kept_logging(names: Iterable[str] = ("", "jobflow")):
+    """The handlers, levels and propagation of the named loggers (root and jobflow) are the same
+    after the block as before it: a job that configures logging (mace, jobflow's
+    ``initialize_logger``) must not make a worker print every later line twice or at DEBUG."""
+    loggers = [logging.getLogger(n or None) for n in names]
+    saved = [(lg, list(lg.handlers), lg.level, lg.propagate) for lg in loggers]
+    try:
+        yield
+    finally:
+        for lg, handlers, level, propagate in saved:
+            for h in list(lg.handlers):
+                if h not in handlers:
+                    lg.removeHandler(h)
+            for h in handlers:
+                if h not in lg.handlers:
+                    lg.addHandler(h)
+            lg.setLevel(level)
+            lg.propagate = propagate
+
+
+@contextlib.contextmanager
+def job_output(job_dir: Path, capture: bool):
+    """Run in ``job_dir`` with Python's stdout/stderr and the root logger also going to job.log
+    (the job's log: ``<job_dir>/job.log``); the logging configuration is restored afterwards."""
     job_dir.mkdir(parents=True, exist_ok=True)
     if not capture:
-        with contextlib.chdir(job_dir):
+        with contextlib.chdir(job_dir), kept_logging():
             yield
         return
-    with open(job_dir / "job.log", "a") as log, contextlib.chdir(job_dir):
+    with open(job_dir / "job.log", "a") as log, contextlib.chdir(job_dir), kept_logging():
         handler = logging.StreamHandler(log)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root = logging.getLogger()
         root.addHandler(handler)
-        old_level = root.level
         if root.level > logging.INFO or root.level == logging.NOTSET:
             root.setLevel(logging.INFO)
         quiet = []
@@ -286,14 +346,16 @@ def _job_output(job_dir: Path, capture: bool):
             if h is not handler and isinstance(h, logging.StreamHandler) and h.level < logging.WARNING:
                 quiet.append((h, h.level))
                 h.setLevel(logging.WARNING)
+        jobflow_logger = logging.getLogger("jobflow")
         try:
             log.write(f"\n==== {datetime.now().isoformat()} pid {os.getpid()}\n")
             log.flush()
             with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
                 yield
         finally:
-            root.removeHandler(handler)
-            root.setLevel(old_level)
+            for h in jobflow_logger.handlers:  # jobflow's initialize_logger points at sys.stdout = the log
+                with contextlib.suppress(Exception):
+                    h.flush()
             for h, level in quiet:
                 h.setLevel(level)
 
@@ -325,8 +387,13 @@ def run_campaign(
     campaign = (getattr(flow, "metadata", None) or {}).get(METADATA_KEY, {}).get("campaign")
     if campaign is None:
         campaign = next((_tag(j).get("campaign") for j in _all_jobs(flow) if _tag(j).get("campaign")), None)
-    root = Path(work_dir or DEFAULT_WORK_DIR).resolve() / _safe(campaign or flow.name or "flow")
+    root = campaign_work_dir(campaign or flow.name or "flow", work_dir)
     summary = RunSummary(campaign=campaign, work_dir=str(root))
+    refused = _refused_inputs(flow)
+    if refused:
+        summary.input_failures = refused
+        for e in refused:
+            logger.warning("refused input %s: %s", e.material_id, e.reason)
     t_start = time.perf_counter()
     store.connect()
 
@@ -342,6 +409,7 @@ def run_campaign(
     )
     try:
         with _Lock(root / ".lock"), run.bar:
+            (root / FLOW_FILE).write_text(flow.to_json())
             for job, parents in jobs:
                 run.run_one(job, parents, dynamic=False)
     finally:
@@ -385,7 +453,7 @@ class _CampaignRun:
         ):
             self.record(JobOutcome(**base, state="reused"))
             if job.uuid in self.old_failures:
-                _clear_failure(self.store, job.uuid)
+                clear_failure(self.store, job.uuid)
             self.bar.advance(f"reused {job.name}")
         else:
             self._run(job, tag, base)
@@ -394,7 +462,7 @@ class _CampaignRun:
         reason = f"needs the output of a job that {self.state[first]}: {self.reasons.get(first, 'see its record')}"
         out = JobOutcome(**base, state="skipped", reason=reason)
         self.record(out)
-        _write_failure(self.store, job, JobFailureDoc(
+        write_failure(self.store, job, JobFailureDoc(
             material_id=out.material_id or job.name, stage=out.stage or "job", reason=reason,
             state="skipped", campaign=tag.get("campaign", self.campaign), job_uuid=job.uuid, job_name=job.name,
             upstream_uuid=first,
@@ -406,7 +474,7 @@ class _CampaignRun:
         self.bar.describe(f"{job.name}")
         t0 = time.perf_counter()
         try:
-            with _job_output(job_dir, self.capture_output):
+            with job_output(job_dir, self.capture_output):
                 if self.capture_output:
                     print(f"job {job.name} ({job.uuid})")
                 response = job.run(store=self.store, job_dir=job_dir)
@@ -414,11 +482,11 @@ class _CampaignRun:
             self._failed(job, tag, base, exc, job_dir, time.perf_counter() - t0)
             return
         self.ran_now.add(job.uuid)
-        soft = _soft_failure(response.output)
+        soft = soft_failure(response.output)
         self.record(JobOutcome(**base, state="failed" if soft else "done", seconds=time.perf_counter() - t0,
                                reason=soft, directory=str(job_dir)))
         if job.uuid in self.old_failures:
-            _clear_failure(self.store, job.uuid)
+            clear_failure(self.store, job.uuid)
         self.bar.advance(f"{'failed' if soft else 'done'} {job.name}")
         if response.stored_data is not None:
             logger.warning("%s: Response.stored_data is not kept by the local runner", job.name)
@@ -430,7 +498,7 @@ class _CampaignRun:
                     self.run_one(sub_job, sub_parents, dynamic=True)
 
     def _failed(self, job: Job, tag: dict, base: dict, exc: Exception, job_dir: Path, seconds: float) -> None:
-        reason = f"{type(exc).__name__}: {_one_line(exc)}"
+        reason = f"{type(exc).__name__}: {one_line(exc)}"
         tb = traceback.format_exc()
         with contextlib.suppress(OSError):
             with open(job_dir / "job.log", "a") as log:
@@ -441,12 +509,21 @@ class _CampaignRun:
         # because one material failed twice); one whose stored output is now stale does
         if job.uuid in self.done_before:
             self.ran_now.add(job.uuid)
-        _write_failure(self.store, job, JobFailureDoc(
+        write_failure(self.store, job, JobFailureDoc(
             material_id=out.material_id or job.name, stage=out.stage or "job", reason=reason,
             directory=str(job_dir), state="failed", campaign=tag.get("campaign", self.campaign), job_uuid=job.uuid,
             job_name=job.name, error_type=type(exc).__name__, traceback_tail="".join(tb.splitlines(True)[-12:]),
         ))
         self.bar.advance(f"failed {job.name}")
+
+
+def _refused_inputs(flow: Flow) -> list:
+    """The input failures of a campaign flow (its CampaignDoc, the first job's argument)."""
+    for j in _all_jobs(flow):
+        if _tag(j).get("stage") == "campaign" and j.function_args:
+            doc = j.function_args[0]
+            return list(getattr(doc, "input_failures", None) or [])
+    return []
 
 
 def _all_jobs(flow: Any) -> list:
@@ -531,6 +608,7 @@ class CampaignStatus:
     input_failures: list[dict[str, Any]]
     reference_note: str | None = None
     completed_at: str | None = None
+    warnings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -556,14 +634,37 @@ def campaign_docs(store: JobStore, campaign: str | None = None) -> list[dict[str
     return [latest[k] for k in sorted(latest)]
 
 
-def campaign_status(store: JobStore, campaign: str | None = None) -> list[CampaignStatus]:
-    """Status of each campaign (or of ``campaign``) in the store.
+#: job states of :func:`campaign_status`
+STATUS_STATES = ("done", "failed", "skipped", "running", "pending")
+#: FireWorks states -> campaign_status states, for jobs the store knows nothing of yet
+_FW_STATES = {"RUNNING": "running", "RESERVED": "running", "FIZZLED": "failed", "READY": "pending",
+              "WAITING": "pending", "PAUSED": "pending", "DEFUSED": "pending", "ARCHIVED": "pending",
+              "COMPLETED": "pending"}
+
+
+def campaign_status(
+    store: JobStore,
+    campaign: str | None = None,
+    fireworks: Any = None,
+    extra_docs: list[dict[str, Any]] | None = None,
+) -> list[CampaignStatus]:
+    """Status of each campaign (or of ``campaign``): one view of the store and, when given, the
+    FireWorks LaunchPad.
 
     A job is *done* when its output is in the store and does not say it failed, *failed* when it
-    raised (failure record) or its output says it failed, *skipped* when a job it needed failed,
-    else *pending* (not run yet, running, or interrupted).
+    raised (failure record), its output says it failed or its Firework FIZZLED, *skipped* when a
+    job it needed failed, *running* when its Firework is RUNNING/RESERVED, else *pending* (not run
+    yet, or interrupted). ``fireworks``: a callable ``campaign -> {job uuid: {state, reason,
+    launch_dir, fw_id}}`` (:func:`phonon_flows.fireworks.launchpad_jobs`); ``extra_docs``:
+    CampaignDocs not yet in the store (those a LaunchPad carries from ``submit`` on).
     """
     docs = campaign_docs(store, campaign)
+    known_names = {d["campaign"] for d in docs}
+    for d in extra_docs or []:
+        if d["campaign"] not in known_names and (campaign is None or d["campaign"] == campaign):
+            docs.append(dict(d))
+            known_names.add(d["campaign"])
+    docs.sort(key=lambda d: d["campaign"])
     if campaign is not None and not docs:
         known = sorted({d["campaign"] for d in campaign_docs(store)})
         raise InputError(
@@ -580,16 +681,23 @@ def campaign_status(store: JobStore, campaign: str | None = None) -> list[Campai
                 {"uuid": {"$in": chunk}, "output.failed": True},
                 properties=["uuid", "index", "output.errors", "output.error", "output.material_id"],
             ):
-                soft[d["uuid"]] = _soft_failure({**d.get("output", {}), "failed": True}) or "failed"
+                soft[d["uuid"]] = soft_failure({**d.get("output", {}), "failed": True}) or "failed"
         records = {r["job_uuid"]: r for r in failure_records(store, uuids)}
-        counts = {s: 0 for s in ("done", "failed", "skipped", "pending")}
+        notes: list[str] = []
+        for chunk in _chunks(uuids):
+            for d in store.docs_store.query({"uuid": {"$in": chunk}, "output.warnings": {"$exists": True, "$ne": []}},
+                                            properties=["output.warnings"]):
+                notes += [str(w) for w in d["output"]["warnings"]]
+        fw = fireworks(cdoc.campaign) if fireworks is not None else {}
+        counts = {s: 0 for s in STATUS_STATES}
         by_stage: dict[str, dict[str, int]] = {}
         failures: list[dict[str, Any]] = []
         for j in cdoc.jobs:
             if j.uuid in soft:
                 s = "failed"
                 failures.append({"material_id": j.material_id, "stage": j.stage, "state": "failed",
-                                 "reason": soft[j.uuid], "directory": None, "job_name": j.name})
+                                 "reason": soft[j.uuid], "directory": fw.get(j.uuid, {}).get("launch_dir"),
+                                 "job_name": j.name})
             elif j.uuid in finished:
                 s = "done"
             elif j.uuid in records:
@@ -597,6 +705,12 @@ def campaign_status(store: JobStore, campaign: str | None = None) -> list[Campai
                 s = r.get("state", "failed")
                 failures.append({k: r.get(k) for k in ("material_id", "stage", "state", "reason", "directory",
                                                         "job_name")})
+            elif j.uuid in fw:
+                s = _FW_STATES.get(fw[j.uuid]["state"], "pending")
+                if s == "failed":
+                    failures.append({"material_id": j.material_id, "stage": j.stage, "state": "failed",
+                                     "reason": fw[j.uuid].get("reason") or "FIZZLED",
+                                     "directory": fw[j.uuid].get("launch_dir"), "job_name": j.name})
             else:
                 s = "pending"
             counts[s] += 1
@@ -612,5 +726,6 @@ def campaign_status(store: JobStore, campaign: str | None = None) -> list[Campai
             input_failures=[e.model_dump() for e in cdoc.input_failures],
             reference_note=cdoc.reference_note,
             completed_at=doc.get("_completed_at"),
+            warnings=notes,
         ))
     return out

@@ -106,7 +106,7 @@ def test_default_screening_is_batched_and_equals_per_material_jobs(tiny_mace_mod
     summary = run_campaign(flow, store, progress=False, work_dir=tmp_path / "runs")
     assert summary.count("done") == 2 and summary.count("failed") == 1, summary.render()  # the pack with NaCl
     status = campaign_status(store, "batched")[0]
-    assert status.by_stage["phonon-mlip"] == {"done": 3, "failed": 1, "skipped": 0, "pending": 0}
+    assert status.by_stage["phonon-mlip"] == {"done": 3, "failed": 1, "skipped": 0, "running": 0, "pending": 0}
     named = [f for f in status.failures if f["stage"] == "phonon-mlip"]
     assert [f["material_id"] for f in named] == ["NaCl"] and "Na" in named[0]["reason"]
 

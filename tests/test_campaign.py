@@ -148,8 +148,15 @@ def test_screening_flow():
     assert doc.campaign_type == "screening" and doc.screen_material_ids == ["Cu-fcc"]
     assert [e.material_id for e in doc.input_failures] == ["Au-fcc"]  # the model knows no Au
     stages = sorted(j.metadata["phonon_flows"]["stage"] for j in flow.jobs)
-    assert stages == ["campaign", "phonon-batch", "relax"]  # the batched phonon path is the default
-    assert sorted(j.stage for j in doc.jobs) == ["campaign", "phonon-batch", "phonon-mlip", "relax"]
+    assert stages == ["campaign", "phonon-batch"]  # default: phonons on the structures as given, batched
+    assert sorted(j.stage for j in doc.jobs) == ["campaign", "phonon-batch", "phonon-mlip"]
+    flow = ScreeningMaker(name="screen", model=sha, model_elements=["Cu"], min_atoms=8, max_atoms=40,
+                          relax="positions").make({"Cu-fcc": materials()["Cu-fcc"]})
+    assert sorted(j.metadata["phonon_flows"]["stage"] for j in flow.jobs) == ["campaign", "phonon-batch", "relax"]
+    relax = next(j for j in flow.jobs if j.metadata["phonon_flows"]["stage"] == "relax")
+    assert relax.function.__self__.relax_cell is False
+    with pytest.raises(InputError, match="stress means nothing"):  # unknown training: no cell relaxation
+        ScreeningMaker(model=sha, model_elements=["Cu"], relax="cell").make([materials()["Cu-fcc"]])
     for j in flow.jobs[1:]:
         assert j.config.manager_config["_category"] == "gpu"
         assert j.config.expose_store  # the model is fetched from the job's store
@@ -284,7 +291,7 @@ def test_campaign_run_locally_then_resumed_by_the_runner(tmp_path, monkeypatch):
     _check_results(store, "emt-campaign")
 
     status = campaign_status(store, "emt-campaign")[0]
-    assert status.counts == {"done": len(flow.jobs), "failed": 0, "skipped": 0, "pending": 0}
+    assert status.counts == {"done": len(flow.jobs), "failed": 0, "skipped": 0, "running": 0, "pending": 0}
     assert status.by_stage["train"]["done"] == 1
 
 

@@ -113,7 +113,7 @@ def test_campaign_on_a_gpu_and_a_cpu_worker(mongo_uri, mongo_db_name, tmp_path):
         assert sorted(d["engine"]["name"] for d in found) == ["emt", "mace"]
         assert all(d["material_id"] == "Cu-fcc" and not d["failed"] for d in found)
         (status,) = campaign_status(store, CAMPAIGN)
-        assert status.counts == {"done": n_fw, "failed": 0, "skipped": 0, "pending": 0}
+        assert status.counts == {"done": n_fw, "failed": 0, "skipped": 0, "running": 0, "pending": 0}
         out = tmp_path / "report"
         rep = CliRunner().invoke(app, ["report", CAMPAIGN, "--out", str(out), "--mongo-uri", mongo_uri,
                                        "--database", mongo_db_name])

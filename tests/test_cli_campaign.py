@@ -79,7 +79,7 @@ def test_status_counts_by_state(campaign):
     assert result.exit_code == 0, result.output
     (status,) = json.loads(result.stdout)["campaigns"]
     assert status["campaign"] == CAMPAIGN and status["n_jobs"] == 13
-    assert status["counts"] == {"done": 13, "failed": 0, "skipped": 0, "pending": 0}
+    assert status["counts"] == {"done": 13, "failed": 0, "skipped": 0, "running": 0, "pending": 0}
     table = _invoke("status", "--store-dir", campaign["store"])
     assert table.exit_code == 0 and CAMPAIGN in table.stdout and "phonon-mlip" in table.stdout
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
+from phonon_flows.cli import submit_hint
 from phonon_flows.fireworks import flow_to_workflow, get_launchpad, submit, write_jobflow_config
 from phonon_flows.store import get_store
 
@@ -64,15 +65,33 @@ def test_example_config_files_load():
     assert FWorker.from_file(str(REPO / "my_fworker_cpu.yaml")).category == "cpu"
     lp = yaml.safe_load((REPO / "launchpad.yaml.example").read_text())
     assert lp["uri_mode"] is True and lp["host"].startswith("mongodb")
-    qadapter = CommonAdapter.from_file(str(REPO / "my_qadapter.yaml"))
-    assert qadapter.q_type == "SLURM"
-    script = qadapter.get_script_str("launch_dir")
-    assert "#SBATCH --partition=gpu" in script and "rlaunch -w my_fworker_gpu.yaml singleshot" in script
-    assert "JOBFLOW_CONFIG_FILE" in script
+    assert not (REPO / "my_qadapter.yaml").exists()  # one adapter per queue, below
+    for category in ("gpu", "cpu"):
+        qadapter = CommonAdapter.from_file(str(REPO / f"my_qadapter_{category}.yaml"))
+        assert qadapter.q_type == "SLURM"
+        script = qadapter.get_script_str("launch_dir")
+        assert f"#SBATCH --partition={category}" in script
+        assert ("--gres=gpu:1" in script) == (category == "gpu")
+        assert f'rlaunch -l "$PHONON_FLOWS_FW_DIR/launchpad.yaml" -w "$PHONON_FLOWS_FW_DIR/my_fworker_{category}.yaml"' \
+            in script
+        assert "JOBFLOW_CONFIG_FILE" in script and "/path/to" not in script
     spec = yaml.safe_load((REPO / "jobflow.yaml.example").read_text())["JOB_STORE"]
     store = JobStore.from_dict_spec(spec)
     assert type(store.docs_store).__name__ == "MongoStore"
     assert type(store.additional_stores["data"]).__name__ == "GridFSStore"
+
+
+def test_every_launch_line_names_the_launchpad():
+    """Without -l, rlaunch/qlaunch connect to localhost:27017 whatever sits in the folder."""
+    import re
+
+    texts = {p.name: p.read_text() for p in [REPO / "README.md", *REPO.glob("my_*.yaml")]}
+    texts["submit's hint"] = submit_hint("x", 1, {})
+    lines = [(name, line) for name, text in texts.items() for line in text.splitlines()
+             if re.search(r"\b[rq]launch\b +-", line)]
+    assert len(lines) >= 6
+    for name, line in lines:
+        assert re.search(r"\b[rq]launch .*-l ", line), (name, line)
 
 
 # -- on the mongoeco server ---------------------------------------------------------------------

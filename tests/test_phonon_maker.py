@@ -379,69 +379,7 @@ def test_mace_model_missing_from_the_store_gives_a_failed_doc(tmp_path, monkeypa
     assert doc.failed and "no MACE model" in doc.errors[0] and doc.engine.model_sha256 == "ab" * 32
 
 
-# --- the VASP path with the real NaCl vasprun.xml files standing in for VASP runs ------------
-@job
-def _fake_vasp_static(structure, vasprun_files: list[str]):
-    """Plays VASP: returns, in atomate2 TaskDoc layout, the real vasprun.xml whose structure is
-    ``structure`` (phonopy's NaCl example: one file per displaced supercell)."""
-    from pymatgen.core import Structure
-
-    from phonon_flows.engines.vasp import read_vasprun
-
-    if isinstance(structure, dict):
-        structure = Structure.from_dict(structure)
-    for path in vasprun_files:
-        vr = read_vasprun(path)
-        step = vr.ionic_steps[-1]
-        s = step["structure"]
-        d = s.frac_coords - structure.frac_coords
-        d -= np.rint(d)
-        if len(s) == len(structure) and np.abs(d @ s.lattice.matrix).max() < 1e-5:
-            return {"output": {"structure": s, "energy": vr.final_energy, "forces": step["forces"],
-                               "stress": step["stress"]},
-                    "dir_name": f"fake:{path}", "vasp_version": vr.vasp_version, "input": {"incar": dict(vr.incar)}}
-    raise RuntimeError("no vasprun.xml for this displaced supercell")
-
-
-@dataclass
-class _FakeStaticMaker(Maker):
-    name: str = "fake vasp static"
-    vasprun_files: tuple = ()
-
-    def make(self, structure, prev_dir=None):
-        return _fake_vasp_static(structure, list(self.vasprun_files))
-
-
-def test_vasp_force_maker_flow_with_real_nacl_outputs(shared_data, tmp_path):
-    """PhononMaker + VaspForceMaker (one static per displaced supercell), VASP replaced by the
-    real NaCl outputs: the PhononDoc equals phonopy's numbers from the same DFT forces + BORN."""
-    from _phonopy_reference import DFT, phonopy_load, reference_numbers
-    from phonopy.file_IO import parse_BORN
-    from pymatgen.io.phonopy import get_pmg_structure
-
-    from phonon_flows.makers.vasp import VaspForceMaker
-
-    folder = shared_data.joinpath(*DFT, "NaCl")
-    ref_ph = phonopy_load(folder, tmp_path)
-    unit = get_pmg_structure(ref_ph.unitcell)  # the 8-atom cell (POSCAR-unitcell is VASP 4 format)
-    born = parse_BORN(ref_ph.primitive, filename=folder / "BORN")
-    nac = {"born": np.asarray(born["born"]).tolist(), "dielectric": np.asarray(born["dielectric"]).tolist(),
-           "factor": float(born["factor"])}  # BORN's first line: 14.400
-    fake = _FakeStaticMaker(vasprun_files=tuple(str(folder / f"vasprun.xml-00{i}") for i in (1, 2)))
-    flow = PhononMaker(force_maker=VaspForceMaker(static_maker=fake)).make(
-        unit, material_id="NaCl-vasp", supercell_matrix=[2, 2, 2], nac_params=nac
-    )
-    store = get_store(store_dir=tmp_path / "store")
-    run_locally(flow, store=store, log=False, ensure_success=True, raise_immediately=True)
-    doc = _doc_from_store(store, flow.output.uuid)
-    assert not doc.failed, doc.errors
-    assert doc.engine.name == "vasp" and doc.engine.kind == "dft" and doc.has_nac and doc.n_displacements == 2
-    ref = reference_numbers(ref_ph)
-    for key in ("300", "1000"):
-        for field in ("A_vib_meV_per_atom", "Cv_J_per_K_mol", "S_J_per_K_mol"):
-            assert getattr(doc.thermal[key], field) == pytest.approx(ref["thermal"][key][field], rel=1e-6)
-    np.testing.assert_allclose(np.array(doc.band_structure.frequencies), ref["band_frequencies"], rtol=1e-6,
-                               atol=1e-6)
+# (the VASP path, VASP replaced as in atomate2's own tests, is in test_vasp_mock.py)
 
 
 def test_overlapping_atoms_give_a_failed_doc():

@@ -226,7 +226,7 @@ def test_campaign_of_five_with_three_failures_completes_the_others(tmp_path, mon
     assert bench["output"]["material_ids"] == ["Cu-fcc"]
 
     (status,) = campaign_status(store, "five")
-    assert status.counts == {"done": len(flow.jobs) - 1, "failed": 1, "skipped": 0, "pending": 0}
+    assert status.counts == {"done": len(flow.jobs) - 1, "failed": 1, "skipped": 0, "running": 0, "pending": 0}
     assert len(status.failures) + len(status.input_failures) == 3
     result = CliRunner().invoke(app, ["status", "five", "--store-dir", str(tmp_path / "store")])
     assert result.exit_code == 0, result.output

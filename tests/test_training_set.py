@@ -143,3 +143,30 @@ def test_training_set_job_puts_xyz_in_data_store(tmp_path):
     path = tmp_path / "train.xyz"
     path.write_text(doc.xyz)
     assert len(mace_configs(path)) == 2
+
+
+def test_engines_are_keyed_on_identity_not_on_the_job_folder():
+    """VASP ForceDocs differ by their job folder and per-structure INCAR tags: one engine."""
+    from phonon_flows.engines.vasp import vasp_engine_info
+
+    docs = emt_docs("Cu", 3.61, n=3)
+    vasp = [d.model_copy(update={"engine": vasp_engine_info(
+        "static", version="6.4.2", incar={"ENCUT": 520, "MAGMOM": [0.6] * (i + 1)}, provenance=f"/scratch/job-{i}")})
+        for i, d in enumerate(docs)]
+    doc = TrainingSetMaker().collect(vasp, ["Cu-test"] * 3)
+    assert len(doc.engines) == 1 and doc.engines[0].name == "vasp" and doc.engines[0].provenance is None
+    assert doc.engines[0].settings["incar"] == {"ENCUT": 520}
+    other = vasp[0].model_copy(update={"engine": vasp_engine_info("static", version="6.4.2", incar={"ENCUT": 600})})
+    assert len(TrainingSetMaker().collect([*vasp, other], ["Cu-test"] * 4).engines) == 2  # other settings: two
+
+
+def test_a_failed_calculation_carries_its_cause_into_the_training_set():
+    from phonon_flows.schemas.forces import FailedCalculation
+
+    cu = emt_docs("Cu", 3.61)
+    bad = FailedCalculation(material_id="Cu-test", perturbation_index=1, dir_name="/scratch/job-7",
+                            reason="MaxCorrectionsPerJobError: Max errors per job reached: 5.; custodian found: brmix",
+                            custodian_errors=["brmix"])
+    doc = TrainingSetMaker().collect([[cu[0], bad.model_dump()]], ["Cu-test"])
+    assert doc.material_ids == [] and "custodian found: brmix" in doc.failed[0].reason
+    assert "1 of 2 labelling output(s) missing" in doc.failed[0].reason

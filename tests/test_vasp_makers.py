@@ -96,8 +96,9 @@ def test_static_job_writes_recipe_inputs_before_running_vasp(tmp_path, monkeypat
     static, convert = flow.jobs
     assert "NaCl-v #3" in static.name and flow.output.uuid == convert.uuid
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(RuntimeError, match="no VASP"):
-        static.run(get_store(store_dir=tmp_path / "store", connect=True))
+    # a VASP run that raises becomes a FailedCalculation naming the cause (not a failed job)
+    out = static.run(get_store(store_dir=tmp_path / "store", connect=True)).output
+    assert out.failed and "RuntimeError: no VASP on this machine" in out.reason and out.dir_name == str(tmp_path)
     assert len(calls) == 1
     incar = Incar.from_file(tmp_path / "INCAR")
     common_incar_checks(incar)
@@ -163,8 +164,10 @@ def test_conversion_job_from_task_outputs(shared_data, tmp_path):
     path = shared_data / "dft-phonons" / "NaCl" / "vasprun.xml-001"
     vr = read_vasprun(path)
     step = vr.ionic_steps[-1]
-    job = vasp_force_doc(step["structure"], vr.final_energy, step["forces"], step["stress"], "NaCl", 0,
-                         "somehost:/calc/dir", vr.vasp_version, dict(vr.incar))
+    task = {"output": {"structure": step["structure"], "energy": vr.final_energy, "forces": step["forces"],
+                       "stress": step["stress"]},
+            "dir_name": "somehost:/calc/dir", "vasp_version": vr.vasp_version, "input": {"incar": dict(vr.incar)}}
+    job = vasp_force_doc(task, "NaCl", 0)
     store = get_store(store_dir=tmp_path / "store")
     out = run_locally(job, store=store, root_dir=tmp_path, log=False, ensure_success=True)[job.uuid][1].output
     ref = force_doc_from_vasprun(path, "NaCl", 0)

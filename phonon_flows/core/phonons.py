@@ -421,6 +421,28 @@ def same_nac(a: dict | None, b: dict | None, atol: float = 1e-6) -> bool:
         return False
 
 
+def nac_params_from_dfpt(
+    born_unitcell: Any, epsilon: Any, structure: Structure, supercell_matrix: Any, symprec: float = DEFAULT_SYMPREC
+) -> dict[str, Any]:
+    """phonopy's ``nac_params`` (Born charges of the primitive cell's atoms, dielectric tensor,
+    VASP's factor) from a DFPT run on the unit cell ``structure``: symmetrized and mapped to the
+    primitive cell with phonopy's ``symmetrize_borns_and_epsilon``, as ``phonopy-vasp-born`` does."""
+    from phonopy.physical_units import get_calculator_physical_units
+    from phonopy.structure.symmetry import symmetrize_borns_and_epsilon
+
+    born = np.asarray(born_unitcell, dtype=float)
+    eps = np.asarray(epsilon, dtype=float)
+    if born.shape != (len(structure), 3, 3) or eps.shape != (3, 3):
+        raise InputError(f"Born charges of shape {born.shape} and dielectric tensor of shape {eps.shape} for a "
+                         f"unit cell of {len(structure)} atoms")
+    phonon = make_phonopy(structure, supercell_matrix, symprec=symprec)
+    borns, epsilon_sym = symmetrize_borns_and_epsilon(
+        born, eps, phonon.unitcell, primitive_matrix=phonon.primitive_matrix,
+        supercell_matrix=phonon.supercell_matrix, symprec=symprec)
+    return {"born": np.asarray(borns).tolist(), "dielectric": np.asarray(epsilon_sym).tolist(),
+            "factor": float(get_calculator_physical_units("vasp").nac_factor)}
+
+
 def phonopy_from_yaml_text(text: str, symprec: float = DEFAULT_SYMPREC, fc_method: str | None = None) -> Phonopy:
     """A Phonopy object with force constants from ``phonopy_params.yaml`` text (as a PhononDoc
     stores it): force constants from the file, or produced from its displacements and forces."""

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from ase import Atoms
 
+from phonon_flows.core.mace_training import model_elements
 from phonon_flows.engines.base import ForceEngine, ForceResult
 from phonon_flows.errors import CalculationError, InputError
 from phonon_flows.schemas.common import EngineInfo
@@ -82,7 +83,7 @@ def _data_store(store: JobStore):
         raise InputError(f"job store has no {DATA_STORE_NAME!r} additional store for models") from None
 
 
-def store_model(store: JobStore, path: str | Path) -> str:
+def store_model(store: JobStore, path: str | Path, elements: Sequence[str] | None = None) -> str:
     """Put a model file into the store's data store; returns its sha256 (idempotent)."""
     path = Path(path)
     if not path.is_file():
@@ -98,12 +99,83 @@ def store_model(store: JobStore, path: str | Path) -> str:
                 "file_name": path.name,
                 "size_bytes": path.stat().st_size,
                 "kind": "mace-model",
+                "elements": list(elements) if elements is not None else None,
                 "data": base64.b64encode(path.read_bytes()).decode("ascii"),
             }
         ],
         key="blob_uuid",
     )
     return sha
+
+
+def is_model_file(model: Any) -> bool:
+    """Whether ``model`` names a model file (an existing file, or a path ending in ``.model``)
+    rather than a sha256."""
+    if isinstance(model, Path):
+        return True
+    if not isinstance(model, str):
+        return False
+    text = model.strip()
+    return Path(text).is_file() or text.endswith((".model", ".pt")) or "/" in text
+
+
+def add_model_file(path: str | Path, store: JobStore | None = None, cache_dir: str | Path | None = None,
+                   ) -> tuple[str, list[str]]:
+    """(sha256, elements) of a MACE model file, which is copied to the model cache and, with
+    ``store``, stored in its data store (where every job, on any worker, fetches it by sha256)."""
+    import shutil
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise InputError(f"MACE model file {path} not found")
+    sha = sha256_file(path)
+    try:
+        elements = model_elements(path)
+    except Exception as exc:  # noqa: BLE001 - not a MACE model: say so, with the file's name
+        raise InputError(f"{path} is not a MACE model file torch can load: {type(exc).__name__}: {exc}") from None
+    target = Path(cache_dir or default_cache_dir()) / f"{sha}.model"
+    if not (target.is_file() and sha256_file(target) == sha):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
+    if store is not None:
+        store_model(store, path, elements=elements)
+    return sha, list(elements)
+
+
+def stored_models(store: JobStore) -> list[dict[str, Any]]:
+    """The models in a store: files added with :func:`store_model` and models of training jobs,
+    one dict per sha256 (``model_sha256``, ``elements``, ``file_name``, ``size_bytes``, ``source``,
+    and for trained ones ``campaign`` and the TrainingDoc's metrics)."""
+    models: dict[str, dict[str, Any]] = {}
+    data = _data_store(store)
+    data.connect()
+    # GridFS keeps only the key (blob_uuid) in a file's searchable metadata
+    for d in data.query({"blob_uuid": {"$regex": f"^{MODEL_BLOB_PREFIX}"}}):
+        if not isinstance(d, dict) or "model_sha256" not in d:
+            continue
+        models[d["model_sha256"]] = {"model_sha256": d["model_sha256"], "file_name": d.get("file_name"),
+                                     "size_bytes": d.get("size_bytes"), "elements": d.get("elements") or [],
+                                     "source": "added file"}
+    store.docs_store.connect()
+    props = ["output.model_sha256", "output.elements", "output.model_file_name", "output.model_size_bytes",
+             "output.valid_force_mae", "output.train_force_mae", "output.valid_energy_mae", "output.n_train",
+             "output.n_valid", "output.final_epoch", "output.hyperparameters.name", "metadata", "completed_at"]
+    for d in store.docs_store.query({"output.model_sha256": {"$type": "string"}, "output.hyperparameters": {"$exists": True},
+                                     "output.failed": {"$ne": True}}, properties=props):
+        out = d["output"]
+        tag = (d.get("metadata") or {}).get("phonon_flows") or {}
+        entry = models.setdefault(out["model_sha256"], {"model_sha256": out["model_sha256"]})
+        entry.update({
+            "elements": out.get("elements") or entry.get("elements") or [],
+            "file_name": out.get("model_file_name") or entry.get("file_name"),
+            "size_bytes": out.get("model_size_bytes") or entry.get("size_bytes"),
+            "source": "training job", "campaign": tag.get("campaign"), "trained_at": d.get("completed_at"),
+            "valid_force_mae_meV_per_A": out.get("valid_force_mae"),
+            "train_force_mae_meV_per_A": out.get("train_force_mae"),
+            "valid_energy_mae_meV_per_atom": out.get("valid_energy_mae"),
+            "n_train": out.get("n_train"), "n_valid": out.get("n_valid"), "final_epoch": out.get("final_epoch"),
+        })
+    return [models[k] for k in sorted(models)]
 
 
 def _b64_from_store(store: JobStore, sha: str) -> str | None:

@@ -119,6 +119,22 @@ class RecipeStaticSetGenerator(StaticSetGenerator):
         return incar_settings("static")
 
 
+@dataclass
+class RecipeBornSetGenerator(StaticSetGenerator):
+    """atomate2's DFPT (LEPSILON) input set for Born charges and the dielectric tensor, with the
+    recipe's INCAR (PBE, ENCUT 520, EDIFF 1e-8, KSPACING 0.15): atomate2's ``lepsilon`` updates
+    (IBRION 8, LEPSILON, LPEAD, NSW 1) on top."""
+
+    lepsilon: bool = True
+    user_potcar_functional: str = POTCAR_FUNCTIONAL
+    auto_ismear: bool = False
+    auto_kspacing: bool = False
+
+    @property
+    def incar_updates(self) -> dict:
+        return {**COMMON_INCAR, **super().incar_updates, "ENCUT": ENCUT, "EDIFF": EDIFF, "KSPACING": KSPACING}
+
+
 def vasp_elements() -> frozenset[str]:
     """Elements with a POTCAR in the recipe's VASP input set (PAW PBE)."""
     return frozenset(RecipeStaticSetGenerator().config_dict["POTCAR"])
@@ -234,11 +250,14 @@ def relax_doc_from_outputs(
     n_steps: int | None = None,
     engine: EngineInfo | None = None,
     dir_name: str | None = None,
+    pressure_GPa: float = 0.0,
 ):
-    """A RelaxDoc from a VASP relaxation's outputs (final energy in eV; zero pressure: H = E)."""
+    """A RelaxDoc from a VASP relaxation's outputs (final energy in eV) at the target pressure
+    ``pressure_GPa`` (VASP's PSTRESS / 10): H = E + PV per atom."""
     if energy is None or not np.isfinite(energy):
         raise CalculationError("VASP relaxation has no finite energy", material_id=material_id, stage="relax")
     n = len(structure)
+    pv = float(pressure_GPa) * GPa * structure.volume  # GPa * Å^3 -> eV
     max_force = None
     converged = None
     if forces is not None:
@@ -251,8 +270,8 @@ def relax_doc_from_outputs(
         input_structure=input_structure,
         structure=structure,
         energy_per_atom=float(energy) / n,
-        enthalpy_per_atom=float(energy) / n,
-        pressure=0.0,
+        enthalpy_per_atom=(float(energy) + pv) / n,
+        pressure=float(pressure_GPa),
         converged=converged,
         fmax=abs(EDIFFG),
         max_force=max_force,
@@ -261,3 +280,40 @@ def relax_doc_from_outputs(
         engine=engine or vasp_engine_info("relax"),
         dir_name=dir_name,
     )
+
+
+# --------------------------------------------------------------------------------------------
+# why a calculation failed
+# --------------------------------------------------------------------------------------------
+#: files of a VASP run folder whose last lines say what VASP itself complained about
+VASP_LOG_FILES = ("std_err.txt", "vasp.out", "std_out.txt")
+
+
+def vasp_failure(exc: BaseException, directory: str | Path) -> tuple[str, list[str]]:
+    """``(reason, custodian errors)`` of a VASP calculation that raised ``exc`` in ``directory``:
+    the exception, the errors custodian's handlers found and corrected (``custodian.json``) and
+    the last error lines VASP wrote."""
+    import json
+
+    directory = Path(directory)
+    parts = [f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"]
+    errors: list[str] = []
+    log = directory / "custodian.json"
+    if log.is_file():
+        try:
+            runs = json.loads(log.read_text())
+            for run in runs if isinstance(runs, list) else [runs]:
+                for corr in run.get("corrections", []):
+                    errors.extend(str(e) for e in corr.get("errors", []))
+        except (ValueError, AttributeError, TypeError):
+            parts.append("custodian.json unreadable")
+    if errors:
+        parts.append(f"custodian found: {', '.join(dict.fromkeys(errors))}")
+    for name in VASP_LOG_FILES:
+        f = directory / name
+        if f.is_file():
+            lines = [ln.strip() for ln in f.read_text(errors="replace").splitlines() if ln.strip()]
+            bad = [ln for ln in lines if any(w in ln.lower() for w in ("error", "warning", "killed", "abort"))]
+            if bad:
+                parts.append(f"{name}: {' | '.join(bad[-3:])[:300]}")
+    return "; ".join(parts), list(dict.fromkeys(errors))

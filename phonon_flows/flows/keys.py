@@ -28,17 +28,23 @@ CAMPAIGN_STAGES = (
 )
 
 
+#: settings that say where and how fast a job runs, not what it computes: left out of the job keys,
+#: so a campaign made from Python and from the command line (``--device``) has the same jobs
+RUN_ONLY_SETTINGS = frozenset({"device", "num_threads", "batch_size", "num_workers", "num_gpus", "progress"})
+
+
 def _strip_versions(obj: Any) -> Any:
     if isinstance(obj, dict):
-        return {k: _strip_versions(v) for k, v in obj.items() if k != "@version"}
+        return {k: _strip_versions(v) for k, v in obj.items() if k != "@version" and k not in RUN_ONLY_SETTINGS}
     if isinstance(obj, (list, tuple)):
         return [_strip_versions(v) for v in obj]
     return obj
 
 
 def settings_payload(obj: Any) -> Any:
-    """A JSON-able form of makers/settings for hashing (package versions left out, so that an
-    upgrade alone does not invalidate finished work)."""
+    """A JSON-able form of makers/settings for hashing (package versions and the run-only settings
+    :data:`RUN_ONLY_SETTINGS` left out, so that an upgrade or another device alone does not
+    invalidate finished work)."""
     return _strip_versions(jsanitize(obj, strict=True, enum_values=True, allow_bson=False))
 
 
@@ -119,5 +125,6 @@ def jobs_of(obj: Job | Flow) -> list[Job]:
     for item in obj.jobs:
         out.extend(jobs_of(item))
     return out
+
 
 

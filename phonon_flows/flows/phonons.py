@@ -37,10 +37,13 @@ def with_model(phonon_maker: Any, model_sha256: Any) -> Any:
     return dataclasses.replace(phonon_maker, engine="mace", engine_kwargs=kwargs, force_maker=None)
 
 
-def vasp_phonons(force_maker: Maker, structure, mid, smat, enthalpy, settings, unrelaxed) -> Flow:
+def vasp_phonons(force_maker: Maker, structure, mid, smat, enthalpy, settings, unrelaxed,
+                 born_maker: Maker | None = None) -> Flow:
     """Reference phonons with VASP as a STATIC flow: phonopy's displacements, one VASP single
     point per displaced supercell (their number counted on the input structure, whose
-    symmetry the relaxation keeps), then force constants and the PhononDoc."""
+    symmetry the relaxation keeps; a mismatch gives a failed PhononDoc saying so), then force
+    constants and the PhononDoc. With ``born_maker`` (e.g. ``RecipeBornMaker``), a DFPT run on
+    the unit cell gives the Born charges and the PhononDoc records NAC as applied."""
     n = n_finite_displacements(unrelaxed, smat, settings)
     disp = generate_phonon_displacements(structure, settings, smat, mid)
     disp.name = f"phonon displacements {mid}"
@@ -50,8 +53,18 @@ def vasp_phonons(force_maker: Maker, structure, mid, smat, enthalpy, settings, u
         f = force_maker.make(disp.output["supercells"][i], material_id=mid, perturbation_index=i)
         jobs.append(f)
         forces.append(f.output)
+    nac = None
+    if born_maker is not None:
+        from phonon_flows.makers.vasp import born_nac_params, guarded_vasp_job  # atomate2's VASP: heavy
+
+        born = guarded_vasp_job(born_maker, structure, None, mid)
+        born.name = f"{born_maker.name} {mid}"
+        nac_job = born_nac_params(born.output, structure, smat, mid, settings["symprec"])
+        nac_job.name = f"born charges {mid}"
+        jobs += [born, nac_job]
+        nac = nac_job.output
     collect = phonons_from_forces(structure, disp.output["supercells"], forces, settings,
-                                  disp.output["supercell_matrix"], None, mid, enthalpy)
+                                  disp.output["supercell_matrix"], None, mid, enthalpy, nac)
     collect.config.on_missing_references = OnMissing.NONE
     collect.name = f"phonons vasp {mid}"
     jobs.append(collect)

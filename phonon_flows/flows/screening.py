@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,7 @@ from phonon_flows.core.structures import MIN_DISTANCE, structure_hash
 from phonon_flows.errors import InputError, PhononFlowsError
 from phonon_flows.flows.builder import CampaignBuilder, finish_campaign
 from phonon_flows.flows.inputs import StructureInput, prepare_campaign_inputs
+from phonon_flows.engines.mace import add_model_file, is_model_file, stored_models
 from phonon_flows.flows.keys import job_key, key_uuid, settings_hash, settings_payload
 from phonon_flows.flows.phonons import supercell_for, with_model
 from phonon_flows.makers.batched_phonons import BatchedPhononMaker
@@ -26,6 +28,30 @@ from phonon_flows.schemas.common import MaterialError
 from phonon_flows.store import campaign_metadata
 
 
+#: relaxations a screening can do before its phonons
+SCREEN_RELAX = ("none", "positions", "cell")
+
+
+def screen_relax_mode(relax: Any) -> str:
+    """``none``, ``positions`` or ``cell`` from a string (or a bool: False -> none, True -> cell)."""
+    if relax is None or relax is False:
+        return "none"
+    if relax is True:
+        return "cell"
+    mode = str(relax).strip().lower()
+    if mode not in SCREEN_RELAX:
+        raise InputError(f"screening relax must be one of {', '.join(SCREEN_RELAX)}, not {relax!r}", stage="input")
+    return mode
+
+
+def trained_with_energies(doc: Mapping | None) -> bool:
+    """Whether a TrainingDoc's model was fitted to energies (MACE-FE: an energy weight > 0 in a
+    stage, or the energy phase), so that its stress (the strain derivative of its energy) means
+    something. A forces-only model (the recipe: energy weight 0) has no meaningful stress."""
+    hp = (doc or {}).get("hyperparameters") or {}
+    return bool(hp.get("energy_phase")) or any(float(hp.get(k) or 0) > 0 for k in ("energy_weight", "swa_energy_weight"))
+
+
 def _model_spec(model: Any) -> tuple[Any, list[str] | None]:
     """(model_sha256 or a reference to it, elements the model knows or None) of a model given as a
     sha256, a TrainingDoc (object or dict) or a reference to a TrainingDoc."""
@@ -34,7 +60,8 @@ def _model_spec(model: Any) -> tuple[Any, list[str] | None]:
     if isinstance(model, str):
         sha = model.strip().lower()
         if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
-            raise InputError(f"model must be the 64-hex sha256 of a MACE model, not {model!r}", stage="input")
+            raise InputError(f"model must be a MACE model file or the 64-hex sha256 of one, not {model!r} "
+                             "(no such file)", stage="input")
         return sha, None
     doc = model if isinstance(model, Mapping) else getattr(model, "__dict__", None)
     if doc is None:
@@ -67,16 +94,21 @@ class ScreeningMaker(Maker):
     name
         Campaign name.
     model
-        The model: its sha256 (fetched from the job store when the jobs run), a TrainingDoc, or a
-        reference to a training job's output (a screening in the same flow as its training).
+        The model: a MACE model file (stored in ``store`` with its sha256 when the flow is made),
+        its sha256 (fetched from the job store when the jobs run), a TrainingDoc, or a reference
+        to a training job's output (a screening in the same flow as its training).
     model_elements
         Elements the model knows, for the input checks (taken from the TrainingDoc when given;
         else from ``store`` when given).
     store
         A JobStore to look the model's TrainingDoc up in when the flow is made (input checks).
     relax, relax_kwargs
-        Relax with the model first (``ReferenceRelaxMaker`` fields: ``fmax``, ``steps``,
-        ``relax_cell``...). The model is trained on forces: a cell relaxation trusts its stress.
+        ``"none"`` (default, the paper's way: phonons on the structures as given, which are
+        DFT-relaxed), ``"positions"`` (atoms relaxed with the model, cell kept) or ``"cell"``
+        (positions and cell; only for a model trained with energies, MACE-FE: a forces-only
+        model's stress means nothing, so it is refused). ``relax_kwargs``: ``ReferenceRelaxMaker``
+        fields (``fmax``, ``steps``...). A relaxation that changes the volume by more than 3 % is
+        reported (job log, ``RelaxDoc.warnings``, ``phonon-flows status``).
     phonon_maker, engine_kwargs
         The PhononMaker template (settings) and extra MACE engine arguments (``device``, ...).
     total_dos
@@ -97,7 +129,7 @@ class ScreeningMaker(Maker):
     model: Any = None
     model_elements: Sequence[str] | None = None
     store: Any = None
-    relax: bool = True
+    relax: str = "none"
     relax_kwargs: dict = field(default_factory=dict)
     phonon_maker: Maker | None = None
     engine_kwargs: dict = field(default_factory=dict)
@@ -122,12 +154,14 @@ class ScreeningMaker(Maker):
         The steps: resolve the model (and the elements it knows); check the inputs; per material:
         the phonon supercell, relax with the model, phonons with the model (per pack of
         ``batch_size`` materials); the campaign record. ``supercell_matrices``: material id ->
-        supercell matrix for the materials whose supercell is given (e.g. a reference's); the
-        others get one in the maker's atom window.
+        supercell matrix for the materials whose supercell is given (e.g. a reference's), on the
+        primitive cell the screening computes (pymatgen's ``get_primitive_structure`` of the
+        input, the input itself when it is primitive); the others get one in the maker's atom
+        window.
         """
-        sha, elements = self._model(model)
+        sha, elements, training_doc = self._model(model)
         model_key = sha if isinstance(sha, str) else f"ref:{sha.uuid}"
-        makers = self._stage_makers(sha)
+        makers = self._stage_makers(sha, training_doc)
         engines = [("mace", frozenset(elements))] if elements else []
         materials, failed, sources, _ = prepare_campaign_inputs(structures, material_ids, engines, None,
                                                                  self.min_distance)
@@ -178,25 +212,38 @@ class ScreeningMaker(Maker):
         )
 
     # -- the steps ------------------------------------------------------------------------
-    def _model(self, model: Any) -> tuple[Any, list[str] | None]:
-        """(sha256 or a reference to it, elements the model knows or None): from ``model`` or
-        the maker's, the elements from ``model_elements``, the TrainingDoc or ``store``."""
+    def _model(self, model: Any) -> tuple[Any, list[str] | None, dict | None]:
+        """(sha256 or a reference to it, elements the model knows or None, its TrainingDoc or
+        None): from ``model`` or the maker's, the elements from ``model_elements``, the model
+        file, the TrainingDoc or ``store``."""
         model = self.model if model is None else model
         if model is None:
             raise InputError("a screening needs a model: its sha256 or a TrainingDoc", stage="input")
-        sha, elements = _model_spec(model)
+        training_doc = None
+        if is_model_file(model):
+            # a model file: stored in ``store`` (the jobs fetch it by sha256) and in the model cache
+            sha, elements = add_model_file(model, self.store)
+        else:
+            sha, elements = _model_spec(model)
+            training_doc = model if isinstance(model, Mapping) else (
+                model.model_dump() if hasattr(model, "model_dump") else None)
         if self.model_elements is not None:
             elements = list(self.model_elements)
         if elements is None and self.store is not None and isinstance(sha, str):
             doc = training_doc_for(self.store, sha)
-            if doc is None:
-                raise InputError(f"no trained model with sha256 {sha} in the store", stage="input")
+            if doc is None:  # a model file added to the store (phonon-flows model add)
+                doc = next((m for m in stored_models(self.store) if m["model_sha256"] == sha), None)
+                if doc is None:
+                    raise InputError(f"no MACE model with sha256 {sha} in the store (add a model file with "
+                                     "`phonon-flows model add FILE`)", stage="input")
             if doc.get("failed"):
                 raise InputError(f"the training of model {sha[:12]} failed: {doc.get('error')}", stage="input")
             elements = list(doc.get("elements") or []) or None
-        return sha, elements
+        if isinstance(sha, str) and training_doc is None and self.store is not None:
+            training_doc = training_doc_for(self.store, sha)
+        return sha, elements, training_doc
 
-    def _stage_makers(self, sha: Any) -> _ScreeningMakers:
+    def _stage_makers(self, sha: Any, training_doc: dict | None = None) -> _ScreeningMakers:
         """The relax and phonon makers with the model, and their settings without it (hashed
         into the job keys with the model's key)."""
         base = self.phonon_maker or PhononMaker(min_atoms=self.min_atoms, max_atoms=self.max_atoms,
@@ -204,13 +251,27 @@ class ScreeningMaker(Maker):
         phonon_maker = dataclasses.replace(with_model(base, sha), name="phonons")
         phonon_maker.engine_kwargs.update(self.engine_kwargs)
         settings_maker = dataclasses.replace(base, engine="mace", engine_kwargs=dict(self.engine_kwargs), force_maker=None)
-        relax_maker = None
-        if self.relax:
+        mode = screen_relax_mode(self.relax)
+        relax_kwargs = dict(self.relax_kwargs)
+        if "relax_cell" in relax_kwargs:
+            raise InputError("give the relaxation as relax='none', 'positions' or 'cell', not relax_kwargs['relax_cell']",
+                             stage="input")
+        if mode == "cell" and not trained_with_energies(training_doc):
+            known = training_doc is not None
+            raise InputError(
+                ("the model was trained on forces only (energy weight 0)" if known else
+                 "the model's training is unknown (no TrainingDoc in the store)")
+                + ": its stress means nothing, so a cell relaxation with it gives wrong volumes. Screen the "
+                "structures as given (relax 'none', the default) or relax positions only ('positions'); a cell "
+                "relaxation needs a model trained with energies (MACE-FE: MaceTrainingMaker(energy_phase=EnergyPhase()))",
+                stage="input")
+        relax_maker = relax_settings = None
+        if mode != "none":
+            relax_kwargs["relax_cell"] = mode == "cell"
             relax_maker = ReferenceRelaxMaker(name="mace relax", engine="mace",
-                                              engine_kwargs={**self.engine_kwargs, "model_sha256": sha},
-                                              **self.relax_kwargs)
-        relax_settings = ReferenceRelaxMaker(name="mace relax", engine="mace", engine_kwargs=dict(self.engine_kwargs),
-                                             **self.relax_kwargs) if self.relax else None
+                                              engine_kwargs={**self.engine_kwargs, "model_sha256": sha}, **relax_kwargs)
+            relax_settings = ReferenceRelaxMaker(name="mace relax", engine="mace", engine_kwargs={}, **relax_kwargs)
+
         return _ScreeningMakers(phonon_maker, settings_maker, relax_maker, relax_settings)
 
     @staticmethod

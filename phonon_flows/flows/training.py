@@ -103,6 +103,9 @@ class TrainingCampaignMaker(Maker):
     seed: int = 123
     relax: bool = True
     relax_kwargs: dict = field(default_factory=dict)
+    #: with engine="vasp": an atomate2 DFPT maker (``phonon_flows.makers.vasp.RecipeBornMaker()``) whose
+    #: Born charges the VASP reference phonons use (their PhononDoc.nac says so); None: no NAC
+    born_maker: Maker | None = None
     preset: str = "paper"
     hyperparameters: Any = None
     training_kwargs: dict = field(default_factory=dict)
@@ -129,9 +132,13 @@ class TrainingCampaignMaker(Maker):
         if not self.relax or self.engine_name == HARMONIC_DFT_NAME:  # phonondb structures are DFT-relaxed
             return None
         if self.engine_name == "vasp":
-            from phonon_flows.makers.vasp import VaspRelaxMaker as cls  # atomate2's VASP: heavy, optional
+            from phonon_flows.makers.vasp import VaspRelaxMaker, relax_options  # atomate2's VASP: heavy
 
-            kwargs = {}
+            # the input-set options of engine_kwargs reach the relaxations too; relax_kwargs update them
+            try:
+                return VaspRelaxMaker.with_settings(**relax_options(self.engine_kwargs, self.relax_kwargs))
+            except TypeError as exc:
+                raise InputError(f"relax_kwargs for VASP: {exc}", stage="relax") from None
         else:
             cls, kwargs = ReferenceRelaxMaker, {"engine": self.engine_name, "engine_kwargs": dict(self.engine_kwargs)}
         unknown = sorted(set(self.relax_kwargs) - set(cls.__dataclass_fields__))
@@ -143,7 +150,8 @@ class TrainingCampaignMaker(Maker):
         if self.engine_name == "vasp":
             from phonon_flows.makers.vasp import VaspForceMaker  # atomate2's VASP: heavy, optional
 
-            return VaspForceMaker()
+            # user_incar_settings & co, run_vasp_kwargs, or static_maker=: an unknown option is an InputError
+            return VaspForceMaker.with_settings(**self.engine_kwargs)
         return ReferenceForceMaker(engine=self.engine_name, engine_kwargs=dict(self.engine_kwargs))
 
     def perturbation_maker(self) -> PerturbationMaker:
@@ -337,7 +345,8 @@ class TrainingCampaignMaker(Maker):
             structure = r.structure if r is not None else s
             enthalpy = r.enthalpy_per_atom if r is not None else (self.enthalpies or {}).get(mid)
             if ref_name == "vasp":
-                ref = vasp_phonons(self.force_maker(), structure, mid, smats[mid], enthalpy, phonon_settings_, s)
+                ref = vasp_phonons(self.force_maker(), structure, mid, smats[mid], enthalpy, phonon_settings_, s,
+                                   born_maker=self.born_maker)
             else:
                 ref = stages.ref_phonons.make(structure, material_id=mid, supercell_matrix=smats[mid],
                                               enthalpy_per_atom=enthalpy)

@@ -55,11 +55,23 @@ class TrainingDataMaker(Maker):
         )
 
     @classmethod
-    def with_vasp(cls, relax: bool = True, **kwargs: Any) -> TrainingDataMaker:
-        """Relax (optionally) and label with VASP, the recipe's settings, through atomate2."""
-        from phonon_flows.makers.vasp import VaspForceMaker, VaspRelaxMaker  # atomate2's VASP: heavy, optional
+    def with_vasp(cls, relax: bool = True, engine_kwargs: dict | None = None, relax_kwargs: dict | None = None,
+                  **kwargs: Any) -> TrainingDataMaker:
+        """Relax (optionally) and label with VASP, the recipe's settings, through atomate2.
 
-        return cls(relax_maker=VaspRelaxMaker() if relax else None, force_maker=VaspForceMaker(), **kwargs)
+        ``engine_kwargs``: VASP options of every job (``user_incar_settings``, ``run_vasp_kwargs``,
+        ...; ``static_maker=`` for the single points); ``relax_kwargs``: those of the relaxations
+        (``relax_maker=``, ``n_relaxations``), on top of the input-set options of ``engine_kwargs``."""
+        from phonon_flows.makers.vasp import (  # atomate2's VASP: heavy, optional
+            VaspForceMaker,
+            VaspRelaxMaker,
+            relax_options,
+        )
+
+        engine_kwargs = dict(engine_kwargs or {})
+        options = relax_options(engine_kwargs, dict(relax_kwargs or {}))
+        relax_maker = VaspRelaxMaker.with_settings(**options) if relax else None
+        return cls(relax_maker=relax_maker, force_maker=VaspForceMaker.with_settings(**engine_kwargs), **kwargs)
 
     def make(
         self,

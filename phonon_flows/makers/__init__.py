@@ -12,6 +12,7 @@ _WHERE = {
     "PerturbationMaker": "phonon_flows.makers.perturb",
     "VaspRelaxMaker": "phonon_flows.makers.vasp",
     "VaspForceMaker": "phonon_flows.makers.vasp",
+    "RecipeBornMaker": "phonon_flows.makers.vasp",
     "ReferenceForceMaker": "phonon_flows.makers.reference",
     "ReferenceRelaxMaker": "phonon_flows.makers.reference",
     "TrainingSetMaker": "phonon_flows.makers.training_set",

@@ -371,9 +371,19 @@ def phonons_from_forces(
     info = EngineInfo.model_validate(engine) if engine is not None else EngineInfo(name="unknown", kind="dft")
     smat = np.asarray(supercell_matrix)
     try:
+        if len(force_arrays) != len(supercells):
+            raise InputError(
+                f"{len(supercells)} displaced supercells but {len(force_arrays)} force calculations: the number of "
+                "force calculations was counted on another structure (a relaxation that changed the symmetry "
+                "changes phonopy's displacements); rerun the phonons on the relaxed structure",
+                material_id=mid, stage="phonon")
         missing = [i + 1 for i, f in enumerate(force_arrays) if f is None]
         if missing:
-            raise InputError(f"forces are missing for displaced supercell(s) {missing} of {len(force_arrays)}",
+            causes = [f"#{i}: {_get(forces[i - 1], 'reason')}" + (f" (in {_get(forces[i - 1], 'dir_name')})"
+                                                                  if _get(forces[i - 1], "dir_name") else "")
+                      for i in missing if _get(forces[i - 1], "reason")]
+            raise InputError(f"forces are missing for displaced supercell(s) {missing} of {len(force_arrays)}"
+                             + (f": {'; '.join(causes)}" if causes else " (their jobs failed: see their logs)"),
                              material_id=mid, stage="phonon")
         for i, f in enumerate(force_arrays):  # NaN / absurd forces from a broken calculation
             check_forces(f, material_id=mid, what=f"displaced supercell {i + 1}")

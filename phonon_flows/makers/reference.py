@@ -4,6 +4,7 @@ document names the engine (``engine.kind == "reference"``: a stand-in for DFT, n
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -118,6 +119,12 @@ def _relax_engine(name: str, kwargs: dict):
     return engines.get_engine(name, **kwargs)
 
 
+logger = logging.getLogger(__name__)
+
+#: a relaxation changing the volume by more than this (relative) is reported
+VOLUME_CHANGE_WARNING = 0.03
+
+
 @dataclass
 class ReferenceRelaxMaker(Maker):
     """Relax positions and cell with a reference engine (ASE FrechetCellFilter + FIRE by default,
@@ -157,7 +164,15 @@ class ReferenceRelaxMaker(Maker):
         info = engine.info
         info.settings.update({"relax": {"fmax": self.fmax, "optimizer": self.optimizer, "steps": self.steps,
                                         "relax_cell": self.relax_cell, "fix_symmetry": self.fix_symmetry}})
+        volume_change = res.structure.volume / structure.volume - 1.0
+        warnings = []
+        if abs(volume_change) > VOLUME_CHANGE_WARNING:
+            warnings.append(
+                f"{material_id}: the {info.name} relaxation changed the volume by {100 * volume_change:+.1f} % "
+                f"({structure.volume / len(structure):.2f} -> {res.structure.volume / len(res.structure):.2f} Å^3/atom)")
+            logger.warning(warnings[-1])
         return RelaxDoc(
+            warnings=warnings,
             material_id=material_id,
             formula=structure.composition.reduced_formula,
             input_structure=structure,
@@ -169,6 +184,6 @@ class ReferenceRelaxMaker(Maker):
             fmax=self.fmax,
             max_force=res.max_force,
             n_steps=res.n_steps,
-            volume_change=res.structure.volume / structure.volume - 1.0,
+            volume_change=volume_change,
             engine=info,
         )

@@ -31,7 +31,7 @@ from phonon_flows.core.training_set import (
 )
 from phonon_flows.errors import InputError
 from phonon_flows.schemas.common import EngineInfo, MaterialError
-from phonon_flows.schemas.forces import ForceDoc
+from phonon_flows.schemas.forces import FailedCalculation, ForceDoc
 from phonon_flows.schemas.training_set import TRAINING_SET_DATA_FIELDS, TrainingSetDoc, TrainingSetStatistics
 
 logger = logging.getLogger(__name__)
@@ -39,9 +39,18 @@ logger = logging.getLogger(__name__)
 STAGES = ("input", "relax", "perturb", "label")
 
 
+def _failure_reason(obj: Any) -> str | None:
+    """The reason of a FailedCalculation (object or dict), None for anything else."""
+    if isinstance(obj, FailedCalculation):
+        return obj.reason
+    if isinstance(obj, Mapping) and obj.get("failed") is True and "reason" in obj:
+        return str(obj["reason"])
+    return None
+
+
 def _as_force_doc(obj: Any) -> ForceDoc | None:
-    if obj is None or isinstance(obj, ForceDoc):
-        return obj
+    if obj is None or isinstance(obj, ForceDoc) or _failure_reason(obj) is not None:
+        return None if not isinstance(obj, ForceDoc) else obj
     if isinstance(obj, Mapping):
         data = {k: v for k, v in obj.items() if not k.startswith("@")}
         if isinstance(data.get("structure"), Mapping):
@@ -65,8 +74,22 @@ def _as_error(obj: Any) -> MaterialError:
     )
 
 
+#: INCAR tags that follow the structure (one value per atom, per electron count...), not the engine
+STRUCTURE_INCAR_TAGS = frozenset({"MAGMOM", "NBANDS", "NELECT", "NUPDOWN", "LDAUL", "LDAUU", "LDAUJ", "SYSTEM"})
+
+
+def engine_identity(e: EngineInfo) -> EngineInfo:
+    """The engine without what belongs to one calculation: the job folder (``provenance``) and
+    the INCAR tags that follow the structure. Every VASP single point with the same settings and
+    version is then one engine."""
+    settings = dict(e.settings)
+    if isinstance(settings.get("incar"), dict):
+        settings["incar"] = {k: v for k, v in settings["incar"].items() if k.upper() not in STRUCTURE_INCAR_TAGS}
+    return e.model_copy(update={"provenance": None, "settings": settings})
+
+
 def _engine_key(e: EngineInfo) -> str:
-    return e.model_dump_json()
+    return engine_identity(e).model_dump_json()
 
 
 @dataclass
@@ -114,7 +137,7 @@ class TrainingSetMaker(Maker):
             err = _as_error(err)
             failures.setdefault(err.material_id, err)
 
-        per_material, missing, expected, order = _group_by_material(entries, material_ids)
+        per_material, missing, expected, order, causes = _group_by_material(entries, material_ids)
         for mid in order:
             if mid in failures:
                 per_material.pop(mid, None)
@@ -123,10 +146,14 @@ class TrainingSetMaker(Maker):
             if n_missing == 0:
                 continue
             stage = self._failed_stage(mid, checkpoints)
-            reason = (
-                f"{n_missing} of {expected[mid]} labelling output(s) missing: the {stage} stage of this material "
-                "failed (see the job's log)"
-            )
+            if causes.get(mid):
+                reason = (f"{n_missing} of {expected[mid]} labelling output(s) missing: "
+                          + "; ".join(dict.fromkeys(causes[mid])))
+            else:
+                reason = (
+                    f"{n_missing} of {expected[mid]} labelling output(s) missing: the {stage} stage of this material "
+                    "failed (see the job's log)"
+                )
             if self.keep_partial and per_material.get(mid):
                 logger.warning("%s: %s; keeping the other %d", mid, reason, len(per_material[mid]))
                 failures[mid] = MaterialError(material_id=mid, stage=stage, reason=reason + " (partial set kept)")
@@ -138,7 +165,7 @@ class TrainingSetMaker(Maker):
         engines: dict[str, EngineInfo] = {}
         for mid in order:
             for doc in sorted(per_material.get(mid, []), key=lambda d: (d.perturbation_index is None, d.perturbation_index or 0)):
-                engines.setdefault(_engine_key(doc.engine), doc.engine)
+                engines.setdefault(_engine_key(doc.engine), engine_identity(doc.engine))
                 atoms_list.append(
                     labelled_atoms(
                         doc.structure, doc.energy, doc.forces, doc.stress, material_id=mid, config_type=self.config_type,
@@ -183,19 +210,23 @@ def _group_by_material(entries: list, material_ids: Sequence[str] | None):
     materials in entry order)`` of the labelling outputs (a None entry is a failed job)."""
     per_material: dict[str, list[ForceDoc]] = {}
     missing: dict[str, int] = {}
+    causes: dict[str, list[str]] = {}
     expected: dict[str, int] = {}
     order: list[str] = []
     for i, entry in enumerate(entries):
         docs = _flatten(entry)
         mid = material_ids[i] if material_ids is not None else None
-        for doc in docs:
-            doc = _as_force_doc(doc)
+        for raw in docs:
+            doc = _as_force_doc(raw)
             key = mid or (doc.material_id if doc is not None else f"entry-{i}")
             if key not in expected:
                 order.append(key)
             expected[key] = expected.get(key, 0) + 1
             if doc is None:
                 missing[key] = missing.get(key, 0) + 1
+                reason = _failure_reason(raw)
+                if reason:
+                    causes.setdefault(key, []).append(reason)
             else:
                 per_material.setdefault(key, []).append(doc)
-    return per_material, missing, expected, order
+    return per_material, missing, expected, order, causes

@@ -56,5 +56,23 @@ class RelaxDoc(BaseModel):
     max_force: float | None = Field(default=None, description="Largest force norm at the end, eV/Å")
     n_steps: int | None = Field(default=None, description="Optimizer steps (ionic steps for VASP)")
     volume_change: float | None = Field(default=None, description="Relative change of the cell volume")
+    warnings: list[str] = Field(default_factory=list, description="What to look at: e.g. a volume change above 3 %")
     engine: EngineInfo = Field(description="Engine that relaxed the structure and its settings")
     dir_name: str | None = Field(default=None, description="Directory of the calculation, when there is one")
+
+
+class FailedCalculation(BaseModel):
+    """A labelling calculation (VASP through atomate2 + custodian) that gave no result, and why.
+
+    Takes the place of the ForceDoc so that the cause (custodian's error and corrections, VASP's
+    own error output, an unconverged SCF) reaches the documents that need the forces (a failed
+    PhononDoc, the TrainingSetDoc's failures) instead of staying in a job log.
+    """
+
+    failed: bool = Field(default=True, description="Always True")
+    material_id: str | None = Field(default=None, description="The material's id in the campaign")
+    perturbation_index: int | None = Field(default=None, description="Index of the structure in its PerturbationDoc")
+    stage: str = Field(default="label", description="Stage of the calculation (label, relax)")
+    reason: str = Field(description="Why it failed: the exception, custodian's errors and VASP's last error lines")
+    custodian_errors: list[str] = Field(default_factory=list, description="Errors custodian's handlers detected")
+    dir_name: str | None = Field(default=None, description="Folder of the calculation (inputs, outputs, logs)")

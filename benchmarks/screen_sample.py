@@ -1,0 +1,314 @@
+#!/usr/bin/env python
+"""Screen phonondb's sample-1000 crystals with one MACE model of the recipe's architecture, the
+ways a user would, and measure it.
+
+Modes (``--mode``):
+
+- ``local``: ``ScreeningMaker`` (the default batched path) run by ``run_campaign`` on the
+  embedded store (what ``phonon-flows run --screen`` does);
+- ``fireworks``: the same flow converted to a FireWorks workflow, submitted to a LaunchPad on the
+  MongoDB wire-protocol test server (mongoeco), run by a ``gpu`` and a ``cpu`` worker process
+  (``python -m phonon_flows.fireworks``), job store MongoStore + GridFS on the same server;
+- ``faults``: ``local`` with 5 % of the inputs bad in the ways the input checks know (unreadable
+  file, overlapping atoms, an element the model does not know) and 2 % of the materials failing at
+  run time (NaN forces from the model, injected by wrapping the engine in this process) plus one
+  run killed half way (the process running the campaign is killed with SIGKILL while a pack is
+  being computed); then ``status`` and a rerun: 0 materials lost or duplicated, every failure
+  named.
+
+The model is a seeded, untrained ``ScaleShiftMACE`` with the recipe's architecture (2
+interactions, correlation 3, hidden irreps 64x0e + 64x1o, r_max 6 Å, float64) for every element of
+the sample: its cost per force call is the recipe model's, its phonons mean NOTHING (no training).
+The supercells are phonondb's own (``DIM`` of each entry: 20 to 306 atoms).
+
+``--n N`` screens a seeded random subset of N materials (the timings extrapolate to all 1,000 by
+the sum over materials of displaced supercells x atoms, from ``index.json``). Writes JSON to
+``--out``. Run ``python benchmarks/screen_sample.py --mode local --n 50``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+DATA = Path(os.environ.get("PHONON_FLOWS_PHONONDB", REPO.parent / "shared" / "data" / "phonondb"))
+RECIPE_IRREPS = "64x0e + 64x1o"
+RECIPE_R_MAX = 6.0
+SEED = 14
+NAN_ELEMENT_MARK = "__nan__"
+
+
+# --------------------------------------------------------------------------------------------
+# inputs
+# --------------------------------------------------------------------------------------------
+def sample_entries(n: int | None, seed: int = SEED, pick: str = "random") -> list[dict[str, Any]]:
+    """index.json rows of sample-1000 (all, or a seeded random subset of ``n``, or with
+    ``pick="cheapest"`` the ``n`` of least force-call cost, for smoke runs), with their path."""
+    index = {row["file"]: row for row in json.loads((DATA / "index.json").read_text())}
+    files = sorted(p.name for p in (DATA / "sample-1000").glob("*.tar.lzma"))
+    rows = [dict(index[f], path=str(DATA / "sample-1000" / f)) for f in files if f in index]
+    if n is not None and n < len(rows) and pick == "cheapest":
+        return sorted(rows, key=cost_proxy)[:n]
+    if n is not None and n < len(rows):
+        rng = np.random.default_rng(seed)
+        rows = [rows[i] for i in sorted(rng.choice(len(rows), size=n, replace=False))]
+    return rows
+
+
+def cost_proxy(row: dict[str, Any]) -> float:
+    """Force-call cost of a material ~ displaced supercells x atoms per supercell."""
+    return float(row["displacements"]) * float(row["atoms_supercell"])
+
+
+def read_inputs(rows: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, list[list[int]]]]:
+    """material id -> primitive cell (pymatgen), material id -> phonondb's supercell (its DIM on the
+    unit cell) written on that primitive cell: the screening works on primitive cells, and the
+    same supercell lattice S L_unit = S' L_prim needs S' = S L_unit L_prim^-1 (integer)."""
+    from phonon_flows.core.phonondb import read_phonondb_entry
+    from phonon_flows.core.phonons import to_structure
+    from phonon_flows.core.structures import primitive_cell
+
+    structures, smats = {}, {}
+    for row in rows:
+        entry = read_phonondb_entry(row["path"])
+        mid = row["mp_id"]
+        unit = to_structure(entry.unitcell)
+        prim = primitive_cell(unit)
+        s = np.asarray(entry.supercell_matrix, dtype=float)
+        sp = s @ unit.lattice.matrix @ np.linalg.inv(prim.lattice.matrix)
+        if np.abs(sp - np.rint(sp)).max() > 1e-4:
+            raise ValueError(f"{mid}: phonondb's supercell is not a supercell of the primitive cell")
+        sp = np.rint(sp).astype(int)
+        assert round(abs(np.linalg.det(sp))) * len(prim) == row["atoms_supercell"], mid
+        structures[mid] = prim
+        smats[mid] = sp.tolist()
+    return structures, smats
+
+
+def sample_elements() -> list[str]:
+    rows = json.loads((DATA / "index.json").read_text())
+    files = {p.name for p in (DATA / "sample-1000").glob("*.tar.lzma")}
+    return sorted({el for r in rows if r["file"] in files for el in r["elements"]})
+
+
+def recipe_model(path: Path) -> Path:
+    """The seeded model with the recipe's architecture for all elements of sample-1000."""
+    from make_model import build_model
+
+    path = Path(path)
+    if not path.is_file():
+        import torch
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        model = build_model(elements=sample_elements(), r_max=RECIPE_R_MAX, hidden_irreps=RECIPE_IRREPS)
+        tmp = path.with_suffix(".tmp")
+        torch.save(model, tmp)
+        tmp.replace(path)
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# measurements
+# --------------------------------------------------------------------------------------------
+def store_footprint(store: Any, n_materials: int) -> dict[str, Any]:
+    """Documents and BSON bytes in the job store's docs store and data store (MongoStore: its
+    collection; GridFS: files + chunks), total and per material."""
+    import bson
+
+    out: dict[str, Any] = {}
+    docs = list(store.docs_store.query())
+    out["docs_documents"] = len(docs)
+    out["docs_bytes"] = int(sum(len(bson.encode(d)) for d in docs))
+    data = store.additional_stores["data"]
+    kind = type(data).__name__
+    if kind == "GridFSStore":
+        files, chunks = data._files_collection, data._chunks_collection
+        out["data_documents"] = files.count_documents({})
+        out["data_chunks"] = chunks.count_documents({})
+        out["data_bytes"] = int(sum(f.get("length", 0) for f in files.find({}, {"length": 1})))
+    else:
+        blobs = list(data.query())
+        out["data_documents"] = len(blobs)
+        out["data_bytes"] = int(sum(len(bson.encode(d)) for d in blobs))
+    out["data_store"] = kind
+    out["docs_store"] = type(store.docs_store).__name__
+    n = max(1, n_materials)
+    for k in ("docs_documents", "docs_bytes", "data_documents", "data_bytes"):
+        if out.get(k) is not None:
+            out[f"{k}_per_material"] = out[k] / n
+    return out
+
+
+def peak_rss_mb() -> dict[str, float]:
+    self_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    child_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return {"this_process_mb": self_mb, "largest_child_mb": child_mb}
+
+
+def extrapolate(rows: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
+    all_rows = sample_entries(None)
+    done, total = sum(cost_proxy(r) for r in rows), sum(cost_proxy(r) for r in all_rows)
+    return {"proxy": "sum over materials of displaced supercells x supercell atoms (index.json)",
+            "proxy_subset": done, "proxy_all_1000": total,
+            "estimated_seconds_all_1000": seconds * total / done if done else None,
+            "estimated_hours_all_1000": seconds * total / done / 3600 if done else None}
+
+
+def batch_timings(store: Any) -> dict[str, float]:
+    from phonon_flows.schemas.batch import PHONON_BATCH_KIND
+
+    out: dict[str, float] = {}
+    for d in store.docs_store.query({"output.kind": PHONON_BATCH_KIND}, properties=["output.timings"]):
+        for k, v in (d.get("output", {}).get("timings") or {}).items():
+            out[k] = out.get(k, 0.0) + float(v)
+    if out.get("total_s"):
+        out["forces_share_of_batch_jobs"] = out.get("forces_s", 0.0) / out["total_s"]
+    return out
+
+
+def machine() -> dict[str, Any]:
+    import torch
+
+    return {"platform": platform.platform(), "python": platform.python_version(),
+            "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "loadavg": list(os.getloadavg()), "nice": os.nice(0)}
+
+
+# --------------------------------------------------------------------------------------------
+# runs
+# --------------------------------------------------------------------------------------------
+def screening_maker(name: str, model_path: Path, args) -> Any:
+    from make_model import sha256
+
+    from phonon_flows.flows import ScreeningMaker
+
+    return ScreeningMaker(
+        name=name, model=sha256(model_path), model_elements=sample_elements(), relax=False,
+        batch_size=args.batch_size,
+        engine_kwargs={"model_path": str(model_path), "device": "cpu", "default_dtype": args.dtype},
+    )
+
+
+def run_local(args, rows, model_path: Path, root: Path) -> dict[str, Any]:
+    from phonon_flows.results import PhononResults
+    from phonon_flows.runner import campaign_status, run_campaign
+    from phonon_flows.store import get_store
+
+    t0 = time.perf_counter()
+    structures, smats = read_inputs(rows)
+    t_read = time.perf_counter() - t0
+    store = get_store(store_dir=root / "store")
+    t0 = time.perf_counter()
+    flow = screening_maker(args.name, model_path, args).make(structures, supercell_matrices=smats)
+    t_build = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    summary = run_campaign(flow, store, progress=not args.no_progress, work_dir=root / "runs")
+    t_run = time.perf_counter() - t0
+    store.connect()
+    res = PhononResults(store)
+    t0 = time.perf_counter()
+    frame = res.to_dataframe(campaign=args.name, failed=None)
+    t_df = time.perf_counter() - t0
+    (status,) = campaign_status(store, args.name)
+    n = len(rows)
+    return {
+        "read_inputs_s": t_read, "build_flow_s": t_build, "run_s": t_run,
+        "jobs": len(flow.jobs), "jobs_per_material": len(flow.jobs) / n,
+        "materials_per_minute": 60 * n / (t_read + t_build + t_run),
+        "phonon_docs": int(len(frame)), "failed_docs": int(frame["failed"].sum()) if len(frame) else 0,
+        "stable": int(frame["dynamically_stable"].fillna(False).sum()) if len(frame) else 0,
+        "to_dataframe_s": t_df, "status_counts": status.counts, "status_by_stage": status.by_stage,
+        "failures": status.failures, "runner_counts": summary.counts,
+        "store": store_footprint(store, n), "batch_timings_s": batch_timings(store),
+        "peak_rss": peak_rss_mb(), "extrapolation": extrapolate(rows, t_read + t_build + t_run),
+    }
+
+
+def main(argv=None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--mode", choices=("local", "fireworks", "faults"), default="local")
+    p.add_argument("--n", type=int, default=50, help="materials (a seeded random subset; 1000 = all)")
+    p.add_argument("--pick", choices=("random", "cheapest"), default="random",
+                   help="which materials: a seeded random subset (default) or the cheapest (smoke runs)")
+    p.add_argument("--batch-size", type=int, default=32, help="materials per phonon job")
+    p.add_argument("--dtype", default="float64", choices=("float64", "float32"))
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--name", default=None, help="campaign name (default sample-<mode>-<n>)")
+    p.add_argument("--work", default=None, help="work folder (default: a temporary one)")
+    p.add_argument("--model", default=str(REPO / "bench_output" / "recipe_seeded_mace.model"))
+    p.add_argument("--out", default=None, help="JSON (default benchmarks/results/screen_<mode>_<n>.json)")
+    p.add_argument("--worker-timeout", type=float, default=3 * 3600, help="FireWorks workers stop after this (s)")
+    p.add_argument("--bad-share", type=float, default=0.05, help="faults: share of bad inputs")
+    p.add_argument("--nan-share", type=float, default=0.02, help="faults: share of materials with NaN forces")
+    p.add_argument("--kill-after-docs", type=int, default=3,
+                   help="faults: kill the first run once this many PhononDocs are stored")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    args.name = args.name or f"sample-{args.mode}-{args.n}"
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    rows = sample_entries(args.n, pick=args.pick)
+    root = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix=f"screen_{args.mode}_"))
+    root.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    model_path = recipe_model(Path(args.model))
+    model_s = time.perf_counter() - t0
+    n_params = int(sum(p.numel() for p in torch.load(str(model_path), weights_only=False).parameters()))
+    print(f"screening {len(rows)} phonondb materials ({args.mode}), model {model_path.name} "
+          f"({n_params} parameters, seeded: phonons meaningless), work folder {root}", flush=True)
+    t0 = time.perf_counter()
+    if args.mode == "local":
+        result = run_local(args, rows, model_path, root)
+    elif args.mode == "fireworks":
+        from screen_sample_fireworks import run_fireworks
+
+        result = run_fireworks(args, rows, model_path, root)
+    else:
+        from screen_sample_faults import run_faults
+
+        result = run_faults(args, rows, model_path, root)
+    wall = time.perf_counter() - t0
+    report = {
+        "benchmark": "screen_sample", "mode": args.mode,
+        "command": "python benchmarks/screen_sample.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "n_materials": len(rows), "campaign": args.name,
+        "materials": [r["mp_id"] for r in rows],
+        "supercell_atoms": {"min": min(r["atoms_supercell"] for r in rows),
+                            "max": max(r["atoms_supercell"] for r in rows),
+                            "mean": float(np.mean([r["atoms_supercell"] for r in rows]))},
+        "phonondb_displacements": int(sum(r["displacements"] for r in rows)),
+        "model": {"file": model_path.name, "parameters": n_params, "hidden_irreps": RECIPE_IRREPS,
+                  "r_max_A": RECIPE_R_MAX, "num_interactions": 2, "correlation": 3, "dtype": args.dtype,
+                  "elements": len(sample_elements()), "trained": False, "build_s": model_s,
+                  "note": "seeded weights: the phonons computed with it mean nothing; the timings are the recipe "
+                          "model's"},
+        "wall_s": wall, "materials_per_minute_end_to_end": 60 * len(rows) / wall,
+        "machine": machine(), "result": result,
+    }
+    out = Path(args.out) if args.out else HERE / "results" / f"screen_{args.mode}_{len(rows)}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2, default=str))
+    print(json.dumps({k: report[k] for k in ("mode", "n_materials", "wall_s", "materials_per_minute_end_to_end")}))
+    print(f"written {out}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

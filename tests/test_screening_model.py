@@ -1,0 +1,82 @@
+"""A user's own MACE model file, screened the way the README says: `phonon-flows model add FILE`,
+`model list` / `model show`, `run FILES --screen --model FILE` (phonons on the structures as given:
+no relaxation by default; a cell relaxation with a forces-only model is refused with the reason),
+and the same screening made from Python has the same jobs (keys without device settings)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from ase.build import bulk
+from typer.testing import CliRunner
+
+from phonon_flows.cli import app
+from phonon_flows.flows import ScreeningMaker, TrainingCampaignMaker
+from phonon_flows.results import PhononResults
+from phonon_flows.store import get_store
+from test_fireworks_failures import write_cifs
+
+
+def _invoke(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.mark.slow
+def test_user_model_file_screened_as_given(tiny_mace_model, tmp_path, monkeypatch):
+    monkeypatch.setenv("PHONON_FLOWS_MODEL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("JOBFLOW_CONFIG_FILE", raising=False)
+    monkeypatch.chdir(tmp_path)
+    store_dir = tmp_path / "store"
+    model = tmp_path / "my.model"
+    model.write_bytes(tiny_mace_model.path.read_bytes())
+    sha = tiny_mace_model.sha256
+
+    added = _invoke("model", "add", model, "--store-dir", store_dir)
+    assert added.exit_code == 0 and sha in added.stdout and str(store_dir) in added.stdout, added.output
+    listed = json.loads(_invoke("model", "list", "--store-dir", store_dir, "--json").stdout)
+    assert [(m["model_sha256"], m["elements"]) for m in listed] == [(sha, ["Al", "Cu"])]
+    shown = _invoke("model", "show", sha[:8], "--store-dir", store_dir)
+    assert json.loads(shown.stdout)["model_sha256"] == sha
+
+    a = 3.70  # not the model's equilibrium: a relaxation would move it
+    cif = write_cifs(tmp_path / "structures", {"Cu-fcc": bulk("Cu", "fcc", a=a)})
+    common = ["--name", "mine", "--min-atoms", 8, "--max-atoms", 40, "--store-dir", store_dir, "--no-progress"]
+    refused = _invoke("run", *cif, "--screen", "--model", model, "--screen-relax", "cell", *common)
+    assert refused.exit_code == 1 and "stress means nothing" in refused.stderr, refused.output
+    res = _invoke("run", *cif, "--screen", "--model", model, "--device", "cpu", *common)
+    assert res.exit_code == 0, res.output
+
+    store = get_store(store_dir=store_dir)
+    (doc,) = PhononResults(store).find(campaign="mine")
+    assert doc["engine"]["model_sha256"] == sha and not doc["failed"]
+    st = json.loads(_invoke("status", "mine", "--store-dir", store_dir, "--json").stdout)["campaigns"][0]
+    assert "relax" not in st["by_stage"]  # no relaxation: phonons on the structure as given
+    volume = doc["structure"]["lattice"]["volume"] / len(doc["structure"]["sites"])
+    assert volume == pytest.approx(a**3 / 4, rel=1e-6)
+
+    # the same screening from Python (a model file too): the same jobs, so nothing is redone
+    flow = ScreeningMaker(name="mine", model=str(model), store=store, min_atoms=8, max_atoms=40).make(cif)
+    assert sorted(j.uuid for j in flow.jobs[0].function_args[0].jobs) == sorted(
+        j["uuid"] for j in _campaign_jobs(store, "mine"))
+    store.close()
+
+
+def _campaign_jobs(store, name):
+    store.connect()
+    doc = store.query_one({"output.kind": "phonon_flows.campaign", "output.campaign": name}, properties=["output"])
+    return doc["output"]["jobs"]
+
+
+def test_training_campaign_keys_do_not_depend_on_the_device(tmp_path):
+    """`phonon-flows run` passes --device to every MACE job; Python usually does not: same keys."""
+    from phonon_flows.cli import _campaign_flow
+
+    cif = write_cifs(tmp_path, {"Cu-fcc": bulk("Cu", "fcc", a=3.6), "Cu-hcp": bulk("Cu", "hcp", a=2.56, c=4.18)})
+    flow, _ = _campaign_flow(cif, "same", ["Cu-fcc"], "emt", "small", None, 6, 8, 40, True, None, "cpu", False,
+                             None, None)
+    py = TrainingCampaignMaker(name="same", engine="emt", preset="small", min_atoms=8, max_atoms=40).make(
+        cif, holdout=["Cu-fcc"])
+    uuids = lambda f: sorted(j.uuid for j in f.jobs[0].function_args[0].jobs)  # noqa: E731
+    assert uuids(flow) == uuids(py)
