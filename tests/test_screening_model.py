@@ -56,6 +56,12 @@ def test_user_model_file_screened_as_given(tiny_mace_model, tmp_path, monkeypatc
     volume = doc["structure"]["lattice"]["volume"] / len(doc["structure"]["sites"])
     assert volume == pytest.approx(a**3 / 4, rel=1e-6)
 
+    # a query mixing the MACE row with an imported (no model) row labels each engine plainly
+    si = Path(__file__).resolve().parent / "data" / "dft-phonons" / "Si"
+    assert _invoke("import", si, "--store-dir", store_dir).exit_code == 0
+    table = _invoke("query", "--store-dir", store_dir).stdout
+    assert f"mace [{sha[:8]}]" in table and "phonopy-import" in table and "nan" not in table
+
     # the same screening from Python (a model file too): the same jobs, so nothing is redone
     flow = ScreeningMaker(name="mine", model=str(model), store=store, min_atoms=8, max_atoms=40).make(cif)
     assert sorted(j.uuid for j in flow.jobs[0].function_args[0].jobs) == sorted(

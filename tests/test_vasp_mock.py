@@ -281,3 +281,48 @@ def test_born_charges_by_dfpt_reach_the_vasp_reference_phonons(mock_vasp, shared
     assert np.abs(np.sum(doc.nac.born, axis=0)).max() < 1e-9  # neutral
     ph.nac_params = {"born": borns, "dielectric": eps, "factor": get_calculator_physical_units("vasp").nac_factor}
     _assert_equals_phonopy(doc, ph)
+
+
+def _custodian_run(monkeypatch, shared_data, tmp_path, vasprun_file):
+    """Si phonons where the real atomate2 run_vasp starts custodian, which runs tests/fake_vasp.py as
+    the VASP executable (recorded outputs copied in); input sets write POTCAR.spec, as in
+    atomate2's mock."""
+    import sys
+    from pathlib import Path
+
+    from atomate2.vasp.sets.base import VaspInputGenerator
+    from pymatgen.io.vasp import Vasprun
+    from pymatgen.io.vasp.sets import VaspInputSet
+
+    from _vasp_mock import oszicar_text
+
+    get_input_set = VaspInputGenerator.get_input_set
+    monkeypatch.setattr(VaspInputSet, "get_input_set",
+                        lambda self, *a, **k: get_input_set(self, *a, **{**k, "potcar_spec": True}))
+    monkeypatch.setattr(VaspInputSet, "nelect", lambda *a, **k: 8)
+    folder = shared_data.joinpath(*DFT, "Si")
+    ph = phonopy_load(folder, tmp_path)
+    ref = reference_folder(tmp_path / "refs", "Si", vasprun_file, get_pmg_structure(ph.supercells_with_displacements[0]),
+                           INCAR_STATIC, POTCARS["Si"])
+    vr = Vasprun(str(vasprun_file), parse_dos=False, parse_eigen=False, parse_potcar_file=False)
+    (ref / "outputs" / "OSZICAR").write_text(oszicar_text(vr))
+    monkeypatch.setenv("FAKE_VASP_OUTPUTS", str(ref / "outputs"))
+    fake = f"{sys.executable} {Path(__file__).resolve().parent / 'fake_vasp.py'}"
+    force_maker = VaspForceMaker.with_settings(run_vasp_kwargs={
+        "vasp_cmd": fake, "max_errors": 2, "custodian_kwargs": {"polling_time_step": 0.2, "monitor_freq": 1}})
+    flow = PhononMaker(force_maker=force_maker).make(get_pmg_structure(ph.unitcell), material_id="Si",
+                                                     supercell_matrix=ph.supercell_matrix)
+    return ph, _output(_run(flow, tmp_path), flow.output.uuid, PhononDoc)
+
+
+def test_custodian_success_path(monkeypatch, shared_data, tmp_path):
+    ph, doc = _custodian_run(monkeypatch, shared_data, tmp_path, shared_data.joinpath(*DFT, "Si", "vasprun.xml"))
+    _assert_equals_phonopy(doc, ph)
+
+
+def test_custodian_gives_up_on_an_unconverged_scf_and_the_doc_names_why(monkeypatch, shared_data, tmp_path):
+    bad = _unconverged_vasprun(shared_data.joinpath(*DFT, "Si", "vasprun.xml"), tmp_path / "vasprun-unconverged.xml")
+    _, doc = _custodian_run(monkeypatch, shared_data, tmp_path, bad)
+    text = " ".join(doc.errors)
+    assert doc.failed and "forces are missing for displaced supercell(s) [1] of 1" in text
+    assert "custodian found:" in text, text
