@@ -7,6 +7,7 @@ the user unless ``PHONON_FLOWS_DEBUG=1``.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import sys
 from pathlib import Path
@@ -38,13 +39,14 @@ from phonon_flows.fireworks import (
 from phonon_flows.fireworks import submit as fw_submit
 from phonon_flows.engines.mace import add_model_file, is_model_file, stored_models
 from phonon_flows.flows import ScreeningMaker, TrainingCampaignMaker
+from phonon_flows.flows.keys import key_uuid, settings_payload
 from phonon_flows.flows.screening import SCREEN_RELAX
 from phonon_flows.makers.phonondb import import_phonondb_entries
 from phonon_flows.makers.phonons import import_phonopy_doc, phonon_settings, store_phonon_doc
 from phonon_flows.report.campaign import load_benchmark, write_campaign_report
 from phonon_flows.report.figures import render_paper_metrics
 from phonon_flows.core.polymorphs import temperature_label
-from phonon_flows.results import PhononResults
+from phonon_flows.results import PhononResults, sort_fields
 from phonon_flows.runner import campaign_status, load_saved_flow, run_campaign
 from phonon_flows.settings import get_settings
 from phonon_flows.store import get_store
@@ -141,6 +143,7 @@ def import_(
     fc_method: str = typer.Option(None, help="finite-difference or symfc (default: by dataset type)"),
     store_dir: str = typer.Option(None, help="Embedded store directory (default: settings' store_dir)"),
     mongo_uri: str = typer.Option(None, help="MongoDB URI (documents in MongoDB, large data in GridFS)"),
+    database: str = typer.Option(None, help="Database name (default: settings' database)"),
     no_store: bool = typer.Option(False, "--no-store", help="Do not store the document, only print it"),
 ) -> None:
     """Import a phonopy calculation folder as a reference PhononDoc and print its summary.
@@ -149,15 +152,14 @@ def import_(
     named and skipped, and a rerun reuses the entries the store already holds (exit code 2 when
     some failed)."""
     import contextlib
-    import json
 
     temps = _parse_temperatures(temperatures)
     if Path(directory).is_dir() and not is_phonondb_entry(directory) and list_phonondb_entries(directory):
         settings = phonon_settings(
             temperatures=temps, mesh_length=mesh_length, cutoff_frequency=cutoff, stability_tolerance=tolerance
         )
-        _import_phonondb_folder(directory, settings, as_json, None if no_store else get_store(
-            mongo_uri=mongo_uri, store_dir=store_dir))
+        _import_phonondb_folder(directory, settings, as_json, None if no_store else _store_from(
+            store_dir, mongo_uri, database))
         return
     with contextlib.redirect_stdout(sys.stderr):  # nothing but the summary on stdout
         settings = phonon_settings(
@@ -166,13 +168,10 @@ def import_(
         doc = import_phonopy_doc(directory, settings=settings, material_id=material_id, fc_method=fc_method)
         uuid = None
         if not no_store:
-            from jobflow import run_locally
-
-            store = get_store(mongo_uri=mongo_uri, store_dir=store_dir)
-            job = store_phonon_doc(doc)
-            job.name = f"phonopy import {doc.material_id}"
-            run_locally(job, store=store, log=False, ensure_success=True)
-            uuid = job.uuid
+            store = _store_from(store_dir, mongo_uri, database)
+            uuid, reused = _store_imported(doc, store)
+            where = _store_name(store)
+            typer.echo(f"{'already in' if reused else 'stored in'} {where} as job {uuid}", err=True)
     if as_json:
         typer.echo(json.dumps(import_summary(doc)))
         return
@@ -201,8 +200,24 @@ def import_(
     console.print(table)
     for err in doc.errors:
         console.print(f"[yellow]warning:[/yellow] {escape(str(err))}")
-    if uuid:
-        console.print(f"stored as job {uuid}")
+
+
+def _store_imported(doc, store) -> tuple[str, bool]:
+    """Store an imported PhononDoc under a uuid derived from its content; (uuid, reused): the
+    same import twice reuses the first document instead of writing a second one."""
+    import hashlib
+
+    payload = settings_payload(doc)
+    text = json.dumps(payload, sort_keys=True, default=str)
+    uuid = key_uuid("phonopy-import/" + hashlib.sha256(text.encode()).hexdigest())
+    store.connect()
+    if store.query_one({"uuid": uuid}, properties=["uuid"]) is not None:
+        return uuid, True
+    job = store_phonon_doc(doc)
+    job.name = f"phonopy import {doc.material_id}"
+    job.set_uuid(uuid)
+    job.run(store=store)
+    return uuid, False
 
 
 def _import_phonondb_folder(directory: str, settings: dict, as_json: bool, store) -> None:
@@ -371,8 +386,8 @@ def demo(
     enthalpies: str = typer.Option(None, help="JSON file of DFT enthalpies (mp id -> eV/atom) for polymorph transitions"),
     dft_training: str = typer.Option("perturbed", help="DFT training data: perturbed, finite-displacement or both"),
 ) -> None:
-    """Run the demo campaign. By default on real DFT: 55 binaries of phonondb (VASP, PBEsol) shipped
-    with the package; 35 train a small MACE on 6 perturbed supercells each labelled with harmonic
+    """Run the demo campaign. By default on real DFT: 45 binaries of phonondb (VASP, PBEsol) shipped
+    with the package; 25 train a small MACE on 6 perturbed supercells each labelled with harmonic
     DFT, 14 polymorphs of trained compositions and 6 materials of unseen compositions are held out
     and benchmarked against DFT. ``--reference chgnet``: the older demo below.
 
@@ -717,9 +732,35 @@ def rerun(
              f"{campaign}`)", code=EXIT_MATERIALS_FAILED)
 
 
+def _check_sort(sort: str | None) -> None:
+    """An unknown --sort field is an error (MongoDB would sort by a missing field: no order)."""
+    if not sort:
+        return
+    for item in str(sort).split(","):
+        name = item.strip().lstrip("+-")
+        if name not in sort_fields():
+            raise typer.BadParameter(f"--sort {name!r} is not a field; choose one of {', '.join(sort_fields())} "
+                                     "('-' in front for descending)")
+
+
+def _computed_temperatures(results, filters: dict) -> list[str]:
+    """Temperature labels (K) of the thermal properties of the documents the filters select
+    (thermal ranges left out), sorted by value."""
+    base = {k: v for k, v in filters.items() if k not in ("A_vib", "C_v", "S_vib")}
+    labels: set[str] = set()
+    for d in results._connect().docs_store.query(results.criteria(**base), properties=["output.thermal"]):
+        labels |= {temperature_label(k) for k in ((d.get("output") or {}).get("thermal") or {})}
+    return sorted(labels, key=float)
+
+
 def _print_results(store, filters: dict, temperature: float, as_json: bool, as_csv: bool, limit: int = 0,
                    sort: str | None = None) -> int:
     results = PhononResults(store)
+    _check_sort(sort)
+    computed = _computed_temperatures(results, filters)
+    if computed and temperature_label(temperature) not in computed:
+        raise InputError(f"no thermal properties at {temperature_label(temperature)} K in these results: "
+                         f"computed at {', '.join(computed)} K (choose one with -T)")
     df = results.to_dataframe(temperatures=[temperature], sort=sort, limit=limit, temperature=temperature, **filters)
     if as_json:
         typer.echo(df.to_json(orient="records"))
@@ -742,7 +783,7 @@ def _print_results(store, filters: dict, temperature: float, as_json: bool, as_c
         cells = []
         for key, _ in cols:
             v = row.get(key)
-            if key == "engine" and row.get("model_sha256"):
+            if key == "engine" and isinstance(row.get("model_sha256"), str):
                 v = f"{v} [{str(row['model_sha256'])[:8]}]"
             cells.append("—" if v is None or (isinstance(v, float) and v != v) else (f"{v:.3f}" if isinstance(v, float) else str(v)))
         table.add_row(*(escape(c) for c in cells))  # "mace [a0b78a03]" is not rich markup
@@ -791,7 +832,7 @@ def query(
     for key, lo, hi in (("A_vib", min_a, max_a), ("C_v", min_cv, max_cv), ("S_vib", min_s, max_s)):
         if lo is not None or hi is not None:
             filters[key] = (lo, hi)
-    store = _store_from(store_dir, mongo_uri, database)
+    store = _store_from(store_dir, mongo_uri, database, existing=True)
     _print_results(store, filters, temperature, as_json, as_csv, limit=limit, sort=sort)
 
 
@@ -805,7 +846,7 @@ def report(
     database: str = typer.Option(None, help="Database name of the job store"),
 ) -> None:
     """Write the figures and summary tables of a training campaign into a folder."""
-    store = _store_from(store_dir, mongo_uri, database)
+    store = _store_from(store_dir, mongo_uri, database, existing=True)
     rep = write_campaign_report(store, campaign, out or f"report_{campaign}")
     if rep.metrics_text:
         typer.echo(rep.metrics_text)

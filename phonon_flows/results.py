@@ -14,7 +14,7 @@ from pymatgen.core import Composition, Element
 
 from phonon_flows.core.polymorphs import temperature_key, temperature_label, temperature_value
 from phonon_flows.errors import InputError, PhononFlowsError
-from phonon_flows.schemas.phonon import PhononBandStructure
+from phonon_flows.schemas.phonon import PhononBandStructure, PhononDoc
 from phonon_flows.store import METADATA_KEY, get_store, metadata_criteria
 
 
@@ -53,6 +53,16 @@ INDEXED_FIELDS = (
 )
 
 Range = tuple[float | None, float | None]
+
+
+def sort_fields() -> list[str]:
+    """Names :meth:`PhononResults.find` sorts by: the thermal fields (at the query's temperature),
+    the aliases and the PhononDoc's top-level scalar fields (a dotted path also works)."""
+    plain = [n for n, f in PhononDoc.model_fields.items()
+             if str(f.annotation).replace("typing.", "").split("|")[0].strip() in ("float", "int", "str", "bool",
+                                                                                    "<class 'float'>", "<class 'int'>",
+                                                                                    "<class 'str'>", "<class 'bool'>")]
+    return sorted(set(THERMAL_FIELDS) | set(_ALIASES) | set(plain))
 
 
 def _as_list(value: Any) -> list:

@@ -249,13 +249,14 @@ def one_line(exc: BaseException) -> str:
 
 
 def soft_failure(output: Any) -> str | None:
-    """The reason when a job returned a document that says it failed (PhononDoc, TrainingDoc)."""
+    """The reason when a job returned a document that says it failed (PhononDoc, TrainingDoc,
+    FailedCalculation)."""
     failed = output.get("failed") if isinstance(output, dict) else getattr(output, "failed", None)
     if failed is not True:
         return None
     get = output.get if isinstance(output, dict) else (lambda k, d=None: getattr(output, k, d))
     errors = get("errors") or []
-    reason = get("error") or "; ".join(str(e) for e in errors)
+    reason = get("error") or get("reason") or "; ".join(str(e) for e in errors)
     return " ".join(str(reason or "the document says it failed").split())
 
 
@@ -679,7 +680,7 @@ def campaign_status(
         for chunk in _chunks(uuids):
             for d in store.docs_store.query(
                 {"uuid": {"$in": chunk}, "output.failed": True},
-                properties=["uuid", "index", "output.errors", "output.error", "output.material_id"],
+                properties=["uuid", "index", "output.errors", "output.error", "output.reason", "output.material_id"],
             ):
                 soft[d["uuid"]] = soft_failure({**d.get("output", {}), "failed": True}) or "failed"
         records = {r["job_uuid"]: r for r in failure_records(store, uuids)}

@@ -95,3 +95,15 @@ def vasprun_with_epsilon(src: Path, dst: Path, epsilon) -> Path:
     i = text.rindex("</calculation>")
     dst.write_text(text[:i] + block + text[i:])
     return dst
+
+
+def oszicar_text(vasprun) -> str:
+    """An OSZICAR with the SCF steps and final energy of a parsed vasprun.xml (custodian reads it)."""
+    lines = ["       N       E                     dE             d eps       ncg     rms          rms(c)"]
+    steps = vasprun.ionic_steps[-1]["electronic_steps"]
+    for i, st in enumerate(steps):
+        e = st.get("e_fr_energy", vasprun.final_energy)
+        lines.append(f"DAV: {i + 1:3d}    {e: .12E}   {0.0: .5E}   {0.0: .5E}  1000   0.100E+00")
+    e = vasprun.final_energy
+    lines.append(f"   1 F= {e: .8E} E0= {e: .8E}  d E = {e: .6E}")
+    return "\n".join(lines) + "\n"

@@ -74,7 +74,7 @@ def test_get_store_settings_from_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("PHONON_FLOWS_STORE_DIR", str(tmp_path / "from_env"))
     monkeypatch.delenv("PHONON_FLOWS_MONGO_URI", raising=False)
     store = get_store()
-    assert type(store.docs_store).__name__ == "MontyStore"
+    assert type(store.docs_store).__name__ == "SafeMontyStore"  # maggma MontyStore, safe to open from processes
     assert (tmp_path / "from_env").is_dir()
     monkeypatch.setenv("PHONON_FLOWS_MONGO_URI", "mongodb://127.0.0.1:1/?directConnection=true")
     monkeypatch.setenv("PHONON_FLOWS_DATABASE", "envdb")

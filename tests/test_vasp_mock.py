@@ -176,7 +176,7 @@ def test_displacement_count_mismatch_gives_a_failed_doc_not_an_index_error(share
     assert doc.failed and "4 displaced supercells but 1 force calculations" in doc.errors[0]
 
 
-def test_campaign_vasp_options_reach_every_vasp_maker():
+def test_campaign_vasp_options_reach_every_vasp_maker(tmp_path, monkeypatch):
     from phonon_flows.errors import InputError
     from phonon_flows.flows import TrainingCampaignMaker
     from phonon_flows.flows.training_data import TrainingDataMaker
@@ -187,6 +187,15 @@ def test_campaign_vasp_options_reach_every_vasp_maker():
     static = camp.force_maker().static_maker.input_set_generator
     relax = camp.relax_maker()
     assert static.user_incar_settings == {"ENCUT": 600} and static.incar_updates["EDIFF"] == 1e-8  # recipe kept
+    # the INCAR atomate2 writes for the campaign's single points
+    from atomate2.vasp.files import write_vasp_input_set
+    from pymatgen.io.vasp import Incar
+
+    monkeypatch.chdir(tmp_path)
+    si = get_pmg_structure(phonopy_load_si_unitcell())
+    write_vasp_input_set(si, static, directory=tmp_path, potcar_spec=True)
+    incar = Incar.from_file(tmp_path / "INCAR")
+    assert incar["ENCUT"] == 600 and incar["EDIFF"] == pytest.approx(1e-8) and incar["KSPACING"] == 0.15
     assert relax.n_relaxations == 1
     assert relax.relax_maker.input_set_generator.user_incar_settings == {"ENCUT": 600, "PSTRESS": 5}
     custom = RecipeStaticMaker(name="my static", run_vasp_kwargs={"vasp_cmd": "srun vasp_std"})
@@ -201,6 +210,13 @@ def test_campaign_vasp_options_reach_every_vasp_maker():
         TrainingCampaignMaker(engine="vasp", engine_kwargs={"encut": 600}).force_maker()
     with pytest.raises(InputError, match="bogus"):
         TrainingCampaignMaker(engine="vasp", relax_kwargs={"bogus": 1}).relax_maker()
+
+
+def phonopy_load_si_unitcell():
+    """Si's unit cell as phonopy reads it from the test data (POSCAR-unitcell)."""
+    from phonopy.interface.calculator import read_crystal_structure
+
+    return read_crystal_structure(str(DATA / "dft-phonons" / "Si" / "POSCAR-unitcell"), interface_mode="vasp")[0]
 
 
 def _unconverged_vasprun(src, dst):
@@ -281,3 +297,80 @@ def test_born_charges_by_dfpt_reach_the_vasp_reference_phonons(mock_vasp, shared
     assert np.abs(np.sum(doc.nac.born, axis=0)).max() < 1e-9  # neutral
     ph.nac_params = {"born": borns, "dielectric": eps, "factor": get_calculator_physical_units("vasp").nac_factor}
     _assert_equals_phonopy(doc, ph)
+
+
+def _custodian_run(monkeypatch, shared_data, tmp_path, vasprun_file):
+    """Si phonons where the real atomate2 run_vasp starts custodian, which runs tests/fake_vasp.py as
+    the VASP executable (recorded outputs copied in); input sets write POTCAR.spec, as in
+    atomate2's mock."""
+    import sys
+    from pathlib import Path
+
+    from atomate2.vasp.sets.base import VaspInputGenerator
+    from pymatgen.io.vasp import Vasprun
+    from pymatgen.io.vasp.sets import VaspInputSet
+
+    from _vasp_mock import oszicar_text
+
+    get_input_set = VaspInputGenerator.get_input_set
+    monkeypatch.setattr(VaspInputSet, "get_input_set",
+                        lambda self, *a, **k: get_input_set(self, *a, **{**k, "potcar_spec": True}))
+    monkeypatch.setattr(VaspInputSet, "nelect", lambda *a, **k: 8)
+    folder = shared_data.joinpath(*DFT, "Si")
+    ph = phonopy_load(folder, tmp_path)
+    ref = reference_folder(tmp_path / "refs", "Si", vasprun_file, get_pmg_structure(ph.supercells_with_displacements[0]),
+                           INCAR_STATIC, POTCARS["Si"])
+    vr = Vasprun(str(vasprun_file), parse_dos=False, parse_eigen=False, parse_potcar_file=False)
+    (ref / "outputs" / "OSZICAR").write_text(oszicar_text(vr))
+    monkeypatch.setenv("FAKE_VASP_OUTPUTS", str(ref / "outputs"))
+    fake = f"{sys.executable} {Path(__file__).resolve().parent / 'fake_vasp.py'}"
+    force_maker = VaspForceMaker.with_settings(run_vasp_kwargs={
+        "vasp_cmd": fake, "max_errors": 2, "custodian_kwargs": {"polling_time_step": 0.2, "monitor_freq": 1}})
+    flow = PhononMaker(force_maker=force_maker).make(get_pmg_structure(ph.unitcell), material_id="Si",
+                                                     supercell_matrix=ph.supercell_matrix)
+    return ph, _output(_run(flow, tmp_path), flow.output.uuid, PhononDoc)
+
+
+def test_custodian_success_path(monkeypatch, shared_data, tmp_path):
+    ph, doc = _custodian_run(monkeypatch, shared_data, tmp_path, shared_data.joinpath(*DFT, "Si", "vasprun.xml"))
+    _assert_equals_phonopy(doc, ph)
+
+
+def test_custodian_gives_up_on_an_unconverged_scf_and_the_doc_names_why(monkeypatch, shared_data, tmp_path):
+    bad = _unconverged_vasprun(shared_data.joinpath(*DFT, "Si", "vasprun.xml"), tmp_path / "vasprun-unconverged.xml")
+    _, doc = _custodian_run(monkeypatch, shared_data, tmp_path, bad)
+    text = " ".join(doc.errors)
+    assert doc.failed and "forces are missing for displaced supercell(s) [1] of 1" in text
+    assert "custodian found:" in text, text
+
+
+def test_training_data_with_vasp_gives_the_extxyz(mock_vasp, shared_data, tmp_path):
+    """TrainingDataMaker.with_vasp: perturbed supercells -> one atomate2 static each -> the training
+    set's extxyz with VASP's energies and forces (the recorded outputs stand in for the runs, so
+    POSCAR, randomly perturbed, is not compared)."""
+    from ase.io import read
+    from pymatgen.io.vasp import Vasprun
+
+    from phonon_flows.flows.training_data import TrainingDataMaker
+    from phonon_flows.makers.perturb import PerturbationMaker
+    from phonon_flows.schemas.training_set import TrainingSetDoc
+
+    vasprun = shared_data.joinpath(*DFT, "Si", "vasprun.xml")
+    vr = Vasprun(str(vasprun), parse_dos=False, parse_eigen=False, parse_potcar_file=False)
+    ph = phonopy_load(shared_data.joinpath(*DFT, "Si"), tmp_path)
+    reference_folder(tmp_path / "refs", "Si", vasprun, vr.final_structure, INCAR_STATIC, POTCARS["Si"])
+    names = [f"recipe static Si #{i}" for i in range(2)]
+    mock_vasp({n: "Si" for n in names},
+              {n: {"incar_settings": list(STATIC_TAGS), "check_inputs": ["incar", "kpoints", "potcar"]} for n in names})
+    perturb = PerturbationMaker(n_structures=2, supercell_matrix=[[2, 0, 0], [0, 2, 0], [0, 0, 2]])
+    maker = TrainingDataMaker.with_vasp(relax=False, perturbation_maker=perturb)
+    flow = maker.make({"Si": get_pmg_structure(ph.primitive)})
+    doc = _output(_run(flow, tmp_path), flow.output.uuid, TrainingSetDoc)
+    assert doc.material_ids == ["Si"] and doc.n_structures == 2 and not doc.failed
+    assert len(doc.engines) == 1 and doc.engines[0].name == "vasp"
+    import io
+
+    atoms = read(io.StringIO(doc.xyz), index=":", format="extxyz")
+    assert len(atoms) == 2 and all(len(a) == 16 for a in atoms)
+    np.testing.assert_allclose(atoms[0].arrays["REF_forces"], vr.ionic_steps[-1]["forces"], atol=1e-8)
+    assert atoms[1].info["REF_energy"] == pytest.approx(vr.final_energy)

@@ -1,0 +1,295 @@
+"""Accuracy against DFT at scale: a learning curve on phonondb.
+
+Trains MACE with the recipe (6 perturbed supercells per material, every atom displaced 0.01-0.05 Å,
+labelled with harmonic DFT from the entry's PBEsol force constants) on N materials of a phonondb
+folder, and evaluates against DFT (phonondb, VASP PBEsol) on a fixed held-out set split by
+composition (every polymorph of a held-out composition is held out). For each N it reports:
+
+- held-out: frequency MAE (pooled over the dispersions), A_vib(300 K) MAE, stability accuracy,
+  ΔA_vib(300 K) MAE between the held-out polymorphs of each composition;
+- the same on (up to ``--train-eval``) training materials;
+- the DFT cost: the recipe's 6 supercells per material against the entries' finite-displacement
+  counts.
+
+Writes ``learning_curve.json``, ``learning_curve.png`` and ``summary.md`` into ``--out`` and, with
+``--readme``, the summary into benchmarks/README.md between markers. Every campaign goes through
+the package's own TrainingCampaignMaker and runner (one store per run; a rerun reuses finished jobs).
+
+    nice -n 10 python benchmarks/learning_curve.py --folder ../shared/data/phonondb/family \\
+        --n 10 20 40 80 130 --epochs 20 --out benchmarks/results/learning_curve --readme
+
+Data: A. Togo, phonondb (Kyoto University), CC-BY-4.0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from phonon_flows.core import phonondb as pdb
+from phonon_flows.demo import (
+    PhonondbMaterial,
+    campaign_outputs,
+    group_metrics,
+    phonondb_campaign_maker,
+    phonondb_materials,
+    phonons_with,
+    polymorph_pairs,
+)
+from phonon_flows.engines.harmonic import HARMONIC_DFT_LABEL, HARMONIC_DFT_NAME
+from phonon_flows.runner import run_campaign
+from phonon_flows.store import get_store
+
+PAPER_MAE_THZ = 0.18
+README_START = "<!-- learning-curve:start -->"
+README_END = "<!-- learning-curve:end -->"
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def choose_split(materials: dict[str, PhonondbMaterial], n_compositions: int, seed: int,
+                 max_atoms: int, max_displacements: int = 24) -> tuple[list[str], list[str]]:
+    """``(held-out ids, training pool in order)``: ``n_compositions`` compositions with at least two
+    polymorphs (all of them held out) whose elements each occur in at least two pool materials;
+    materials with supercells over ``max_atoms`` or more than ``max_displacements`` finite
+    displacements are left out; the pool starts with a greedy cover of the held-out elements (so that even the smallest N can
+    be evaluated on every held-out material), then a seeded random order."""
+    rng = np.random.default_rng(seed)
+    small = {mid: m for mid, m in materials.items()
+             if len(m.structure) * round(abs(np.linalg.det(m.supercell_matrix))) <= max_atoms
+             and m.n_displacements <= max_displacements}
+    by_formula: dict[str, list[str]] = defaultdict(list)
+    for mid, m in small.items():
+        by_formula[m.formula].append(mid)
+    groups = sorted(f for f, ids in by_formula.items() if len(ids) >= 2)
+    rng.shuffle(groups)
+    held: list[str] = []
+    held_formulas: set[str] = set()
+    for f in groups:
+        if len(held_formulas) == n_compositions:
+            break
+        pool = [mid for mid, m in small.items() if m.formula not in held_formulas | {f}]
+        count = defaultdict(int)
+        for mid in pool:
+            for el in small[mid].structure.composition.elements:
+                count[el.symbol] += 1
+        if all(count[el.symbol] >= 2 for el in small[by_formula[f][0]].structure.composition.elements):
+            held_formulas.add(f)
+            held += sorted(by_formula[f])
+    pool = [mid for mid in sorted(small) if small[mid].formula not in held_formulas]
+    order = [str(x) for x in rng.permutation(pool)]
+    need = {el.symbol for mid in held for el in small[mid].structure.composition.elements}
+    cover: list[str] = []
+    while need:
+        best = max(order, key=lambda mid: (len(need & _elements(small[mid])), -order.index(mid)))
+        if not need & _elements(small[best]):
+            break
+        cover.append(best)
+        order.remove(best)
+        need -= _elements(small[best])
+    return held, cover + order
+
+
+def _elements(m: PhonondbMaterial) -> set[str]:
+    return {el.symbol for el in m.structure.composition.elements}
+
+
+def run_one(n: int, materials, held, pool, args, out: Path) -> dict:
+    """One point of the curve: the campaign on the first ``n`` pool materials."""
+    train = pool[:n]
+    sub = {mid: materials[mid] for mid in train + held}
+    name = f"lc-{args.tag}-n{n}"
+    maker = phonondb_campaign_maker(sub, held, name=name, epochs=args.epochs,
+                                    hyperparameters={"hidden_irreps": args.irreps} if args.irreps else None,
+                                    dft_training=args.dft_training)
+    store = get_store(store_dir=str(out / "store"))
+    t0 = time.perf_counter()
+    flow = maker.make({mid: m.structure for mid, m in sub.items()})
+    summary = run_campaign(flow, store, progress=args.progress, work_dir=out / "runs")
+    t_campaign = time.perf_counter() - t0
+    ref = campaign_outputs(store, name, "phonon-reference")
+    mlip = campaign_outputs(store, name, "phonon-mlip")
+    model = campaign_outputs(store, name, "train").get("model") or {}
+    sha = model.get("model_sha256")
+    row: dict = {"n_train": n, "campaign": name, "ok": summary.ok, "campaign_s": round(t_campaign, 1),
+                 "model_sha256": sha, "epochs": args.epochs,
+                 "dft_supercells_recipe": 6 * n,
+                 "dft_supercells_finite_displacement": int(sum(materials[m].n_displacements for m in train))}
+    held_g = group_metrics("held out", held, mlip, ref, polymorph_pairs(materials, held, []))
+    row["held_out"] = held_g.as_dict()
+    if sha:
+        rng = np.random.default_rng(args.seed)
+        evaluated = sorted(rng.choice(train, size=min(args.train_eval, n), replace=False).tolist())
+        settings = maker.base_phonon_maker().settings()
+        t1 = time.perf_counter()
+        tm = phonons_with(materials, evaluated, "mace", {"model_sha256": sha, "store": store, "device": "auto"},
+                          settings)
+        tr = phonons_with(materials, evaluated, HARMONIC_DFT_NAME, maker.engine_kwargs, settings)
+        row["training"] = group_metrics("training", evaluated, tm, tr).as_dict()
+        row["training_eval_s"] = round(time.perf_counter() - t1, 1)
+    return row
+
+
+def fit(ns: list[int], maes: list[float]) -> dict:
+    """log-log slope of MAE vs N and the N where the trend reaches the paper's 0.18 THz."""
+    pts = [(n, m) for n, m in zip(ns, maes, strict=True) if m is not None and m > 0]
+    if len(pts) < 2:
+        return {"slope": None, "n_at_paper_mae": None}
+    x = np.log([p[0] for p in pts])
+    y = np.log([p[1] for p in pts])
+    b, a = np.polyfit(x, y, 1)
+    n_star = float(math.exp((math.log(PAPER_MAE_THZ) - a) / b)) if b < 0 else None
+    return {"slope": float(b), "intercept": float(a), "n_at_paper_mae": n_star}
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ns = [r["n_train"] for r in rows]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
+    for key, label in (("held_out", "held out (unseen compositions)"), ("training", "training materials")):
+        axes[0].plot(ns, [r.get(key, {}).get("freq_mae_THz") for r in rows], "o-", label=label)
+        axes[1].plot(ns, [r.get(key, {}).get("a_vib_300_mae_meV") for r in rows], "o-", label=label)
+        axes[2].plot(ns, [r.get(key, {}).get("stability_accuracy_percent") for r in rows], "o-", label=label)
+    axes[0].axhline(PAPER_MAE_THZ, ls="--", c="gray", label="paper, 0.18 THz")
+    axes[0].set_xscale("log")
+    axes[0].set_yscale("log")
+    axes[0].set_ylabel("frequency MAE vs DFT (THz)")
+    axes[1].set_ylabel("A_vib(300 K) MAE vs DFT (meV/atom)")
+    axes[1].set_xscale("log")
+    axes[2].set_ylabel("stability agreement (%)")
+    axes[2].set_xscale("log")
+    for ax in axes:
+        ax.set_xlabel("training materials N")
+        ax.legend(fontsize=8)
+    fig.suptitle(f"MACE vs DFT (PBEsol, phonondb); labels: {HARMONIC_DFT_LABEL}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def summary_md(result: dict) -> str:
+    def f(x, fmt=".3f"):
+        return "n/a" if x is None else format(x, fmt)
+
+    a = result["args"]
+    lines = [
+        f"Learning curve on `{a['folder_name']}` (phonondb, VASP PBEsol; A. Togo, phonondb (Kyoto University), "
+        f"CC-BY-4.0): MACE `{a['irreps'] or 'demo model'}`, {a['epochs']} epochs, CPU; held out "
+        f"{len(result['held_out_ids'])} materials of {result['n_held_compositions']} compositions never in training "
+        f"(every polymorph held out). Measured {result['date']}, {result['wall_s'] / 60:.0f} min.",
+        "",
+        "| N train | held-out freq MAE (THz) | held-out A_vib 300 K MAE (meV/atom) | held-out stability | "
+        "held-out ΔA_vib MAE (meV/atom) | train freq MAE (THz) | train A_vib MAE (meV/atom) | train stability "
+        "| DFT supercells: recipe / finite displacement |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        h, t = r.get("held_out", {}), r.get("training", {})
+        lines.append(
+            f"| {r['n_train']} | {f(h.get('freq_mae_THz'))} | {f(h.get('a_vib_300_mae_meV'), '.2f')} | "
+            f"{h.get('stability_right', 0)}/{len(h.get('material_ids', []))} | "
+            f"{f((h.get('dA_vib') or {}).get('mae_meV'), '.2f')} | {f(t.get('freq_mae_THz'))} | "
+            f"{f(t.get('a_vib_300_mae_meV'), '.2f')} | {t.get('stability_right', 0)}/{len(t.get('material_ids', []))} | "
+            f"{r['dft_supercells_recipe']} / {r['dft_supercells_finite_displacement']} |")
+    fitr = result["fit_held_out"]
+    lines += ["", f"Held-out MAE ∝ N^{f(fitr['slope'], '.2f')}" + (
+        f"; if the trend held, the paper's 0.18 THz would be reached at N ≈ {fitr['n_at_paper_mae']:.0f}."
+        if fitr.get("n_at_paper_mae") else "; the trend does not fall: no extrapolation to 0.18 THz."),
+        f"Command: `{result['command']}`"]
+    if result.get("not_run"):
+        lines.append(f"Not run (CPU time): N = {', '.join(map(str, result['not_run']))}.")
+    return "\n".join(lines)
+
+
+def write_readme(readme: Path, text: str) -> None:
+    old = readme.read_text() if readme.exists() else ""
+    block = f"{README_START}\n{text}\n{README_END}"
+    if README_START in old and README_END in old:
+        new = old[: old.index(README_START)] + block + old[old.index(README_END) + len(README_END):]
+    else:
+        new = old.rstrip() + "\n\n## Learning curve against DFT (phonondb)\n\n" + block + "\n"
+    readme.write_text(new)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--folder", required=True, help="phonondb folder (family/, sample-1000/ or a full mirror)")
+    p.add_argument("--n", type=int, nargs="+", default=[10, 20, 40, 80, 130], help="training-set sizes")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--irreps", default=None, help="MACE hidden irreps (default: the demo's; the paper: 64x0e + 64x1o)")
+    p.add_argument("--held-compositions", type=int, default=8, help="held-out compositions (all their polymorphs)")
+    p.add_argument("--max-atoms", type=int, default=128, help="largest phonondb supercell used")
+    p.add_argument("--train-eval", type=int, default=20, help="training materials evaluated per N")
+    p.add_argument("--dft-training", default="perturbed", help="perturbed, finite-displacement or both")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--tag", default="cpu")
+    p.add_argument("--budget-min", type=float, default=None, help="stop before an N when this many minutes are spent")
+    p.add_argument("--out", default="benchmarks/results/learning_curve")
+    p.add_argument("--readme", action="store_true", help="write the summary into benchmarks/README.md")
+    p.add_argument("--progress", action="store_true")
+    args = p.parse_args(argv)
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    paths = pdb.list_phonondb_entries(args.folder)
+    log(f"reading {len(paths)} phonondb entries of {args.folder}")
+    materials, bad = phonondb_materials(paths)
+    for b in bad:
+        log(f"left out: {b}")
+    held, pool = choose_split(materials, args.held_compositions, args.seed, args.max_atoms)
+    log(f"held out {len(held)} materials ({', '.join(held)}); training pool {len(pool)}")
+    rows, not_run = [], []
+    for n in sorted(args.n):
+        if n > len(pool):
+            log(f"N={n} is larger than the training pool ({len(pool)}): not run")
+            not_run.append(n)
+            continue
+        if args.budget_min is not None and (time.perf_counter() - t0) / 60 > args.budget_min:
+            log(f"budget of {args.budget_min} min spent: N={n} not run")
+            not_run.append(n)
+            continue
+        log(f"N={n}: campaign (train {n}, hold out {len(held)}) ...")
+        row = run_one(n, materials, held, pool, args, out)
+        rows.append(row)
+        log(f"N={n}: held-out freq MAE {row['held_out'].get('freq_mae_THz')} THz, "
+            f"training {row.get('training', {}).get('freq_mae_THz')} THz ({row['campaign_s']:.0f} s)")
+        result = {
+            "args": {**vars(args), "folder_name": Path(args.folder).name}, "held_out_ids": held,
+            "n_held_compositions": len({materials[m].formula for m in held}), "training_order": pool,
+            "rows": rows, "not_run": not_run, "fit_held_out": fit([r["n_train"] for r in rows],
+                                                                   [r["held_out"].get("freq_mae_THz") for r in rows]),
+            "fit_training": fit([r["n_train"] for r in rows], [r.get("training", {}).get("freq_mae_THz") for r in rows]),
+            "wall_s": time.perf_counter() - t0, "date": time.strftime("%Y-%m-%d"),
+            "command": "python benchmarks/learning_curve.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "attribution": pdb.PHONONDB_ATTRIBUTION,
+        }
+        (out / "learning_curve.json").write_text(json.dumps(result, indent=1, default=str))
+        plot(rows, out / "learning_curve.png")
+        (out / "summary.md").write_text(summary_md(result) + "\n")
+    if not rows:
+        log("nothing was run")
+        return 1
+    result["not_run"] = not_run
+    text = summary_md(result)
+    (out / "summary.md").write_text(text + "\n")
+    print(text)
+    if args.readme:
+        write_readme(Path(__file__).resolve().parent / "README.md", text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
