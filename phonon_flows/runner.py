@@ -249,7 +249,8 @@ def one_line(exc: BaseException) -> str:
 
 
 def soft_failure(output: Any) -> str | None:
-    """The reason when a job returned a document that says it failed (PhononDoc, TrainingDoc)."""
+    """The reason when a job returned a document that says it failed (PhononDoc, TrainingDoc,
+    FailedCalculation)."""
     failed = output.get("failed") if isinstance(output, dict) else getattr(output, "failed", None)
     if failed is not True:
         return None
