@@ -75,6 +75,8 @@ class JobOutcome:
     seconds: float = 0.0
     reason: str | None = None
     directory: str | None = None
+    #: materials of a job of many materials (a batched phonon job) that failed in it
+    failed_material_ids: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -121,7 +123,10 @@ class RunSummary:
         return [o for o in self.outcomes if o.state in ("failed", "skipped")]
 
     def failed_materials(self) -> list[str]:
-        return sorted({o.material_id for o in self.failures if o.material_id})
+        """Materials with a failed or skipped job (also those failing inside a job of many)."""
+        ids = {o.material_id for o in self.failures if o.material_id}
+        ids |= {m for o in self.failures for m in o.failed_material_ids}
+        return sorted(ids)
 
     def as_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -258,6 +263,17 @@ def soft_failure(output: Any) -> str | None:
     errors = get("errors") or []
     reason = get("error") or get("reason") or "; ".join(str(e) for e in errors)
     return " ".join(str(reason or "the document says it failed").split())
+
+
+def _failed_material_ids(output: Any) -> list[str]:
+    """``failed_materials`` of a document of many materials (PhononBatchDoc), as ids."""
+    items = output.get("failed_materials") if isinstance(output, dict) else getattr(output, "failed_materials", None)
+    out = []
+    for item in items or []:
+        mid = item.get("material_id") if isinstance(item, dict) else getattr(item, "material_id", None)
+        if mid:
+            out.append(str(mid))
+    return out
 
 
 def error_type_of(reason: str | None) -> str | None:
@@ -493,7 +509,8 @@ class _CampaignRun:
         self.ran_now.add(job.uuid)
         soft = soft_failure(response.output)
         self.record(JobOutcome(**base, state="failed" if soft else "done", seconds=time.perf_counter() - t0,
-                               reason=soft, directory=str(job_dir)))
+                               reason=soft, directory=str(job_dir),
+                               failed_material_ids=_failed_material_ids(response.output) if soft else []))
         if soft:  # the job's document says it failed: a record with its directory, like a raise
             write_failure(self.store, job, JobFailureDoc(
                 material_id=base["material_id"] or job.name, stage=base["stage"] or "job", reason=soft,
@@ -711,7 +728,8 @@ def campaign_status(
             if j.uuid in soft:
                 s = "failed"
                 failures.append({"material_id": j.material_id, "stage": j.stage, "state": "failed",
-                                 "reason": soft[j.uuid], "directory": fw.get(j.uuid, {}).get("launch_dir"),
+                                 "reason": soft[j.uuid],
+                                 "directory": records.get(j.uuid, {}).get("directory") or fw.get(j.uuid, {}).get("launch_dir"),
                                  "job_name": j.name})
             elif j.uuid in finished:
                 s = "done"
