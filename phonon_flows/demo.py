@@ -328,7 +328,7 @@ def delta_a_vib(pairs: Sequence[tuple[str, str]], mlip: Mapping[str, Any], ref: 
         r = [x["dA_vib_dft_meV"] for x in rows]
         p = [x["dA_vib_mlip_meV"] for x in rows]
         out["mae_meV"] = M.mae(r, p)
-        out["r2"] = M.r2(r, p) if len(rows) > 1 else None
+        out["r2"] = M.r2(r, p) if len(rows) > 2 else None  # not with one or two pairs
         out["sign_agreement"] = sum((x > 0) == (y > 0) for x, y in zip(r, p, strict=True))
     return out
 
