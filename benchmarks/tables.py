@@ -76,8 +76,10 @@ def main() -> None:
         files = sorted(RESULTS.glob("screen_*.json"))
         if files:
             print(screening_table(files))
-    if "store" in which and (RESULTS / "store_scale.json").is_file():
-        print(store_table(RESULTS / "store_scale.json"))
+    if "store" in which:
+        for f in sorted(RESULTS.glob("store_scale*.json")):
+            print(f"\n{f.name}:")
+            print(store_table(f))
 
 
 if __name__ == "__main__":

@@ -249,14 +249,23 @@ def one_line(exc: BaseException) -> str:
 
 
 def soft_failure(output: Any) -> str | None:
-    """The reason when a job returned a document that says it failed (PhononDoc, TrainingDoc)."""
+    """The reason when a job returned a document that says it failed (PhononDoc, TrainingDoc,
+    FailedCalculation)."""
     failed = output.get("failed") if isinstance(output, dict) else getattr(output, "failed", None)
     if failed is not True:
         return None
     get = output.get if isinstance(output, dict) else (lambda k, d=None: getattr(output, k, d))
     errors = get("errors") or []
-    reason = get("error") or "; ".join(str(e) for e in errors)
+    reason = get("error") or get("reason") or "; ".join(str(e) for e in errors)
     return " ".join(str(reason or "the document says it failed").split())
+
+
+def error_type_of(reason: str | None) -> str | None:
+    """The exception class a failure reason starts with (``"NonRecoverableError: ..."``), if any."""
+    import re
+
+    m = re.match(r"([A-Za-z_][A-Za-z0-9_.]*(?:Error|Exception|Exit|Interrupt)):", reason or "")
+    return m.group(1) if m else None
 
 
 def _dir_name(job: Job) -> str:
@@ -485,7 +494,13 @@ class _CampaignRun:
         soft = soft_failure(response.output)
         self.record(JobOutcome(**base, state="failed" if soft else "done", seconds=time.perf_counter() - t0,
                                reason=soft, directory=str(job_dir)))
-        if job.uuid in self.old_failures:
+        if soft:  # the job's document says it failed: a record with its directory, like a raise
+            write_failure(self.store, job, JobFailureDoc(
+                material_id=base["material_id"] or job.name, stage=base["stage"] or "job", reason=soft,
+                directory=str(job_dir), state="failed", campaign=tag.get("campaign", self.campaign),
+                job_uuid=job.uuid, job_name=job.name, error_type=error_type_of(soft),
+            ))
+        elif job.uuid in self.old_failures:
             clear_failure(self.store, job.uuid)
         self.bar.advance(f"{'failed' if soft else 'done'} {job.name}")
         if response.stored_data is not None:
@@ -679,7 +694,7 @@ def campaign_status(
         for chunk in _chunks(uuids):
             for d in store.docs_store.query(
                 {"uuid": {"$in": chunk}, "output.failed": True},
-                properties=["uuid", "index", "output.errors", "output.error", "output.material_id"],
+                properties=["uuid", "index", "output.errors", "output.error", "output.reason", "output.material_id"],
             ):
                 soft[d["uuid"]] = soft_failure({**d.get("output", {}), "failed": True}) or "failed"
         records = {r["job_uuid"]: r for r in failure_records(store, uuids)}

@@ -67,7 +67,8 @@ def test_import_options(shared_data, tmp_path):
 def test_import_table_and_errors(shared_data, tmp_path):
     result = _invoke("import", str(shared_data.joinpath(*DFT, "Si")), "--store-dir", str(tmp_path / "s"))
     assert result.exit_code == 0, result.stderr
-    assert "Si" in result.stdout and "A_vib at 300 K" in result.stdout and "stored as job" in result.stdout
+    assert "Si" in result.stdout and "A_vib at 300 K" in result.stdout and "stored in" in result.stderr
+    assert " as job " in result.stderr  # which store and which job, on stderr
 
     bad = _invoke("import", str(tmp_path), "--json", "--no-store")
     assert bad.exit_code == 1

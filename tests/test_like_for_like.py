@@ -105,3 +105,27 @@ def test_enthalpy_only_from_the_reference(nacl):
     r1h = r1.model_copy(update={"enthalpy_per_atom_eV": -3.4})
     doc = BenchmarkMaker(write_figures=False).benchmark([m1, m2], [r1h, r2h])
     assert doc.polymorphs[300].rows[0].dH_meV == pytest.approx(100.0)
+
+
+def test_paper_table_numbers_come_from_the_documents(nacl):
+    """Every number of the paper table is computed from the same documents: per-cell C_v/S,
+    A_vib R², ΔA_vib MAE/R² of polymorphs, the training-set force MAE from the TrainingDoc."""
+    from phonon_flows.report.figures import paper_metrics_dict
+
+    ref, mlip = nacl
+    refs = [ref.model_copy(update={"material_id": k, "enthalpy_per_atom_eV": h}) for k, h in (("a", -3.4), ("b", -3.39))]
+    scaled = []
+    for k, f in (("a", 1.0), ("b", 1.02)):  # b's MLIP phonons: thermal numbers off by 2 %
+        th = {t: v.model_copy(update={"S_J_per_K_mol_cell": v.S_J_per_K_mol_cell * f, "Cv_J_per_K_mol_cell":
+                                      v.Cv_J_per_K_mol_cell * f, "A_vib_meV_per_atom": v.A_vib_meV_per_atom * f})
+              for t, v in mlip.thermal.items()}
+        scaled.append(mlip.model_copy(update={"material_id": k, "thermal": th}))
+    training = {"train_force_mae": 17.5, "valid_force_mae": 21.0, "n_train": 10, "n_valid": 2}
+    doc = BenchmarkMaker(write_figures=False).benchmark(scaled, refs, training_doc=training)
+    rows = paper_metrics_dict(doc)
+    s_b = mlip.thermal[300].S_J_per_K_mol_cell  # both sides without NAC: the reference is recomputed so
+    assert rows["S_vib MAE 300 K"]["this_run"] == pytest.approx(0.02 * s_b / 2, rel=1e-3)  # mean over a (0) and b
+    assert rows["force MAE (training set)"] == {"unit": "meV/Å", "this_run": 17.5, "paper": 18.8}
+    assert rows["force MAE (validation)"]["this_run"] == 21.0
+    assert rows["ΔA_vib MAE 300 K"]["this_run"] == pytest.approx(abs(0.02 * mlip.thermal[300].A_vib_meV_per_atom))
+    assert rows["polymorph transitions, reference 300 K"]["this_run"] == doc.polymorphs[300].n_reference

@@ -257,8 +257,9 @@ with open("vasp.out", "w") as out:
 def test_vasp_run_custodian_cannot_fix_is_recorded_and_the_rest_goes_on(tmp_path, monkeypatch):
     """atomate2's real VASP job and custodian, with a fake ``vasp`` that always hits ZBRENT:
     custodian's VaspErrorHandler corrects it, gives up (NonRecoverableError); the NaCl labelling
-    is recorded as failed with its directory (inputs, custodian.json, error archives), its ForceDoc
-    job is skipped, and the Cu labelling (EMT) and the training set still run."""
+    is recorded as failed with its directory (inputs, custodian.json, error archives) and its
+    FailedCalculation carries custodian's reason to the training set; the Cu labelling (EMT) and
+    the training set still run."""
     from phonon_flows.makers import ReferenceForceMaker, VaspForceMaker
     from phonon_flows.makers.training_set import TrainingSetMaker
 
@@ -283,16 +284,18 @@ def test_vasp_run_custodian_cannot_fix_is_recorded_and_the_rest_goes_on(tmp_path
     store = get_store(store_dir=tmp_path / "store")
     summary = run_campaign(flow, store, progress=False, work_dir=tmp_path / "runs")
     states = {(o.material_id, o.stage, o.state) for o in summary.outcomes}
+    # the VASP job ends in a FailedCalculation document (failed, with custodian's reason); the
+    # runner skips its ForceDoc job
     assert states == {("NaCl", "label", "failed"), ("NaCl", "label", "skipped"), ("Cu", "label", "done"),
                       (None, "training-set", "done")}, summary.render()
     failed = next(o for o in summary.outcomes if o.state == "failed")
     assert failed.reason.startswith("NonRecoverableError: Unrecoverable error for handler")
-    assert "VaspErrorHandler" in failed.reason
+    assert "VaspErrorHandler" in failed.reason and "custodian found: zbrent" in failed.reason
     folder = Path(failed.directory)
     assert (folder / "INCAR").is_file() and (folder / "custodian.json").is_file()
     assert len(list(folder.glob("error.*.tar.gz"))) >= 1  # custodian tried corrections first
-    record = next(r for r in failure_records(store, campaign="vasp-fail") if r["state"] == "failed")
-    assert record["error_type"] == "NonRecoverableError" and record["directory"] == str(folder)
     store.connect()
+    static = store.get_output(vasp_label.jobs[0].uuid)
+    assert static["failed"] and static["dir_name"] == str(folder) and static["custodian_errors"]
     ts = store.get_output(collect.uuid)
     assert ts["material_ids"] == ["Cu"] and [(f["material_id"], f["stage"]) for f in ts["failed"]] == [("NaCl", "label")]

@@ -125,3 +125,53 @@ def test_write_benchmark_figures(tmp_path):
     assert set(figs) == {"parity_frequency", "confusion_stability"}  # no rows: no thermal/polymorph plots
     for f in figs.values():
         check_png(tmp_path / f)
+
+
+def _capture(monkeypatch):
+    """The figures the plotting functions save (to look at their axes)."""
+    figs = []
+    save = report._save
+    monkeypatch.setattr(report, "_save", lambda fig, path: (figs.append(fig), save(fig, path))[1])
+    return figs
+
+
+def test_figures_say_what_they_show(monkeypatch, tmp_path):
+    from matplotlib.collections import QuadMesh
+
+    figs = _capture(monkeypatch)
+    report.parity_plot([1.0, 2.0, 3.0], [1.1, 2.0, 2.9], tmp_path / "few.png", quantity="A", unit="meV", title="A")
+    report.parity_plot(np.linspace(0, 1, 400), np.linspace(0, 1, 400), tmp_path / "many.png", quantity="A",
+                       unit="meV")
+    few, many = figs[0].axes[0], figs[1].axes[0]
+    assert "scatter, 3 values" in few.get_title() and not any(isinstance(c, QuadMesh) for c in few.collections)
+    assert "2-D histogram" in many.get_title() and any(isinstance(c, QuadMesh) for c in many.collections)
+
+    # a forces-only fit: the learning curve shows force errors, not energy errors
+    curve = [{"epoch": e, "stage": "one", "valid_loss": 1.0 / (e + 1), "valid_force_mae": 100.0 / (e + 1),
+              "valid_energy_mae": 400.0 + e} for e in range(5)]
+    report.learning_curve_plot(curve, tmp_path / "lc.png")
+    bottom = figs[2].axes[1]
+    assert [ln.get_label() for ln in bottom.lines] == ["valid_force_mae"]
+    assert bottom.get_ylabel() == "validation force error (meV/Å)"
+
+    # the title counts the transitions like the table: reference, MLIP, in common
+    polys = [Polymorph("a-1", "AB", -1.000, {"300": 0.0}, {"300": 0.0}),
+             Polymorph("a-2", "AB", -0.995, {"300": 30.0}, {"300": -2.0}),
+             Polymorph("b-1", "CD", -2.000, {"300": 0.0}, {"300": 0.0}),
+             Polymorph("b-2", "CD", -1.998, {"300": -1.0}, {"300": -1.0})]
+    res = analyze_polymorphs(polys, [300])["300"]
+    report.polymorph_plot(res.as_dict(), tmp_path / "poly.png")
+    title = figs[3].axes[0].get_title()
+    assert f"reference {res.n_reference}, MLIP {res.n_mlip}, in common {res.n_common}" in title
+    assert res.n_mlip == 2 and res.n_reference == 1
+
+
+def test_band_plot_labels_every_special_point(tmp_path, monkeypatch):
+    figs = _capture(monkeypatch)
+    # two segments, not connected: Γ-X and K-Γ (phonopy's labels list alone would lose one end)
+    bands = {"distances": [0, 0.5, 1.0, 1.0, 1.5, 2.0], "frequencies": [[0], [1], [2], [2], [1], [0]],
+             "labels": ["G", "X", "K", "G"], "segment_labels": [["G", "X"], ["K", "G"]],
+             "path_connections": [False, False], "segment_nqpoints": [3, 3]}
+    report.bands_plot(bands, tmp_path / "b.png", title="x")
+    ax = figs[0].axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["Γ", "X|K", "Γ"]

@@ -62,11 +62,54 @@ def test_user_model_file_screened_as_given(tiny_mace_model, tmp_path, monkeypatc
     table = _invoke("query", "--store-dir", store_dir).stdout
     assert f"mace [{sha[:8]}]" in table and "phonopy-import" in table and "nan" not in table
 
+    # the screening's report: table with units, stability, figures; no reference yet
+    rep = _invoke("report", "mine", "--store-dir", store_dir, "--out", tmp_path / "rep")
+    assert rep.exit_code == 0, rep.output
+    summary = (tmp_path / "rep" / "summary.md").read_text()
+    assert "# Screening mine" in summary and ("1 stable" in summary or "1 unstable" in summary)
+    assert "A_vib_300K_meV_per_atom" in (tmp_path / "rep" / "materials.csv").read_text()
+    assert (tmp_path / "rep" / "figures" / "stability.png").is_file()
+    assert (tmp_path / "rep" / "figures" / "bands_Cu-fcc.png").is_file()
+    assert "Benchmark against" not in summary
+
+    # a phonopy calculation of the same cell and supercell (EMT forces), imported as the reference:
+    # the report benchmarks the screening against it
+    _emt_phonopy_folder(doc, tmp_path / "cu_ref")
+    assert _invoke("import", tmp_path / "cu_ref", "--material-id", "Cu-fcc", "--store-dir", store_dir).exit_code == 0
+    rep = _invoke("report", "mine", "--store-dir", store_dir, "--out", tmp_path / "rep2")
+    assert rep.exit_code == 0, rep.output
+    summary = (tmp_path / "rep2" / "summary.md").read_text()
+    assert "Benchmark against 1 imported/DFT reference(s) in the store: Cu-fcc" in summary, summary
+    assert (tmp_path / "rep2" / "figures" / "parity_frequency.png").is_file()
+
     # the same screening from Python (a model file too): the same jobs, so nothing is redone
     flow = ScreeningMaker(name="mine", model=str(model), store=store, min_atoms=8, max_atoms=40).make(cif)
     assert sorted(j.uuid for j in flow.jobs[0].function_args[0].jobs) == sorted(
         j["uuid"] for j in _campaign_jobs(store, "mine"))
     store.close()
+
+
+def _emt_phonopy_folder(doc, folder: Path) -> None:
+    """phonopy_params.yaml of the PhononDoc's cell and supercell, forces from ASE's EMT."""
+    import numpy as np
+    from ase import Atoms
+    from ase.calculators.emt import EMT
+    from phonopy import Phonopy
+    from phonopy.structure.atoms import PhonopyAtoms
+    from pymatgen.core import Structure
+
+    s = Structure.from_dict(doc["structure"])
+    unit = PhonopyAtoms(symbols=[str(x.specie) for x in s], cell=s.lattice.matrix, scaled_positions=s.frac_coords)
+    ph = Phonopy(unit, supercell_matrix=np.array(doc["supercell_matrix"]), primitive_matrix="auto")
+    ph.generate_displacements(distance=0.01)
+    forces = []
+    for sc in ph.supercells_with_displacements:
+        atoms = Atoms(sc.symbols, cell=sc.cell, scaled_positions=sc.scaled_positions, pbc=True)
+        atoms.calc = EMT()
+        forces.append(atoms.get_forces())
+    ph.forces = np.array(forces)
+    folder.mkdir()
+    ph.save(folder / "phonopy_params.yaml")
 
 
 def _campaign_jobs(store, name):

@@ -176,7 +176,7 @@ def test_displacement_count_mismatch_gives_a_failed_doc_not_an_index_error(share
     assert doc.failed and "4 displaced supercells but 1 force calculations" in doc.errors[0]
 
 
-def test_campaign_vasp_options_reach_every_vasp_maker():
+def test_campaign_vasp_options_reach_every_vasp_maker(tmp_path, monkeypatch):
     from phonon_flows.errors import InputError
     from phonon_flows.flows import TrainingCampaignMaker
     from phonon_flows.flows.training_data import TrainingDataMaker
@@ -187,6 +187,15 @@ def test_campaign_vasp_options_reach_every_vasp_maker():
     static = camp.force_maker().static_maker.input_set_generator
     relax = camp.relax_maker()
     assert static.user_incar_settings == {"ENCUT": 600} and static.incar_updates["EDIFF"] == 1e-8  # recipe kept
+    # the INCAR atomate2 writes for the campaign's single points
+    from atomate2.vasp.files import write_vasp_input_set
+    from pymatgen.io.vasp import Incar
+
+    monkeypatch.chdir(tmp_path)
+    si = get_pmg_structure(phonopy_load_si_unitcell())
+    write_vasp_input_set(si, static, directory=tmp_path, potcar_spec=True)
+    incar = Incar.from_file(tmp_path / "INCAR")
+    assert incar["ENCUT"] == 600 and incar["EDIFF"] == pytest.approx(1e-8) and incar["KSPACING"] == 0.15
     assert relax.n_relaxations == 1
     assert relax.relax_maker.input_set_generator.user_incar_settings == {"ENCUT": 600, "PSTRESS": 5}
     custom = RecipeStaticMaker(name="my static", run_vasp_kwargs={"vasp_cmd": "srun vasp_std"})
@@ -201,6 +210,13 @@ def test_campaign_vasp_options_reach_every_vasp_maker():
         TrainingCampaignMaker(engine="vasp", engine_kwargs={"encut": 600}).force_maker()
     with pytest.raises(InputError, match="bogus"):
         TrainingCampaignMaker(engine="vasp", relax_kwargs={"bogus": 1}).relax_maker()
+
+
+def phonopy_load_si_unitcell():
+    """Si's unit cell as phonopy reads it from the test data (POSCAR-unitcell)."""
+    from phonopy.interface.calculator import read_crystal_structure
+
+    return read_crystal_structure(str(DATA / "dft-phonons" / "Si" / "POSCAR-unitcell"), interface_mode="vasp")[0]
 
 
 def _unconverged_vasprun(src, dst):
@@ -326,3 +342,35 @@ def test_custodian_gives_up_on_an_unconverged_scf_and_the_doc_names_why(monkeypa
     text = " ".join(doc.errors)
     assert doc.failed and "forces are missing for displaced supercell(s) [1] of 1" in text
     assert "custodian found:" in text, text
+
+
+def test_training_data_with_vasp_gives_the_extxyz(mock_vasp, shared_data, tmp_path):
+    """TrainingDataMaker.with_vasp: perturbed supercells -> one atomate2 static each -> the training
+    set's extxyz with VASP's energies and forces (the recorded outputs stand in for the runs, so
+    POSCAR, randomly perturbed, is not compared)."""
+    from ase.io import read
+    from pymatgen.io.vasp import Vasprun
+
+    from phonon_flows.flows.training_data import TrainingDataMaker
+    from phonon_flows.makers.perturb import PerturbationMaker
+    from phonon_flows.schemas.training_set import TrainingSetDoc
+
+    vasprun = shared_data.joinpath(*DFT, "Si", "vasprun.xml")
+    vr = Vasprun(str(vasprun), parse_dos=False, parse_eigen=False, parse_potcar_file=False)
+    ph = phonopy_load(shared_data.joinpath(*DFT, "Si"), tmp_path)
+    reference_folder(tmp_path / "refs", "Si", vasprun, vr.final_structure, INCAR_STATIC, POTCARS["Si"])
+    names = [f"recipe static Si #{i}" for i in range(2)]
+    mock_vasp({n: "Si" for n in names},
+              {n: {"incar_settings": list(STATIC_TAGS), "check_inputs": ["incar", "kpoints", "potcar"]} for n in names})
+    perturb = PerturbationMaker(n_structures=2, supercell_matrix=[[2, 0, 0], [0, 2, 0], [0, 0, 2]])
+    maker = TrainingDataMaker.with_vasp(relax=False, perturbation_maker=perturb)
+    flow = maker.make({"Si": get_pmg_structure(ph.primitive)})
+    doc = _output(_run(flow, tmp_path), flow.output.uuid, TrainingSetDoc)
+    assert doc.material_ids == ["Si"] and doc.n_structures == 2 and not doc.failed
+    assert len(doc.engines) == 1 and doc.engines[0].name == "vasp"
+    import io
+
+    atoms = read(io.StringIO(doc.xyz), index=":", format="extxyz")
+    assert len(atoms) == 2 and all(len(a) == 16 for a in atoms)
+    np.testing.assert_allclose(atoms[0].arrays["REF_forces"], vr.ionic_steps[-1]["forces"], atol=1e-8)
+    assert atoms[1].info["REF_energy"] == pytest.approx(vr.final_energy)

@@ -15,7 +15,7 @@ from jobflow import JobStore
 from phonon_flows.core.polymorphs import temperature_label
 from phonon_flows.errors import InputError
 from phonon_flows.makers.benchmark import BenchmarkMaker
-from phonon_flows.report.figures import paper_metrics, render_paper_metrics
+from phonon_flows.report.figures import bands_plot, min_frequency_plot, paper_metrics, render_paper_metrics, safe_name
 from phonon_flows.runner import campaign_docs, campaign_status
 from phonon_flows.schemas.benchmark import BenchmarkDoc
 from phonon_flows.store import metadata_criteria
@@ -84,7 +84,9 @@ def write_campaign_report(store: JobStore, campaign: str, out_dir: str | Path) -
     documents with the campaign's benchmark settings).
     """
     out = Path(out_dir)
-    cdoc = _training_campaign_doc(store, campaign)
+    cdoc = _campaign_doc(store, campaign)
+    if cdoc.get("campaign_type") == "screening":
+        return write_screening_report(store, campaign, cdoc, out)
     uuids = {j["uuid"]: j for j in cdoc.get("jobs", [])}
     report = CampaignReport(out_dir=out, reference_note=cdoc.get("reference_note"))
     out.mkdir(parents=True, exist_ok=True)
@@ -111,19 +113,128 @@ def write_campaign_report(store: JobStore, campaign: str, out_dir: str | Path) -
     return report
 
 
-def _training_campaign_doc(store: JobStore, campaign: str) -> dict[str, Any]:
-    """The latest CampaignDoc of ``campaign``; InputError when there is none or it is a screening."""
+def _campaign_doc(store: JobStore, campaign: str) -> dict[str, Any]:
+    """The latest CampaignDoc of ``campaign``; InputError when there is none."""
     docs = campaign_docs(store, campaign)
     if not docs:
         known = sorted({d["campaign"] for d in campaign_docs(store)})
         raise InputError(
             f"no campaign {campaign!r} in the store" + (f" (campaigns: {', '.join(known)})" if known else " (it is empty)")
         )
-    cdoc = docs[0]
-    if cdoc.get("campaign_type") != "training":
-        raise InputError(f"campaign {campaign!r} is a {cdoc.get('campaign_type')}; reports are for training campaigns "
-                         "(use `phonon-flows query --campaign` for a screening)")
-    return cdoc
+    return docs[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# the report of a screening
+# ---------------------------------------------------------------------------------------------
+#: kinds of engine whose phonons a screening is benchmarked against when the store holds them
+REFERENCE_KINDS = ("dft", "imported")
+
+
+def write_screening_report(store: JobStore, campaign: str, cdoc: dict[str, Any], out: Path) -> CampaignReport:
+    """The report of a screening: a table of the screened materials (stability, lowest frequency,
+    thermal properties with units), the stability count, a figure of the lowest frequencies and
+    one band structure per material; when the store holds imported or DFT phonons of screened
+    materials (same structure hash, else same material id), the benchmark against them."""
+    import pandas as pd
+
+    report = CampaignReport(out_dir=out)
+    out.mkdir(parents=True, exist_ok=True)
+    figures = out / "figures"
+    wanted = {j["uuid"] for j in cdoc.get("jobs", []) if j.get("stage") == "phonon-mlip"}
+    docs = _latest_per_material(stage_outputs(store, campaign, "phonon-mlip", load=True), wanted)
+    docs.sort(key=lambda d: str(d.get("material_id")))
+    rows = [_screening_row(d) for d in docs]
+    table = pd.DataFrame(rows)
+    table.to_csv(out / "materials.csv", index=False)
+    report.files["materials"] = str(out / "materials.csv")
+    ok = [d for d in docs if not d.get("failed")]
+    tol = next((d.get("stability_tolerance_THz") for d in ok if d.get("stability_tolerance_THz") is not None), -0.5)
+    n_stable = sum(1 for d in ok if d.get("dynamically_stable"))
+    lines = [f"# Screening {campaign}", "",
+             f"- model: MACE {cdoc.get('model_sha256') or '?'}",
+             f"- materials: {len(cdoc.get('screen_material_ids', []))} screened, "
+             f"{len(cdoc.get('input_failures', []))} refused at the input checks",
+             f"- relaxation with the model: {_relax_mode(cdoc)}",
+             f"- dynamical stability (unstable below {tol:g} THz): {n_stable} stable, {len(ok) - n_stable} unstable, "
+             f"{len(docs) - len(ok)} failed", "",
+             "## Materials", "", _markdown(table), ""]
+    if ok:
+        min_frequency_plot(rows, figures / "stability.png", tolerance_THz=tol)
+        report.files["stability"] = str(figures / "stability.png")
+    for d in ok:
+        if d.get("band_structure"):
+            name = f"bands_{safe_name(d['material_id'])}.png"
+            bands_plot(d["band_structure"], figures / name, title=f"{d.get('formula')} ({d['material_id']})",
+                       label=f"MACE {str(cdoc.get('model_sha256') or '')[:8]}", tolerance_THz=tol)
+            report.files[f"bands_{d['material_id']}"] = str(figures / name)
+    refs = _reference_docs(store, ok)
+    if refs:
+        try:
+            bench = BenchmarkMaker().benchmark([refs[m][0] for m in sorted(refs)], [refs[m][1] for m in sorted(refs)],
+                                               None, output_dir=figures)
+        except InputError as exc:
+            lines += [f"Benchmark against the imported references not possible: {exc.reason}", ""]
+        else:
+            report.benchmark = bench
+            for name, fname in bench.figures.items():
+                report.files[name] = str(figures / fname)
+            lines += [f"Benchmark against {len(refs)} imported/DFT reference(s) in the store: "
+                      + ", ".join(sorted(refs)), ""]
+            (out / "benchmark").mkdir(exist_ok=True)
+            lines += _benchmark_section(bench, out / "benchmark", report)
+    lines += _jobs_section(store, campaign)
+    if any(str(p).endswith(".png") for p in report.files.values()):
+        lines += ["## Figures", ""] + [f"- {Path(p).name}" for _, p in sorted(report.files.items())
+                                       if str(p).endswith(".png")]
+    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    report.files["summary"] = str(out / "summary.md")
+    (out / "campaign.json").write_text(json.dumps(_clean(cdoc), indent=1, default=str))
+    report.files["campaign"] = str(out / "campaign.json")
+    return report
+
+
+def _relax_mode(cdoc: dict[str, Any]) -> str:
+    relax = (cdoc.get("settings") or {}).get("relax")
+    if not relax:
+        return "none (phonons on the structures as given)"
+    return "positions and cell" if relax.get("relax_cell") else "positions (cell kept)"
+
+
+def _screening_row(d: dict[str, Any]) -> dict[str, Any]:
+    """One screened material: columns named with their units."""
+    row = {"material_id": d.get("material_id"), "formula": d.get("formula"), "failed": bool(d.get("failed")),
+           "dynamically_stable": d.get("dynamically_stable"), "min_frequency_THz": d.get("min_frequency_THz"),
+           "zero_point_energy_meV_per_atom": d.get("zero_point_energy_meV_per_atom")}
+    for key, tp in sorted((d.get("thermal") or {}).items(), key=lambda kv: float(temperature_label(kv[0]))):
+        t = temperature_label(key)
+        row |= {f"A_vib_{t}K_meV_per_atom": tp.get("A_vib_meV_per_atom"),
+                f"C_v_{t}K_J_per_K_mol_atoms": tp.get("Cv_J_per_K_mol"),
+                f"S_vib_{t}K_J_per_K_mol_atoms": tp.get("S_J_per_K_mol")}
+    if d.get("failed"):
+        row["error"] = "; ".join(str(e) for e in d.get("errors") or []) or d.get("error")
+    return row
+
+
+def _reference_docs(store: JobStore, mlip_docs: list[dict[str, Any]]) -> dict[str, tuple[dict, dict]]:
+    """material id -> (MLIP doc, reference doc) for the screened materials whose imported or DFT
+    phonons are in the store (same structure hash, else same material id); the reference doc is
+    given the screened material's id so that the benchmark pairs them."""
+    store.connect()
+    out: dict[str, tuple[dict, dict]] = {}
+    for d in mlip_docs:
+        crit = {"output.engine.kind": {"$in": list(REFERENCE_KINDS)}, "output.failed": {"$ne": True}}
+        found = None
+        for extra in ({"output.structure_hash": d.get("structure_hash")}, {"output.material_id": d.get("material_id")}):
+            if next(iter(extra.values())):
+                found = store.query_one({**crit, **extra}, properties=["output"], load=True)
+                if found:
+                    break
+        if found:
+            ref = {k: v for k, v in found["output"].items() if not str(k).startswith("@")}
+            ref["material_id"] = d["material_id"]
+            out[d["material_id"]] = ({k: v for k, v in d.items() if k != "_uuid"}, ref)
+    return out
 
 
 def _benchmark_with_figures(store, campaign, cdoc, uuids, tdoc, figures_dir: Path, report: CampaignReport):
@@ -212,9 +323,9 @@ def _material_rows(bench: BenchmarkDoc) -> list[dict[str, Any]]:
         }
         for key, p in m.thermal.items():
             t = temperature_label(key)
-            row |= {f"A_vib_ref_{t}K": p.A_vib_reference, f"A_vib_mlip_{t}K": p.A_vib_mlip,
-                    f"Cv_ref_{t}K": p.Cv_reference, f"Cv_mlip_{t}K": p.Cv_mlip,
-                    f"S_ref_{t}K": p.S_reference, f"S_mlip_{t}K": p.S_mlip}
+            row |= {f"A_vib_ref_{t}K_meV_per_atom": p.A_vib_reference, f"A_vib_mlip_{t}K_meV_per_atom": p.A_vib_mlip,
+                    f"Cv_ref_{t}K_J_per_K_mol_atoms": p.Cv_reference, f"Cv_mlip_{t}K_J_per_K_mol_atoms": p.Cv_mlip,
+                    f"S_ref_{t}K_J_per_K_mol_atoms": p.S_reference, f"S_mlip_{t}K_J_per_K_mol_atoms": p.S_mlip}
         mat_rows.append(row)
     return mat_rows
 

@@ -36,6 +36,9 @@ from phonon_flows.schemas.benchmark import PAPER_NUMBERS, BenchmarkDoc, PaperNum
 DPI = 150
 #: parity plots with at most this many values also mark each value
 SCATTER_MAX = 300
+#: parity plots with fewer values than this are plain scatter plots (a 2-D histogram of a handful
+#: of points is mostly empty cells)
+HISTOGRAM_MIN = 50
 #: polymorph plots with at most this many polymorphs name each one
 ANNOTATE_MAX = 30
 
@@ -74,7 +77,9 @@ def parity_plot(
     bins: int = 80,
     title: str | None = None,
 ) -> Path:
-    """Parity plot of ``predicted`` against ``reference`` as a 2-D histogram, log colour scale."""
+    """Parity plot of ``predicted`` against ``reference``: a 2-D histogram (log colour scale) with
+    the values marked, or a plain scatter plot below :data:`HISTOGRAM_MIN` values (the title says
+    which)."""
     x = np.asarray(reference, dtype=float).ravel()
     y = np.asarray(predicted, dtype=float).ravel()
     if x.shape != y.shape or x.size == 0:
@@ -82,16 +87,21 @@ def parity_plot(
     lo, hi = float(min(x.min(), y.min())), float(max(x.max(), y.max()))
     pad = 0.03 * (hi - lo) if hi > lo else max(1.0, abs(hi)) * 0.05
     lo, hi = lo - pad, hi + pad
-    nbins = int(max(10, min(bins, 4 * math.sqrt(x.size) + 10)))
-    counts, xe, ye = np.histogram2d(x, y, bins=nbins, range=[[lo, hi], [lo, hi]])
-    counts = np.ma.masked_equal(counts, 0)
-
-    fig, ax = plt.subplots(figsize=(4.8, 4.2))
-    mesh = ax.pcolormesh(xe, ye, counts.T, norm=LogNorm(vmin=1, vmax=max(2.0, float(counts.max()))), cmap="viridis")
-    fig.colorbar(mesh, ax=ax, label="count")
+    histogram = x.size >= HISTOGRAM_MIN
+    if histogram:
+        nbins = int(max(10, min(bins, 4 * math.sqrt(x.size) + 10)))
+        counts, xe, ye = np.histogram2d(x, y, bins=nbins, range=[[lo, hi], [lo, hi]])
+        counts = np.ma.masked_equal(counts, 0)
+        fig, ax = plt.subplots(figsize=(4.8, 4.2))
+        mesh = ax.pcolormesh(xe, ye, counts.T, norm=LogNorm(vmin=1, vmax=max(2.0, float(counts.max()))),
+                             cmap="viridis")
+        fig.colorbar(mesh, ax=ax, label="count")
+        if x.size <= SCATTER_MAX:  # show each value over its histogram cell
+            ax.scatter(x, y, s=6, color="black", lw=0, zorder=3)
+    else:
+        fig, ax = plt.subplots(figsize=(4.4, 4.2))
+        ax.scatter(x, y, s=28, color="tab:blue", edgecolors="black", lw=0.5, zorder=3)
     ax.plot([lo, hi], [lo, hi], color="0.3", lw=0.8, ls="--")
-    if x.size <= SCATTER_MAX:  # few values: show each one over its histogram cell
-        ax.scatter(x, y, s=6, color="black", lw=0, zorder=3)
     ax.set_xlim(lo, hi)
     ax.set_ylim(lo, hi)
     ax.set_aspect("equal")
@@ -104,8 +114,8 @@ def parity_plot(
         transform=ax.transAxes, va="top", ha="left", fontsize=8,
         bbox=dict(boxstyle="round", fc="white", ec="0.7", alpha=0.9),
     )
-    if title:
-        ax.set_title(title, fontsize=9)
+    kind = "2-D histogram, log colour scale" if histogram else "scatter"
+    ax.set_title(f"{title + ' ' if title else ''}({kind}, {x.size} values)", fontsize=9)
     return _save(fig, path)
 
 
@@ -173,12 +183,20 @@ def _ticks(bands: Mapping | Any, distances: np.ndarray) -> tuple[list[float], li
     segment (``path_connections``); labels of points at the same distance are joined ("X|K").
     """
     labels = _get(bands, "labels")
-    if not labels:
+    seg_labels = _get(bands, "segment_labels")
+    if not labels and not seg_labels:
         return [], []
-    labels = list(labels)
+    labels = list(labels or [])
     pos: list[float] = []
     names: list[str] = []
-    if len(labels) == len(distances):
+    segs = _segments(distances, _get(bands, "segment_nqpoints"))
+    if seg_labels and len(seg_labels) == len(segs):  # every segment's two ends: every special point
+        for sl, ends in zip(segs, seg_labels):
+            for idx, name in ((sl.start, ends[0]), (sl.stop - 1, ends[1])):
+                if name:
+                    pos.append(float(distances[idx]))
+                    names.append(str(name))
+    elif len(labels) == len(distances):
         for d, lab in zip(distances, labels):
             if lab:
                 pos.append(float(d))
@@ -246,6 +264,46 @@ def band_structure_plot(
     return _save(fig, path)
 
 
+def bands_plot(bands: Mapping | Any, path: str | Path, *, title: str | None = None, label: str = "MLIP",
+               tolerance_THz: float | None = None) -> Path:
+    """One phonon band structure (a screened material), every high-symmetry point labelled, with
+    the stability tolerance drawn when given."""
+    fig, ax = plt.subplots(figsize=(6.0, 4.0))
+    d = np.asarray(_get(bands, "distances"), dtype=float)
+    f = np.asarray(_get(bands, "frequencies"), dtype=float)
+    for sl in _segments(d, _get(bands, "segment_nqpoints")):
+        ax.plot(d[sl], f[sl], color="tab:red", lw=1.0)
+    pos, names = _ticks(bands, d)
+    ax.set_xticks(pos, names) if pos else ax.set_xticks([])
+    for p in pos:
+        ax.axvline(p, color="0.8", lw=0.6, zorder=0)
+    ax.axhline(0.0, color="0.6", lw=0.6)
+    if tolerance_THz is not None:
+        ax.axhline(tolerance_THz, color="tab:blue", lw=0.8, ls=":", label=f"unstable below {tolerance_THz:g} THz")
+        ax.legend(fontsize=7, loc="best")
+    ax.set_xlim(d.min(), d.max())
+    ax.set_ylabel("Frequency (THz)")
+    ax.set_title(f"{title + ': ' if title else ''}{label}", fontsize=10)
+    return _save(fig, path)
+
+
+def min_frequency_plot(rows: Sequence[Mapping], path: str | Path, *, tolerance_THz: float = -0.5) -> Path:
+    """Lowest frequency (THz) of each screened material, stable ones above the tolerance line."""
+    rows = [r for r in rows if r.get("min_frequency_THz") is not None]
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.35 * len(rows) + 2), 3.6))
+    x = np.arange(len(rows))
+    vals = np.array([r["min_frequency_THz"] for r in rows], dtype=float)
+    colors = ["tab:green" if v >= tolerance_THz else "tab:red" for v in vals]
+    ax.bar(x, vals, color=colors)
+    ax.axhline(tolerance_THz, color="tab:blue", lw=0.8, ls=":")
+    ax.set_xticks(x, [str(r["material_id"]) for r in rows], rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel("lowest frequency (THz)")
+    n_stable = int(np.sum(vals >= tolerance_THz))
+    ax.set_title(f"Dynamical stability: {n_stable} of {len(rows)} stable (unstable below {tolerance_THz:g} THz)",
+                 fontsize=9)
+    return _save(fig, path)
+
+
 # --- polymorphs -------------------------------------------------------------------------------------
 
 
@@ -290,8 +348,9 @@ def polymorph_plot(
     ax.set_xlabel("ΔH (meV/atom)")
     ax.set_ylabel("ΔA$_{vib}$ (meV/atom)")
     tag = f" at {temperature_label(temperature)} K" if temperature is not None else ""
-    n_common, n_ref = _get(result, "n_common"), _get(result, "n_reference")
-    extra = f": {n_common} of {n_ref} transitions in common" if n_common is not None and n_ref is not None else ""
+    n_common, n_ref, n_mlip = _get(result, "n_common"), _get(result, "n_reference"), _get(result, "n_mlip")
+    extra = (f": transitions reference {n_ref}, MLIP {n_mlip}, in common {n_common}"
+             if None not in (n_common, n_ref, n_mlip) else "")
     ax.set_title(f"Polymorphs{tag}{extra}", fontsize=9)
     ax.legend(fontsize=7, loc="best")
     return _save(fig, path)
@@ -300,12 +359,14 @@ def polymorph_plot(
 # --- learning curve ----------------------------------------------------------------------------------
 
 
-def learning_curve_plot(curve: Sequence[Mapping | Any], path: str | Path, *, title: str | None = None) -> Path:
-    """Losses (top) and validation errors (bottom, log scales) per epoch of a training run.
+def learning_curve_plot(curve: Sequence[Mapping | Any], path: str | Path, *, title: str | None = None,
+                        fitted_energies: bool = False) -> Path:
+    """Losses (top) and validation force errors (bottom, meV/Å, log scales) per epoch.
 
     ``curve`` is a list of per-epoch dicts or models (e.g. TrainingDoc.learning_curve) with
-    ``epoch`` and numeric metrics; keys containing "loss" go to the top panel, the other numeric
-    ones (except time) to the bottom. Where ``stage`` changes a vertical line is drawn.
+    ``epoch`` and numeric metrics; keys containing "loss" go to the top panel, the force errors
+    to the bottom (energy errors too with ``fitted_energies``: a model trained with an energy
+    weight). Where ``stage`` changes a vertical line is drawn.
     """
     recs = [c.model_dump() if hasattr(c, "model_dump") else dict(c) for c in curve]
     if not recs:
@@ -313,7 +374,11 @@ def learning_curve_plot(curve: Sequence[Mapping | Any], path: str | Path, *, tit
     keys = sorted({k for r in recs for k, v in r.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
     keys = [k for k in keys if k not in ("epoch", "time")]
     loss_keys = [k for k in keys if "loss" in k]
-    err_keys = [k for k in keys if k not in loss_keys]
+    # the errors of what is trained: forces (the recipe fits forces only, energy weight 0); energy
+    # errors of such a fit are meaningless and only shown when the run also fitted energies
+    err_keys = [k for k in keys if k not in loss_keys and "force" in k]
+    if fitted_energies:
+        err_keys += [k for k in keys if k not in loss_keys and "energy" in k]
     fig, axes = plt.subplots(2, 1, figsize=(5.5, 5.5), sharex=True)
     for ax, group in zip(axes, (loss_keys, err_keys)):
         for k in group:
@@ -332,7 +397,8 @@ def learning_curve_plot(curve: Sequence[Mapping | Any], path: str | Path, *, tit
                 ax.axvline(e1 - 0.5, color="0.5", ls=":", lw=0.8)
             axes[0].text(e1, 1.0, f" stage {s1}", transform=axes[0].get_xaxis_transform(), fontsize=7, va="bottom")
     axes[0].set_ylabel("loss")
-    axes[1].set_ylabel("validation error (force meV/Å, energy meV/atom)")
+    axes[1].set_ylabel("validation error (force meV/Å, energy meV/atom)" if fitted_energies
+                       else "validation force error (meV/Å)")
     axes[1].set_xlabel("epoch")
     if title:
         axes[0].set_title(title, fontsize=9)
