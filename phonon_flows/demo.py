@@ -355,9 +355,11 @@ class GroupMetrics:
 def group_metrics(name: str, ids: Sequence[str], mlip: Mapping[str, Any], ref: Mapping[str, Any],
                   pairs: Sequence[tuple[str, str]] = (), enthalpies: Mapping[str, float] | None = None) -> GroupMetrics:
     """Frequency MAE (pooled over dispersions), stability, A_vib MAE and polymorph ΔA_vib of a group."""
-    g = GroupMetrics(name=name, material_ids=list(ids))
-    m_docs = [mlip[i] for i in ids if i in mlip and i in ref]
-    r_docs = [ref[i] for i in ids if i in mlip and i in ref]
+    both = [i for i in ids if i in mlip and i in ref]
+    g = GroupMetrics(name=name, material_ids=both)
+    g.skipped = [f"{i}: no phonons (refused or failed input, see the campaign)" for i in ids if i not in both]
+    m_docs = [mlip[i] for i in both]
+    r_docs = [ref[i] for i in both]
     if not m_docs:
         return g
     try:
@@ -365,7 +367,7 @@ def group_metrics(name: str, ids: Sequence[str], mlip: Mapping[str, Any], ref: M
     except PhononFlowsError as exc:
         g.skipped.append(str(exc))
         return g
-    g.skipped = [f"{e.material_id}: {e.reason}" for e in doc.skipped]
+    g.skipped += [f"{e.material_id}: {e.reason}" for e in doc.skipped]
     if doc.frequency:
         g.freq_mae_THz, g.freq_r2 = doc.frequency.mae, doc.frequency.r2
     if doc.stability:
