@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import sys
 import time
 import traceback
@@ -45,6 +46,8 @@ from phonon_flows.schemas.campaign import (
     CAMPAIGN_KIND,
     FAILURE_KIND,
     FAILURE_UUID_PREFIX,
+    RUNNING_KIND,
+    RUNNING_UUID_PREFIX,
     CampaignDoc,
     JobFailureDoc,
 )
@@ -242,6 +245,51 @@ def write_failure(store: JobStore, job: Job, doc: JobFailureDoc) -> None:
 
 def clear_failure(store: JobStore, uuid: str) -> None:
     store.docs_store.remove_docs({"uuid": FAILURE_UUID_PREFIX + uuid})
+
+
+def write_running(store: JobStore, job: Job, job_dir: Path, campaign: str | None) -> None:
+    """Mark ``job`` as running in this process (what ``status`` shows while a local run works)."""
+    store.docs_store.update(
+        {
+            "uuid": RUNNING_UUID_PREFIX + job.uuid,
+            "index": 1,
+            "name": f"running: {job.name}",
+            "output": {"kind": RUNNING_KIND, "job_uuid": job.uuid, "job_name": job.name, "campaign": campaign,
+                       "pid": os.getpid(), "host": socket.gethostname(), "directory": str(job_dir),
+                       "started_at": datetime.now().isoformat()},
+            "metadata": job.metadata,
+            "hosts": list(job.hosts),
+            "completed_at": datetime.now().isoformat(),
+        },
+        key=["uuid", "index"],
+    )
+
+
+def clear_running(store: JobStore, uuid: str) -> None:
+    store.docs_store.remove_docs({"uuid": RUNNING_UUID_PREFIX + uuid})
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
+
+
+def running_records(store: JobStore, uuids: Iterable[str]) -> dict[str, dict]:
+    """Running markers of the given jobs whose process still lives (a marker left by a killed run,
+    on this host, is not running: that job is pending and a rerun does it)."""
+    here = socket.gethostname()
+    out: dict[str, dict] = {}
+    for chunk in _chunks([RUNNING_UUID_PREFIX + u for u in uuids]):
+        for d in store.docs_store.query({"uuid": {"$in": chunk}, "output.kind": RUNNING_KIND}, properties=["output"]):
+            r = d["output"]
+            if r.get("host") != here or _process_alive(int(r.get("pid", -1))):
+                out[r["job_uuid"]] = r
+    return out
 
 
 def _tag(job: Job) -> dict[str, Any]:
@@ -498,14 +546,17 @@ class _CampaignRun:
         job_dir = self.root / _dir_name(job)
         self.bar.describe(f"{job.name}")
         t0 = time.perf_counter()
+        write_running(self.store, job, job_dir, tag.get("campaign", self.campaign))
         try:
             with job_output(job_dir, self.capture_output):
                 if self.capture_output:
                     print(f"job {job.name} ({job.uuid})")
                 response = job.run(store=self.store, job_dir=job_dir)
         except Exception as exc:  # noqa: BLE001 - one job's failure must not sink the campaign
+            clear_running(self.store, job.uuid)
             self._failed(job, tag, base, exc, job_dir, time.perf_counter() - t0)
             return
+        clear_running(self.store, job.uuid)
         self.ran_now.add(job.uuid)
         soft = soft_failure(response.output)
         self.record(JobOutcome(**base, state="failed" if soft else "done", seconds=time.perf_counter() - t0,
@@ -685,7 +736,8 @@ def campaign_status(
 
     A job is *done* when its output is in the store and does not say it failed, *failed* when it
     raised (failure record), its output says it failed or its Firework FIZZLED, *skipped* when a
-    job it needed failed, *running* when its Firework is RUNNING/RESERVED, else *pending* (not run
+    job it needed failed, *running* when its Firework is RUNNING/RESERVED or a local run (a live
+    process) is working on it, else *pending* (not run
     yet, or interrupted). ``fireworks``: a callable ``campaign -> {job uuid: {state, reason,
     launch_dir, fw_id}}`` (:func:`phonon_flows.fireworks.launchpad_jobs`); ``extra_docs``:
     CampaignDocs not yet in the store (those a LaunchPad carries from ``submit`` on).
@@ -715,6 +767,7 @@ def campaign_status(
             ):
                 soft[d["uuid"]] = soft_failure({**d.get("output", {}), "failed": True}) or "failed"
         records = {r["job_uuid"]: r for r in failure_records(store, uuids)}
+        running = running_records(store, uuids)
         notes: list[str] = []
         for chunk in _chunks(uuids):
             for d in store.docs_store.query({"uuid": {"$in": chunk}, "output.warnings": {"$exists": True, "$ne": []}},
@@ -744,6 +797,8 @@ def campaign_status(
                     failures.append({"material_id": j.material_id, "stage": j.stage, "state": "failed",
                                      "reason": fw[j.uuid].get("reason") or "FIZZLED",
                                      "directory": fw[j.uuid].get("launch_dir"), "job_name": j.name})
+            elif j.uuid in running:  # a local run is working on it now
+                s = "running"
             else:
                 s = "pending"
             counts[s] += 1
