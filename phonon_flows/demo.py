@@ -24,6 +24,7 @@ from pymatgen.core import Lattice, Structure
 from phonon_flows.core import metrics as M
 from phonon_flows.core import phonondb as pdb
 from phonon_flows.core.phonons import to_structure
+from phonon_flows.core.polymorphs import temperature_key
 from phonon_flows.engines import get_engine
 from phonon_flows.engines.harmonic import HARMONIC_DFT_LABEL, HARMONIC_DFT_NAME
 from phonon_flows.errors import InputError, PhononFlowsError
@@ -302,16 +303,17 @@ def _get(doc: Any, key: str) -> Any:
     return doc.get(key) if isinstance(doc, dict) else getattr(doc, key, None)
 
 
-def a_vib(doc: Any, t: str = "300") -> float | None:
+def a_vib(doc: Any, t: float = 300) -> float | None:
+    """A_vib (meV/atom) of a PhononDoc (or its dict) at temperature ``t`` (K), None when missing."""
     th = _get(doc, "thermal") or {}
-    row = th.get(t)
+    row = th.get(temperature_key(t))
     if row is None:
         return None
     return float(row["A_vib_meV_per_atom"] if isinstance(row, dict) else row.A_vib_meV_per_atom)
 
 
 def delta_a_vib(pairs: Sequence[tuple[str, str]], mlip: Mapping[str, Any], ref: Mapping[str, Any],
-                t: str = "300") -> dict[str, Any]:
+                t: float = 300) -> dict[str, Any]:
     """ΔA_vib(T) = A_vib(a) - A_vib(b) of each polymorph pair, DFT vs MLIP: rows, MAE, R², and how
     often the sign (which polymorph the vibrations favour) agrees."""
     rows = []
@@ -326,7 +328,7 @@ def delta_a_vib(pairs: Sequence[tuple[str, str]], mlip: Mapping[str, Any], ref: 
         r = [x["dA_vib_dft_meV"] for x in rows]
         p = [x["dA_vib_mlip_meV"] for x in rows]
         out["mae_meV"] = M.mae(r, p)
-        out["r2"] = M.r2(r, p) if len(rows) > 1 else None
+        out["r2"] = M.r2(r, p) if len(rows) > 2 else None  # not with one or two pairs
         out["sign_agreement"] = sum((x > 0) == (y > 0) for x, y in zip(r, p, strict=True))
     return out
 
@@ -353,9 +355,11 @@ class GroupMetrics:
 def group_metrics(name: str, ids: Sequence[str], mlip: Mapping[str, Any], ref: Mapping[str, Any],
                   pairs: Sequence[tuple[str, str]] = (), enthalpies: Mapping[str, float] | None = None) -> GroupMetrics:
     """Frequency MAE (pooled over dispersions), stability, A_vib MAE and polymorph ΔA_vib of a group."""
-    g = GroupMetrics(name=name, material_ids=list(ids))
-    m_docs = [mlip[i] for i in ids if i in mlip and i in ref]
-    r_docs = [ref[i] for i in ids if i in mlip and i in ref]
+    both = [i for i in ids if i in mlip and i in ref]
+    g = GroupMetrics(name=name, material_ids=both)
+    g.skipped = [f"{i}: no phonons (refused or failed input, see the campaign)" for i in ids if i not in both]
+    m_docs = [mlip[i] for i in both]
+    r_docs = [ref[i] for i in both]
     if not m_docs:
         return g
     try:
@@ -363,14 +367,14 @@ def group_metrics(name: str, ids: Sequence[str], mlip: Mapping[str, Any], ref: M
     except PhononFlowsError as exc:
         g.skipped.append(str(exc))
         return g
-    g.skipped = [f"{e.material_id}: {e.reason}" for e in doc.skipped]
+    g.skipped += [f"{e.material_id}: {e.reason}" for e in doc.skipped]
     if doc.frequency:
         g.freq_mae_THz, g.freq_r2 = doc.frequency.mae, doc.frequency.r2
     if doc.stability:
         g.stability_accuracy_percent = doc.stability.accuracy_percent
         g.stability_right = doc.stability.counts.get("true_stable", 0) + doc.stability.counts.get("true_unstable", 0)
-    for key, attr in (("300", "a_vib_300_mae_meV"), ("1000", "a_vib_1000_mae_meV")):
-        tm = doc.thermal.get(key)
+    for t, attr in ((300, "a_vib_300_mae_meV"), (1000, "a_vib_1000_mae_meV")):
+        tm = doc.thermal.get(temperature_key(t))
         if tm is not None and tm.A_vib is not None:
             setattr(g, attr, tm.A_vib.mae)
     g.dA_vib = delta_a_vib(pairs, mlip, ref) if pairs else {}

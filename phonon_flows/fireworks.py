@@ -37,6 +37,7 @@ from phonon_flows.errors import InputError, PhononFlowsError
 from phonon_flows.makers.base import CATEGORIES
 from phonon_flows.runner import (
     clear_failure,
+    error_type_of,
     failure_records,
     job_output,
     one_line,
@@ -171,7 +172,16 @@ class CampaignJobFiretask(JobFiretask):
                 traceback_tail="".join(tb.splitlines(True)[-12:]),
             ))
             raise
-        clear_failure(store, job.uuid)
+        output = (store.query_one({"uuid": job.uuid}, properties=["output"], sort={"index": -1}) or {}).get("output")
+        soft = soft_failure(output) if isinstance(output, dict) else None
+        if soft:  # the job's document says it failed: a record with its launch directory
+            write_failure(store, job, JobFailureDoc(
+                material_id=material_id or job.name, stage=stage or "job", reason=soft, directory=str(launch_dir),
+                state="failed", campaign=tag.get("campaign"), job_uuid=job.uuid, job_name=job.name,
+                error_type=error_type_of(soft),
+            ))
+        else:
+            clear_failure(store, job.uuid)
         return action
 
 

@@ -64,10 +64,45 @@ def get_store(
         docs = SafeMontyStore(collection, **kwargs)
         data = SafeMontyStore(data_collection, **kwargs)
 
-    store = JobStore(docs, additional_stores={DATA_STORE_NAME: data})
+    store = OrderedJobStore(docs, additional_stores={DATA_STORE_NAME: data})
     if connect:
         store.connect()
     return store
+
+
+class _DeferredUpdates:
+    """Stands in for a docs store during :meth:`OrderedJobStore.update`: records the writes."""
+
+    def __init__(self, store):
+        self.store = store
+        self.writes: list[tuple[Any, Any]] = []
+
+    def update(self, docs, key=None):
+        self.writes.append((docs, key))
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+
+class OrderedJobStore(JobStore):
+    """jobflow's JobStore, writing an output's large objects before the document that points at them.
+
+    jobflow writes the job document first and its blobs after; a process killed in between leaves a
+    document whose blob is missing, and every later ``query(load=True)`` over it fails with a KeyError.
+    Here the blobs go first, so a document in the store always has its data: a killed run loses at
+    most the job it was writing, which a rerun recomputes.
+    """
+
+    def update(self, docs, key=None, save=None):
+        docs_store = self.docs_store
+        deferred = _DeferredUpdates(docs_store)
+        self.docs_store = deferred
+        try:
+            super().update(docs, key=key, save=save)  # blobs written here; documents recorded
+        finally:
+            self.docs_store = docs_store
+        for pending, pending_key in deferred.writes:
+            docs_store.update(pending, key=pending_key)
 
 
 #: lock file of an embedded store folder (held while its montydb configuration is written or read)

@@ -51,7 +51,7 @@ def test_campaign_maker_uses_dim_and_harmonic_dft(materials):
 
 def test_delta_a_vib_between_polymorphs():
     def doc(a):
-        return {"thermal": {"300": {"A_vib_meV_per_atom": a}}}
+        return {"thermal": {"T300": {"A_vib_meV_per_atom": a}}}
 
     ref = {"a": doc(-10.0), "b": doc(-12.0), "c": doc(5.0), "d": doc(4.0)}
     mlip = {"a": doc(-9.0), "b": doc(-12.5), "c": doc(6.0), "d": doc(7.0)}
@@ -61,3 +61,24 @@ def test_delta_a_vib_between_polymorphs():
     assert [r["dA_vib_mlip_meV"] for r in out["rows"]] == [3.5, -1.0]
     assert out["mae_meV"] == pytest.approx((1.5 + 2.0) / 2)
     assert out["sign_agreement"] == 1
+
+
+def test_group_metrics_on_real_documents():
+    """A_vib and ΔA_vib are read from real PhononDocs (the keys the documents use), and a model
+    equal to DFT scores zero."""
+    from pathlib import Path
+
+    from phonon_flows.demo import group_metrics
+    from phonon_flows.makers.phonons import phonon_settings, phonondb_phonon_doc
+
+    data = Path(__file__).resolve().parent / "data" / "phonondb"
+    settings = phonon_settings(temperatures=[300, 1000])
+    docs = {mid: phonondb_phonon_doc(data / name, settings, material_id=mid, use_born=False)
+            for mid, name in (("zb", "materials-id-10695-zns-f-43m-216.tar.lzma"),
+                              ("wz", "materials-id-560588-zns-p6-3mc-186.tar.lzma"))}
+    g = group_metrics("same", ["zb", "wz"], docs, docs, pairs=[("wz", "zb")])
+    assert g.freq_mae_THz == pytest.approx(0, abs=1e-9) and g.stability_right == 2
+    assert g.a_vib_300_mae_meV == pytest.approx(0, abs=1e-9) and g.a_vib_1000_mae_meV == pytest.approx(0, abs=1e-9)
+    assert g.dA_vib["n"] == 1 and g.dA_vib["mae_meV"] == pytest.approx(0, abs=1e-9)
+    # the DFT polytypes differ by less than 1 meV/atom in A_vib(300 K)
+    assert abs(g.dA_vib["rows"][0]["dA_vib_dft_meV"]) < 1.0

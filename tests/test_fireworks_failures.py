@@ -140,3 +140,61 @@ def test_killed_job_is_skipped_downstream_and_rerun(mongo_uri, mongo_db_name, tm
     assert all(d["engine"]["model_sha256"] == tiny_mace_model.sha256 for d in docs)
     lp.connection.close()
     store.close()
+
+
+# -- a job that raises, and the job that needs its output ----------------------------------------
+from jobflow import Flow, job  # noqa: E402
+
+
+@job
+def label_or_fail(i: int) -> dict:
+    if i == 1:
+        raise ValueError(f"material m{i}: SCF did not converge")
+    return {"i": i}
+
+
+@job
+def needs(labelled: dict) -> dict:
+    return {"got": labelled["i"]}
+
+
+@job
+def collect(results: list) -> dict:
+    return {"n": len([r for r in results if r])}
+
+
+def test_a_raising_job_fizzles_its_dependents_are_skipped_and_the_rest_completes(mongo_uri, mongo_db_name,
+                                                                                  tmp_path, monkeypatch):
+    from fireworks import FWorker
+    from jobflow.core.reference import OnMissing
+
+    from phonon_flows.fireworks import get_launchpad, rerun_campaign_fireworks, submit
+    from phonon_flows.runner import failure_records
+    from phonon_flows.store import tag_metadata
+
+    store = get_store(mongo_uri=mongo_uri, database=mongo_db_name)
+    monkeypatch.setattr(SETTINGS, "JOB_STORE", store)
+    labels = [tag_metadata(label_or_fail(i), campaign="t", material_id=f"m{i}", stage="label") for i in range(3)]
+    dependents = [tag_metadata(needs(lab.output), campaign="t", material_id=f"m{i}", stage="phonon-reference")
+                  for i, lab in enumerate(labels)]
+    last = tag_metadata(collect([d.output for d in dependents]), campaign="t", stage="benchmark")
+    last.config.on_missing_references = OnMissing.NONE
+    lp = get_launchpad(mongo_uri, f"{mongo_db_name}_fw")  # a new database: submit initialises it
+    submit(Flow([*labels, *dependents, last]), lp)
+
+    cpu = FWorker.from_file(str(REPO / "my_fworker_cpu.yaml"))
+    assert run_worker(lp, cpu, sleep_time=0.2, m_dir=tmp_path / "w") == 7  # nothing stalls
+    states = {fw["name"] + str(fw["spec"]["phonon_flows"].get("material_id")): fw["state"]
+              for fw in lp.fireworks.find({}, {"name": 1, "state": 1, "spec.phonon_flows": 1})}
+    assert states["label_or_failm1"] == "FIZZLED" and states["needsm1"] == "COMPLETED"
+    assert sum(s == "COMPLETED" for s in states.values()) == 6
+    by_state = {r["state"]: r for r in failure_records(store, campaign="t")}
+    assert by_state["failed"]["reason"] == "ValueError: material m1: SCF did not converge"
+    assert "SCF did not converge" in (Path(by_state["failed"]["directory"]) / "job.log").read_text()
+    assert by_state["skipped"]["stage"] == "phonon-reference" and "SCF did not converge" in by_state["skipped"]["reason"]
+    assert store.query_one({"uuid": last.uuid}, load=True)["output"] == {"n": 2}
+    # rerun puts the failed job (its children with it) back in the queue
+    ids = rerun_campaign_fireworks(lp, "t", store=store)
+    assert len(ids) == 2 and lp.fireworks.count_documents({"state": {"$in": ["READY", "WAITING"]}}) == 3
+    lp.connection.close()
+    store.close()

@@ -109,6 +109,10 @@ def test_reference_relax_maker_document():
     assert doc.converged and doc.max_force <= 1e-3
     assert doc.volume_change == pytest.approx(doc.structure.volume / start.volume - 1)
     assert doc.engine.settings["relax"]["fmax"] == 1e-3
+    # a volume change of more than 3 % is reported; a small one is not
+    assert abs(doc.volume_change) > 0.03 and "changed the volume by" in doc.warnings[0] and "Al-test" in doc.warnings[0]
+    near = ReferenceRelaxMaker(engine="emt", fmax=1e-3).relax(doc.structure, "Al-relaxed")
+    assert abs(near.volume_change) < 0.03 and near.warnings == []
 
 
 def test_reference_force_maker_single_and_batch():

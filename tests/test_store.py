@@ -305,3 +305,30 @@ def test_results_indexes(results):
         assert {"output.formula", "output.chemsys", "output.thermal.T1000.S_J_per_K_mol"} <= keys
     # queries still work after indexing
     assert results.count(formula="ZnS", A_vib=(None, -8.3)) == 1
+
+
+def test_a_document_is_never_stored_before_its_data(tmp_path):
+    """A run killed between writing a job's document and its blob left a document whose data was
+    missing, and every later ``query(load=True)`` failed (seen after kill -9). The blob goes first."""
+    from phonon_flows.store import OrderedJobStore
+
+    store = get_store(store_dir=tmp_path / "store", connect=True)
+    assert isinstance(store, OrderedJobStore)
+    data = store.additional_stores["data"]
+
+    def killed(*args, **kwargs):  # the process dies while the blob is being written
+        raise KeyboardInterrupt("killed")
+
+    real_update = data.update
+    data.update = killed
+    response_doc = {"uuid": "job-1", "index": 1, "output": {"phonopy": {"@module": "x", "big": [1.0] * 10}},
+                    "metadata": {}, "hosts": [], "name": "j", "completed_at": "now"}
+    with pytest.raises(KeyboardInterrupt):
+        store.update(response_doc, key=["uuid", "index"], save={"data": ["phonopy"]})
+    assert store.docs_store.count({"uuid": "job-1"}) == 0  # nothing half-written
+
+    data.update = real_update
+    store.update(response_doc, key=["uuid", "index"], save={"data": ["phonopy"]})
+    (doc,) = list(store.query({"uuid": "job-1"}, load=True))
+    assert doc["output"]["phonopy"]["big"] == [1.0] * 10
+    store.close()
