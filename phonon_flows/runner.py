@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import sys
 import time
 import traceback
@@ -45,6 +46,8 @@ from phonon_flows.schemas.campaign import (
     CAMPAIGN_KIND,
     FAILURE_KIND,
     FAILURE_UUID_PREFIX,
+    RUNNING_KIND,
+    RUNNING_UUID_PREFIX,
     CampaignDoc,
     JobFailureDoc,
 )
@@ -75,6 +78,8 @@ class JobOutcome:
     seconds: float = 0.0
     reason: str | None = None
     directory: str | None = None
+    #: materials of a job of many materials (a batched phonon job) that failed in it
+    failed_material_ids: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -121,7 +126,10 @@ class RunSummary:
         return [o for o in self.outcomes if o.state in ("failed", "skipped")]
 
     def failed_materials(self) -> list[str]:
-        return sorted({o.material_id for o in self.failures if o.material_id})
+        """Materials with a failed or skipped job (also those failing inside a job of many)."""
+        ids = {o.material_id for o in self.failures if o.material_id}
+        ids |= {m for o in self.failures for m in o.failed_material_ids}
+        return sorted(ids)
 
     def as_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -239,6 +247,51 @@ def clear_failure(store: JobStore, uuid: str) -> None:
     store.docs_store.remove_docs({"uuid": FAILURE_UUID_PREFIX + uuid})
 
 
+def write_running(store: JobStore, job: Job, job_dir: Path, campaign: str | None) -> None:
+    """Mark ``job`` as running in this process (what ``status`` shows while a local run works)."""
+    store.docs_store.update(
+        {
+            "uuid": RUNNING_UUID_PREFIX + job.uuid,
+            "index": 1,
+            "name": f"running: {job.name}",
+            "output": {"kind": RUNNING_KIND, "job_uuid": job.uuid, "job_name": job.name, "campaign": campaign,
+                       "pid": os.getpid(), "host": socket.gethostname(), "directory": str(job_dir),
+                       "started_at": datetime.now().isoformat()},
+            "metadata": job.metadata,
+            "hosts": list(job.hosts),
+            "completed_at": datetime.now().isoformat(),
+        },
+        key=["uuid", "index"],
+    )
+
+
+def clear_running(store: JobStore, uuid: str) -> None:
+    store.docs_store.remove_docs({"uuid": RUNNING_UUID_PREFIX + uuid})
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
+
+
+def running_records(store: JobStore, uuids: Iterable[str]) -> dict[str, dict]:
+    """Running markers of the given jobs whose process still lives (a marker left by a killed run,
+    on this host, is not running: that job is pending and a rerun does it)."""
+    here = socket.gethostname()
+    out: dict[str, dict] = {}
+    for chunk in _chunks([RUNNING_UUID_PREFIX + u for u in uuids]):
+        for d in store.docs_store.query({"uuid": {"$in": chunk}, "output.kind": RUNNING_KIND}, properties=["output"]):
+            r = d["output"]
+            if r.get("host") != here or _process_alive(int(r.get("pid", -1))):
+                out[r["job_uuid"]] = r
+    return out
+
+
 def _tag(job: Job) -> dict[str, Any]:
     return dict((job.metadata or {}).get(METADATA_KEY) or {})
 
@@ -258,6 +311,17 @@ def soft_failure(output: Any) -> str | None:
     errors = get("errors") or []
     reason = get("error") or get("reason") or "; ".join(str(e) for e in errors)
     return " ".join(str(reason or "the document says it failed").split())
+
+
+def _failed_material_ids(output: Any) -> list[str]:
+    """``failed_materials`` of a document of many materials (PhononBatchDoc), as ids."""
+    items = output.get("failed_materials") if isinstance(output, dict) else getattr(output, "failed_materials", None)
+    out = []
+    for item in items or []:
+        mid = item.get("material_id") if isinstance(item, dict) else getattr(item, "material_id", None)
+        if mid:
+            out.append(str(mid))
+    return out
 
 
 def error_type_of(reason: str | None) -> str | None:
@@ -482,18 +546,22 @@ class _CampaignRun:
         job_dir = self.root / _dir_name(job)
         self.bar.describe(f"{job.name}")
         t0 = time.perf_counter()
+        write_running(self.store, job, job_dir, tag.get("campaign", self.campaign))
         try:
             with job_output(job_dir, self.capture_output):
                 if self.capture_output:
                     print(f"job {job.name} ({job.uuid})")
                 response = job.run(store=self.store, job_dir=job_dir)
         except Exception as exc:  # noqa: BLE001 - one job's failure must not sink the campaign
+            clear_running(self.store, job.uuid)
             self._failed(job, tag, base, exc, job_dir, time.perf_counter() - t0)
             return
+        clear_running(self.store, job.uuid)
         self.ran_now.add(job.uuid)
         soft = soft_failure(response.output)
         self.record(JobOutcome(**base, state="failed" if soft else "done", seconds=time.perf_counter() - t0,
-                               reason=soft, directory=str(job_dir)))
+                               reason=soft, directory=str(job_dir),
+                               failed_material_ids=_failed_material_ids(response.output) if soft else []))
         if soft:  # the job's document says it failed: a record with its directory, like a raise
             write_failure(self.store, job, JobFailureDoc(
                 material_id=base["material_id"] or job.name, stage=base["stage"] or "job", reason=soft,
@@ -668,7 +736,8 @@ def campaign_status(
 
     A job is *done* when its output is in the store and does not say it failed, *failed* when it
     raised (failure record), its output says it failed or its Firework FIZZLED, *skipped* when a
-    job it needed failed, *running* when its Firework is RUNNING/RESERVED, else *pending* (not run
+    job it needed failed, *running* when its Firework is RUNNING/RESERVED or a local run (a live
+    process) is working on it, else *pending* (not run
     yet, or interrupted). ``fireworks``: a callable ``campaign -> {job uuid: {state, reason,
     launch_dir, fw_id}}`` (:func:`phonon_flows.fireworks.launchpad_jobs`); ``extra_docs``:
     CampaignDocs not yet in the store (those a LaunchPad carries from ``submit`` on).
@@ -698,6 +767,7 @@ def campaign_status(
             ):
                 soft[d["uuid"]] = soft_failure({**d.get("output", {}), "failed": True}) or "failed"
         records = {r["job_uuid"]: r for r in failure_records(store, uuids)}
+        running = running_records(store, uuids)
         notes: list[str] = []
         for chunk in _chunks(uuids):
             for d in store.docs_store.query({"uuid": {"$in": chunk}, "output.warnings": {"$exists": True, "$ne": []}},
@@ -711,7 +781,8 @@ def campaign_status(
             if j.uuid in soft:
                 s = "failed"
                 failures.append({"material_id": j.material_id, "stage": j.stage, "state": "failed",
-                                 "reason": soft[j.uuid], "directory": fw.get(j.uuid, {}).get("launch_dir"),
+                                 "reason": soft[j.uuid],
+                                 "directory": records.get(j.uuid, {}).get("directory") or fw.get(j.uuid, {}).get("launch_dir"),
                                  "job_name": j.name})
             elif j.uuid in finished:
                 s = "done"
@@ -726,6 +797,8 @@ def campaign_status(
                     failures.append({"material_id": j.material_id, "stage": j.stage, "state": "failed",
                                      "reason": fw[j.uuid].get("reason") or "FIZZLED",
                                      "directory": fw[j.uuid].get("launch_dir"), "job_name": j.name})
+            elif j.uuid in running:  # a local run is working on it now
+                s = "running"
             else:
                 s = "pending"
             counts[s] += 1

@@ -360,3 +360,14 @@ def test_vasp_campaign_flow_is_static_too():
     wf = flow_to_workflow(flow)
     assert len(wf.fws) == len(jobs)
     assert {fw.spec["_category"] for fw in wf.fws if fw.spec["phonon_flows"]["stage"] == "label"} == {"cpu"}
+
+
+def test_the_python_campaign_defaults_to_dft_like_the_command_line():
+    """No entry point labels with a stand-in unless it is named: Python's default is VASP, as run/submit's."""
+    import inspect
+
+    from phonon_flows import cli
+
+    assert TrainingCampaignMaker().engine == "vasp"
+    run_default = inspect.signature(cli.run).parameters["engine"].default
+    assert getattr(run_default, "default", run_default) == "vasp"

@@ -129,3 +129,31 @@ def test_training_campaign_keys_do_not_depend_on_the_device(tmp_path):
         cif, holdout=["Cu-fcc"])
     uuids = lambda f: sorted(j.uuid for j in f.jobs[0].function_args[0].jobs)  # noqa: E731
     assert uuids(flow) == uuids(py)
+
+
+@pytest.mark.slow
+def test_rerun_finishes_a_local_campaign_once_the_cause_is_fixed(tiny_mace_model, tmp_path, monkeypatch):
+    """A screening run before its model was in the store fails each material (recorded, with the
+    job's log); `model add` then `phonon-flows rerun NAME` runs the saved flow again and finishes."""
+    from phonon_flows.runner import run_campaign
+
+    monkeypatch.setenv("PHONON_FLOWS_MODEL_CACHE", str(tmp_path / "cache"))  # empty: the model is nowhere
+    monkeypatch.delenv("JOBFLOW_CONFIG_FILE", raising=False)
+    monkeypatch.chdir(tmp_path)
+    store_dir = tmp_path / "store"
+    cif = write_cifs(tmp_path / "structures", {"Cu-fcc": bulk("Cu", "fcc", a=3.6), "Al-fcc": bulk("Al", "fcc", a=4.05)})
+    flow = ScreeningMaker(name="early", model=tiny_mace_model.sha256, model_elements=["Al", "Cu"], min_atoms=8,
+                          max_atoms=40, engine_kwargs={"device": "cpu"}).make(cif)
+    first = run_campaign(flow, get_store(store_dir=store_dir), progress=False)
+    assert not first.ok and first.failed_materials() == ["Al-fcc", "Cu-fcc"], first.render()
+    st = _invoke("status", "early", "--store-dir", store_dir)
+    assert "no MACE model with sha256" in st.stdout and "job.log" in st.stdout and "phonon-flows rerun early" in st.stdout
+
+    assert _invoke("model", "add", tiny_mace_model.path, "--store-dir", store_dir).exit_code == 0
+    rerun = _invoke("rerun", "early", "--store-dir", store_dir, "--no-progress")
+    assert rerun.exit_code == 0, rerun.output
+    assert "reused from the store" in rerun.stderr  # the campaign record was not redone
+    counts = json.loads(_invoke("status", "early", "--store-dir", store_dir, "--json").stdout)["campaigns"][0]["counts"]
+    assert counts["failed"] == counts["pending"] == 0 and counts["done"] == 4  # record, batch, 2 PhononDocs
+    missing = _invoke("rerun", "nope", "--store-dir", store_dir)
+    assert missing.exit_code == 1 and "no saved flow of campaign 'nope'" in missing.stderr

@@ -57,9 +57,11 @@ class TrainingCampaignMaker(Maker):
     name
         Campaign name (part of every job key: two campaigns never share jobs).
     engine, engine_kwargs
-        The reference: ``"chgnet"`` (CHGNet 0.3.0, a pretrained potential standing in for DFT),
-        ``"emt"`` (ASE EMT, for tests) or ``"vasp"`` (DFT with the recipe's settings, through the
-        atomate2 VASP makers).
+        The reference: ``"vasp"`` (the default: DFT with the recipe's settings, through the
+        atomate2 VASP makers), ``"harmonic-dft"`` (phonondb's DFT force constants), or a stand-in
+        named explicitly: ``"chgnet"`` (CHGNet 0.3.0, a pretrained potential standing in for DFT)
+        or ``"emt"`` (ASE EMT, for tests). As on the command line (``run``/``submit``), a stand-in
+        is never used unless asked for by name.
     n_perturbations, min_atoms, max_atoms, seed
         Perturbed supercells per training material, the supercell window (atoms) of the
         perturbed and of the phonon supercells, and the campaign seed.
@@ -95,7 +97,7 @@ class TrainingCampaignMaker(Maker):
     """
 
     name: str = "campaign"
-    engine: str = "chgnet"
+    engine: str = "vasp"
     engine_kwargs: dict = field(default_factory=dict)
     n_perturbations: int = 6
     min_atoms: int = 100

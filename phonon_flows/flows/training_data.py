@@ -44,7 +44,7 @@ class TrainingDataMaker(Maker):
     category: str | None = "cpu"
 
     @classmethod
-    def with_reference(cls, engine: str = "chgnet", relax: bool = True, engine_kwargs: dict | None = None,
+    def with_reference(cls, engine: str, relax: bool = True, engine_kwargs: dict | None = None,
                        **kwargs: Any) -> TrainingDataMaker:
         """Relax (optionally) and label with a reference engine (``chgnet`` or ``emt``)."""
         kw = dict(engine=engine, engine_kwargs=dict(engine_kwargs or {}))

@@ -26,6 +26,9 @@ CAMPAIGN_KIND = "phonon_flows.campaign"
 FAILURE_KIND = "phonon_flows.job_failure"
 #: uuid prefix of failure records in the output collection
 FAILURE_UUID_PREFIX = "failure-"
+#: output["kind"] and uuid prefix of the marker a local run keeps in the store while a job runs
+RUNNING_KIND = "phonon_flows.job_running"
+RUNNING_UUID_PREFIX = "running-"
 
 
 class CampaignMaterial(BaseModel):
