@@ -139,7 +139,7 @@ METHOD_LABELS = {
 
 
 # --------------------------------------------------------------------------------------------
-# measurement helpers
+# measurement utilities
 # --------------------------------------------------------------------------------------------
 class PeakRSS:
     """Peak resident memory of this process while the block runs (sampled every 5 ms)."""

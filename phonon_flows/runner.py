@@ -187,7 +187,7 @@ def load_saved_flow(campaign: str, work_dir: str | Path | None = None) -> Flow:
 
 
 # ---------------------------------------------------------------------------------------------
-# store helpers
+# store utilities
 # ---------------------------------------------------------------------------------------------
 def _chunks(items: list[str], n: int = _CHUNK) -> Iterable[list[str]]:
     for i in range(0, len(items), n):

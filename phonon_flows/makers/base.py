@@ -1,4 +1,4 @@
-"""Small helpers shared by the makers (no science here)."""
+"""Small utilities shared by the makers (no science here)."""
 
 from __future__ import annotations
 
