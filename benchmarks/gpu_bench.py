@@ -113,8 +113,12 @@ def training(epochs: int, work: Path, per_element: int) -> dict[str, Any]:
     job = maker.make(ts)
     t0 = time.perf_counter()
     resp = run_locally(job, store=get_store(store_dir=work / "store"), create_folders=True, root_dir=work / "jobs",
-                       log=False, ensure_success=True)
+                       log=True, ensure_success=False)
     seconds = time.perf_counter() - t0
+    if job.uuid not in resp:
+        logs = sorted((work / "jobs").rglob("*.log")) + sorted((work / "jobs").rglob("*_train.txt"))
+        tails = {str(p.relative_to(work)): p.read_text(errors="replace")[-2500:] for p in logs[-4:]}
+        raise RuntimeError(f"training job did not finish; logs: {json.dumps(tails)[-6000:]}")
     doc = resp[job.uuid][1].output
     n_atoms = sum(len(a) for a in atoms_list)
     n_train = int(getattr(doc, "n_train", 0) or 0)
