@@ -1,6 +1,6 @@
 #!/usr/bin/env python
-"""The GPU measurement, prepared as one script that fits a few minutes (run it on a machine with
-a CUDA GPU; nothing here has been run on one by this project yet, so no GPU number is claimed).
+"""The GPU measurement as one script that fits a few minutes on a machine with a CUDA GPU (run on
+one NVIDIA H200: figures in ``benchmarks/README.md``, "On a GPU", and ``results/gpu_h200.*``).
 
 What it prints and writes (``--out``, default ``bench_output/gpu_bench.json``):
 
