@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from jobflow import Flow, Job
 
 #: FireWorks categories: training and MLIP phonons on GPU workers, DFT and reference engines on CPU
@@ -14,3 +16,12 @@ def set_category(job_or_flow: Job | Flow, category: str) -> Job | Flow:
         raise ValueError(f"category must be one of {CATEGORIES}, not {category!r}")
     job_or_flow.update_config({"manager_config": {"_category": category}}, dynamic=True)
     return job_or_flow
+
+
+def get_field(obj: Any, key: str) -> Any:
+    """``obj[key]`` of a dict, ``obj.key`` of an object (a task document either way), None if absent."""
+    if obj is None:
+        return None
+    if isinstance(obj, dict):
+        return obj.get(key)
+    return getattr(obj, key, None)

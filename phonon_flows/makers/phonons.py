@@ -37,7 +37,7 @@ from phonon_flows.core.structures import as_pymatgen_structure, material_name, s
 from phonon_flows import engines  # engines.get_engine is looked up when a job runs (tests replace it)
 from phonon_flows.engines import MLIP_ENGINES, engine_category, guess_engine_info
 from phonon_flows.engines.base import check_forces
-from phonon_flows.makers.base import set_category
+from phonon_flows.makers.base import get_field, set_category
 from phonon_flows.errors import CalculationError, InputError, PhononFlowsError
 from phonon_flows.schemas.common import EngineInfo
 from phonon_flows.schemas.phonon import PHONON_DATA_FIELDS, ForceConstantsData, PhononDoc, ThermalProperties
@@ -330,13 +330,6 @@ def run_phonon_displacements(supercells: list[Structure], force_maker: Maker, ma
     return Response(replace=Flow(jobs, output=[j.output for j in jobs], name=f"phonon displacements {material_id or ''}"))
 
 
-def _get(obj: Any, key: str) -> Any:
-    if obj is None:
-        return None
-    if isinstance(obj, dict):
-        return obj.get(key)
-    return getattr(obj, key, None)
-
 
 @job(output_schema=PhononDoc, data=list(PHONON_DATA_FIELDS))
 def phonons_from_forces(
@@ -364,10 +357,10 @@ def phonons_from_forces(
     mid = material_name(structure, material_id)
     force_arrays = []
     for f in forces:
-        value = _get(f, "forces") if not isinstance(f, (list, np.ndarray)) else f
+        value = get_field(f, "forces") if not isinstance(f, (list, np.ndarray)) else f
         force_arrays.append(None if value is None else np.asarray(value, dtype=float))
     if engine is None:
-        engine = next((_get(f, "engine") for f in forces if _get(f, "engine") is not None), None)
+        engine = next((get_field(f, "engine") for f in forces if get_field(f, "engine") is not None), None)
     info = EngineInfo.model_validate(engine) if engine is not None else EngineInfo(name="unknown", kind="dft")
     smat = np.asarray(supercell_matrix)
     try:
@@ -379,9 +372,9 @@ def phonons_from_forces(
                 material_id=mid, stage="phonon")
         missing = [i + 1 for i, f in enumerate(force_arrays) if f is None]
         if missing:
-            causes = [f"#{i}: {_get(forces[i - 1], 'reason')}" + (f" (in {_get(forces[i - 1], 'dir_name')})"
-                                                                  if _get(forces[i - 1], "dir_name") else "")
-                      for i in missing if _get(forces[i - 1], "reason")]
+            causes = [f"#{i}: {get_field(forces[i - 1], 'reason')}" + (f" (in {get_field(forces[i - 1], 'dir_name')})"
+                                                                  if get_field(forces[i - 1], "dir_name") else "")
+                      for i in missing if get_field(forces[i - 1], "reason")]
             raise InputError(f"forces are missing for displaced supercell(s) {missing} of {len(force_arrays)}"
                              + (f": {'; '.join(causes)}" if causes else " (their jobs failed: see their logs)"),
                              material_id=mid, stage="phonon")

@@ -38,6 +38,7 @@ from phonon_flows.engines.vasp import (
     vasp_failure,
 )
 from phonon_flows.errors import InputError, PhononFlowsError
+from phonon_flows.makers.base import get_field
 from phonon_flows.schemas.forces import FORCE_DATA_FIELDS, FailedCalculation, ForceDoc, RelaxDoc
 
 
@@ -138,15 +139,15 @@ def born_nac_params(task_doc: Any, structure: Structure, supercell_matrix: Any, 
     import logging
 
     log = logging.getLogger(__name__)
-    if task_doc is None or _get(task_doc, "failed") is True:
+    if task_doc is None or get_field(task_doc, "failed") is True:
         log.warning("%s: no Born charges (DFPT run failed: %s); phonons without NAC", material_id,
-                    _get(task_doc, "reason"))
+                    get_field(task_doc, "reason"))
         return None
-    calc = (_get(task_doc, "calcs_reversed") or [None])[0]
-    out = _get(calc, "output")
-    outcar = _get(out, "outcar") or {}
+    calc = (get_field(task_doc, "calcs_reversed") or [None])[0]
+    out = get_field(calc, "output")
+    outcar = get_field(out, "outcar") or {}
     born = outcar.get("born") if isinstance(outcar, dict) else None
-    eps = _get(out, "epsilon_static") or (outcar.get("dielectric_tensor") if isinstance(outcar, dict) else None)
+    eps = get_field(out, "epsilon_static") or (outcar.get("dielectric_tensor") if isinstance(outcar, dict) else None)
     if born is None or len(born) == 0 or eps is None:
         log.warning("%s: the DFPT run holds no Born charges or dielectric tensor; phonons without NAC", material_id)
         return None
@@ -182,31 +183,24 @@ def guarded_vasp_job(maker: BaseVaspMaker, structure: Structure, prev_dir: str |
 def vasp_force_doc(task_doc: Any, material_id: str, perturbation_index: int | None = None) -> ForceDoc:
     """ForceDoc from atomate2's TaskDoc of a VASP single point (stress in kB), or the
     FailedCalculation of a run that gave no result (passed on, with the material)."""
-    if _get(task_doc, "failed") is True:
+    if get_field(task_doc, "failed") is True:
         failed = task_doc if isinstance(task_doc, FailedCalculation) else FailedCalculation.model_validate(
             {k: v for k, v in dict(task_doc).items() if not str(k).startswith("@")})
         return failed.model_copy(update={"material_id": material_id, "perturbation_index": perturbation_index})
-    out = _get(task_doc, "output")
+    out = get_field(task_doc, "output")
     try:
-        structure = _get(out, "structure")
+        structure = get_field(out, "structure")
         if isinstance(structure, dict):
             structure = Structure.from_dict(structure)
-        incar = _get(_get(task_doc, "input"), "incar")
-        dir_name = _dir(_get(task_doc, "dir_name"))
-        engine = vasp_engine_info("static", version=_get(task_doc, "vasp_version"), incar=_incar_dict(incar),
+        incar = get_field(get_field(task_doc, "input"), "incar")
+        dir_name = _dir(get_field(task_doc, "dir_name"))
+        engine = vasp_engine_info("static", version=get_field(task_doc, "vasp_version"), incar=_incar_dict(incar),
                                   provenance=dir_name)
-        return force_doc_from_outputs(structure, _get(out, "energy"), _get(out, "forces"), _get(out, "stress"),
+        return force_doc_from_outputs(structure, get_field(out, "energy"), get_field(out, "forces"), get_field(out, "stress"),
                                       material_id, perturbation_index, engine, dir_name)
     except PhononFlowsError as err:
         raise err.with_material(material_id, "label") from err
 
-
-def _get(obj: Any, key: str) -> Any:
-    if obj is None:
-        return None
-    if isinstance(obj, dict):
-        return obj.get(key)
-    return getattr(obj, key, None)
 
 
 @job(output_schema=RelaxDoc)

@@ -102,15 +102,7 @@ def write_campaign_report(store: JobStore, campaign: str, out_dir: str | Path) -
         lines += _benchmark_section(bench, out, report)
     else:
         lines += ["No benchmark yet (the campaign has not finished, or nothing was held out).", ""]
-    lines += _jobs_section(store, campaign)
-    if report.files:
-        lines += ["## Figures", ""] + [f"- {Path(p).name}" for k, p in sorted(report.files.items())
-                                       if str(p).endswith(".png")]
-    (out / "summary.md").write_text("\n".join(lines) + "\n")
-    report.files["summary"] = str(out / "summary.md")
-    (out / "campaign.json").write_text(json.dumps(_clean(cdoc), indent=1, default=str))
-    report.files["campaign"] = str(out / "campaign.json")
-    return report
+    return _write_summary(lines, store, campaign, cdoc, out, report)
 
 
 def _campaign_doc(store: JobStore, campaign: str) -> dict[str, Any]:
@@ -183,15 +175,7 @@ def write_screening_report(store: JobStore, campaign: str, cdoc: dict[str, Any],
                       + ", ".join(sorted(refs)), ""]
             (out / "benchmark").mkdir(exist_ok=True)
             lines += _benchmark_section(bench, out / "benchmark", report)
-    lines += _jobs_section(store, campaign)
-    if any(str(p).endswith(".png") for p in report.files.values()):
-        lines += ["## Figures", ""] + [f"- {Path(p).name}" for _, p in sorted(report.files.items())
-                                       if str(p).endswith(".png")]
-    (out / "summary.md").write_text("\n".join(lines) + "\n")
-    report.files["summary"] = str(out / "summary.md")
-    (out / "campaign.json").write_text(json.dumps(_clean(cdoc), indent=1, default=str))
-    report.files["campaign"] = str(out / "campaign.json")
-    return report
+    return _write_summary(lines, store, campaign, cdoc, out, report)
 
 
 def _relax_mode(cdoc: dict[str, Any]) -> str:
@@ -379,6 +363,19 @@ def _markdown(df) -> str:
     for _, row in df.iterrows():
         out.append("| " + " | ".join(_num(row[c]) for c in cols) + " |")
     return "\n".join(out)
+
+
+def _write_summary(lines: list[str], store: Any, campaign: str, cdoc: dict, out: Path, report: Any) -> Any:
+    """Close a report: the jobs section, the list of figures, ``summary.md`` and ``campaign.json``."""
+    lines = lines + _jobs_section(store, campaign)
+    figures = [Path(p).name for _, p in sorted(report.files.items()) if str(p).endswith(".png")]
+    if figures:
+        lines += ["## Figures", ""] + [f"- {name}" for name in figures]
+    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    report.files["summary"] = str(out / "summary.md")
+    (out / "campaign.json").write_text(json.dumps(_clean(cdoc), indent=1, default=str))
+    report.files["campaign"] = str(out / "campaign.json")
+    return report
 
 
 __all__ = ["CampaignReport", "load_benchmark", "stage_outputs", "write_campaign_report"]
