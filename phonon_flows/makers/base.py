@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from jobflow import Flow, Job
@@ -18,10 +19,11 @@ def set_category(job_or_flow: Job | Flow, category: str) -> Job | Flow:
     return job_or_flow
 
 
-def get_field(obj: Any, key: str) -> Any:
-    """``obj[key]`` of a dict, ``obj.key`` of an object (a task document either way), None if absent."""
+def get_field(obj: Any, key: str, default: Any = None) -> Any:
+    """``obj[key]`` of a mapping, ``obj.key`` of an object (a task document either way), ``default``
+    if absent."""
     if obj is None:
-        return None
-    if isinstance(obj, dict):
-        return obj.get(key)
-    return getattr(obj, key, None)
+        return default
+    if isinstance(obj, Mapping):
+        return obj.get(key, default)
+    return getattr(obj, key, default)

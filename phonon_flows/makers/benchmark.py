@@ -29,6 +29,7 @@ from phonon_flows.core.polymorphs import (
     temperature_value,
 )
 from phonon_flows.errors import InputError, PhononFlowsError
+from phonon_flows.makers.base import get_field
 from phonon_flows.makers.phonons import phonon_doc_from_phonopy, phonon_settings
 from phonon_flows.report.figures import write_benchmark_figures
 from phonon_flows.schemas.benchmark import (
@@ -52,12 +53,7 @@ DFT_KINDS = ("dft", "imported")
 NAC_MODES = ("none", "reference")
 
 
-def _get(obj: Any, key: str, default: Any = None) -> Any:
-    if obj is None:
-        return default
-    if isinstance(obj, Mapping):
-        return obj.get(key, default)
-    return getattr(obj, key, default)
+_get = get_field
 
 
 def _reduced_formula(doc: Any) -> str:
@@ -525,20 +521,14 @@ class BenchmarkMaker(Maker):
 
     def _forces(self, training_doc: Any, labelled_sets: Mapping[str, Any] | None) -> dict[str, ForceBenchmark]:
         out: dict[str, ForceBenchmark] = {}
-        if training_doc is not None and _get(training_doc, "train_force_mae") is not None:
-            out["training"] = ForceBenchmark(
-                mae_meV_per_A=float(_get(training_doc, "train_force_mae")),
-                rmse_meV_per_A=_get(training_doc, "train_force_rmse"),
-                n_structures=_get(training_doc, "n_train") or None,
-                source="training",
-            )
-        if training_doc is not None and _get(training_doc, "valid_force_mae") is not None:
-            out["validation"] = ForceBenchmark(
-                mae_meV_per_A=float(_get(training_doc, "valid_force_mae")),
-                rmse_meV_per_A=_get(training_doc, "valid_force_rmse"),
-                n_structures=_get(training_doc, "n_valid") or None,
-                source="training",
-            )
+        for name, prefix in (("training", "train"), ("validation", "valid")):  # the trainer's own sets
+            if _get(training_doc, f"{prefix}_force_mae") is not None:
+                out[name] = ForceBenchmark(
+                    mae_meV_per_A=float(_get(training_doc, f"{prefix}_force_mae")),
+                    rmse_meV_per_A=_get(training_doc, f"{prefix}_force_rmse"),
+                    n_structures=_get(training_doc, f"n_{prefix}") or None,
+                    source="training",
+                )
         if labelled_sets:
             engine = self._build_engine(training_doc)
             for name, spec in labelled_sets.items():
