@@ -64,9 +64,7 @@ def choose_split(materials: dict[str, PhonondbMaterial], n_compositions: int, se
     displacements are left out; the pool starts with a greedy cover of the held-out elements (so that even the smallest N can
     be evaluated on every held-out material), then a seeded random order."""
     rng = np.random.default_rng(seed)
-    small = {mid: m for mid, m in materials.items()
-             if len(m.structure) * round(abs(np.linalg.det(m.supercell_matrix))) <= max_atoms
-             and m.n_displacements <= max_displacements}
+    small, _ = _usable(materials, max_atoms, max_displacements)
     by_formula: dict[str, list[str]] = defaultdict(list)
     for mid, m in small.items():
         by_formula[m.formula].append(mid)
@@ -97,6 +95,16 @@ def choose_split(materials: dict[str, PhonondbMaterial], n_compositions: int, se
         order.remove(best)
         need -= _elements(small[best])
     return held, cover + order
+
+
+def _usable(materials: dict[str, PhonondbMaterial], max_atoms: int,
+            max_displacements: int = 24) -> tuple[dict[str, PhonondbMaterial], list[str]]:
+    """The materials whose supercell has at most ``max_atoms`` atoms and at most ``max_displacements``
+    finite displacements (the cost of their DFT phonons here), and the ids left out."""
+    ok = {mid: m for mid, m in materials.items()
+          if len(m.structure) * round(abs(np.linalg.det(m.supercell_matrix))) <= max_atoms
+          and m.n_displacements <= max_displacements}
+    return ok, sorted(set(materials) - set(ok))
 
 
 def _elements(m: PhonondbMaterial) -> set[str]:
@@ -226,7 +234,9 @@ def write_readme(readme: Path, text: str) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--folder", required=True, help="phonondb folder (family/, sample-1000/ or a full mirror)")
+    p.add_argument("--folder", required=True, nargs="+",
+                   help="phonondb folder(s) (family/, sample-1000/ or a full mirror); the held-out set comes from the "
+                        "first, whose materials also come first in the training pool (the others extend it)")
     p.add_argument("--n", type=int, nargs="+", default=[10, 20, 40, 80, 130], help="training-set sizes")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--irreps", default=None, help="MACE hidden irreps (default: the demo's; the paper: 64x0e + 64x1o)")
@@ -244,12 +254,27 @@ def main(argv=None) -> int:
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    paths = pdb.list_phonondb_entries(args.folder)
-    log(f"reading {len(paths)} phonondb entries of {args.folder}")
-    materials, bad = phonondb_materials(paths)
-    for b in bad:
-        log(f"left out: {b}")
-    held, pool = choose_split(materials, args.held_compositions, args.seed, args.max_atoms)
+    materials: dict[str, PhonondbMaterial] = {}
+    extra_pool: list[str] = []
+    for k, folder in enumerate(args.folder):
+        paths = pdb.list_phonondb_entries(folder)
+        log(f"reading {len(paths)} phonondb entries of {folder}")
+        found, bad = phonondb_materials(paths)
+        for b in bad:
+            log(f"left out: {b}")
+        if k == 0:
+            materials.update(found)
+            continue
+        # later folders only extend the training pool (after the first folder's materials)
+        extra = {mid: m for mid, m in found.items() if mid not in materials}
+        small, _ = _usable(extra, args.max_atoms)
+        materials.update(extra)
+        extra_pool += [str(x) for x in np.random.default_rng(args.seed).permutation(sorted(small))]
+    first = {mid: m for mid, m in materials.items() if mid not in set(extra_pool)}
+    held, pool = choose_split(first, args.held_compositions, args.seed, args.max_atoms)
+    if extra_pool:
+        log(f"training pool: {len(pool)} of {Path(args.folder[0]).name}, then {len(extra_pool)} of the other folders")
+    pool = pool + extra_pool
     log(f"held out {len(held)} materials ({', '.join(held)}); training pool {len(pool)}")
     rows, not_run = [], []
     for n in sorted(args.n):
@@ -267,7 +292,7 @@ def main(argv=None) -> int:
         log(f"N={n}: held-out freq MAE {row['held_out'].get('freq_mae_THz')} THz, "
             f"training {row.get('training', {}).get('freq_mae_THz')} THz ({row['campaign_s']:.0f} s)")
         result = {
-            "args": {**vars(args), "folder_name": Path(args.folder).name}, "held_out_ids": held,
+            "args": {**vars(args), "folder_name": " + ".join(Path(f).name for f in args.folder)}, "held_out_ids": held,
             "n_held_compositions": len({materials[m].formula for m in held}), "training_order": pool,
             "rows": rows, "not_run": not_run, "fit_held_out": fit([r["n_train"] for r in rows],
                                                                    [r["held_out"].get("freq_mae_THz") for r in rows]),

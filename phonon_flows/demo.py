@@ -127,17 +127,21 @@ DFT_DEMO_EPOCHS = 40
 #: needs to converge within the CPU budget (batches of 4 for 15 epochs stalled at 46 meV/Å RMSE)
 DFT_DEMO_HYPERPARAMETERS = {"batch_size": 1, "valid_fraction": 0.05, "default_dtype": "float32"}
 
-#: training materials (mp ids): one polymorph of each held-out composition first, then others
+#: training materials (mp ids): one polymorph of each held-out composition first, then others. Every
+#: local environment of a held-out polymorph (element and coordination number) occurs in training
+#: (tests/test_dft_demo.py checks it): the screening use, a new structure of a known chemistry
 DFT_DEMO_TRAIN = (
     "mp-10695", "mp-1986", "mp-830", "mp-1700", "mp-2469", "mp-20351", "mp-1550", "mp-2172",  # zinc blendes
-    "mp-1315", "mp-10760", "mp-573697", "mp-8062", "mp-23259", "mp-23231",  # MgS MgSe CsCl rock salt, SiC, LiBr, AgBr
+    "mp-1315", "mp-10760", "mp-22865", "mp-8062", "mp-23259", "mp-23231",  # MgS MgSe rock salt, CsCl (CsCl type), SiC, LiBr, AgBr
     "mp-149", "mp-1479", "mp-422", "mp-2624", "mp-22914",  # Si, BP, BeS, AlSb, CuCl
     "mp-1265", "mp-2605", "mp-22862", "mp-23193", "mp-1138", "mp-22906",  # MgO CaO NaCl KCl LiF, CsBr (CsCl type)
+    # the held-out polymorphs' coordinations: tetrahedral Mg, Ag, Li, Br, Se; octahedral Cs
+    "mp-13032", "mp-22925", "mp-570935", "mp-22913", "mp-1541", "mp-571222",  # zb MgS, zb AgI, wz LiI, zb CuBr, zb BeSe, rs CsBr
 )
 #: held out, composition seen in training (another polymorph of it is a training material)
 DFT_DEMO_HOLDOUT_KNOWN = (
     "mp-560588", "mp-2133", "mp-804", "mp-661", "mp-672", "mp-966800", "mp-8880", "mp-8881",  # wurtzites
-    "mp-13032", "mp-13031", "mp-22865", "mp-7140", "mp-976280", "mp-866291",  # MgS MgSe zb, CsCl, SiC, LiBr, AgBr
+    "mp-13031", "mp-573697", "mp-7140", "mp-976280", "mp-866291",  # MgSe zb, CsCl rock salt, SiC, LiBr wz, AgBr zb
 )
 #: held out, composition never seen in training (every element is): the transfer gap
 DFT_DEMO_HOLDOUT_UNSEEN = ("mp-1190", "mp-380", "mp-2691", "mp-1070", "mp-1415", "mp-22916")

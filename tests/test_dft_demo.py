@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from pymatgen.core import Lattice, Structure
+
+from phonon_flows.core.structures import local_environments
 
 from phonon_flows.demo import (
     DFT_DEMO_DIR,
@@ -27,7 +30,7 @@ def test_the_split_shows_what_the_recipe_does(materials):
     train = ids_of(materials, DFT_DEMO_TRAIN)
     known = ids_of(materials, DFT_DEMO_HOLDOUT_KNOWN)
     unseen = ids_of(materials, DFT_DEMO_HOLDOUT_UNSEEN)
-    assert len(materials) == len(train) + len(known) + len(unseen) == 45
+    assert len(materials) == len(train) + len(known) + len(unseen) == 50
     train_formulas = {materials[m].formula for m in train}
     train_elements = {el.symbol for m in train for el in materials[m].structure.composition.elements}
     for m in known:  # a new structure of a trained composition
@@ -36,6 +39,10 @@ def test_the_split_shows_what_the_recipe_does(materials):
         assert materials[m].formula not in train_formulas, m
     for m in known + unseen:
         assert {el.symbol for el in materials[m].structure.composition.elements} <= train_elements, m
+    # and every local environment (element, coordination number) of a held-out polymorph is trained
+    trained_envs = set().union(*(local_environments(materials[m].structure) for m in train))
+    for m in known:
+        assert local_environments(materials[m].structure) <= trained_envs, m
     pairs = polymorph_pairs(materials, known, train)
     assert len(pairs) == len(known) and all(materials[a].formula == materials[b].formula for a, b in pairs)
     unseen_pairs = polymorph_pairs(materials, unseen, train)
@@ -82,3 +89,12 @@ def test_group_metrics_on_real_documents():
     assert g.dA_vib["n"] == 1 and g.dA_vib["mae_meV"] == pytest.approx(0, abs=1e-9)
     # the DFT polytypes differ by less than 1 meV/atom in A_vib(300 K)
     assert abs(g.dA_vib["rows"][0]["dA_vib_dft_meV"]) < 1.0
+
+
+def test_local_environments():
+    zb = Structure.from_spacegroup("F-43m", Lattice.cubic(5.41), ["Zn", "S"], [[0, 0, 0], [0.25, 0.25, 0.25]])
+    rs = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    cscl = Structure(Lattice.cubic(4.12), ["Cs", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    assert local_environments(zb) == {("Zn", 4), ("S", 4)}
+    assert local_environments(rs) == {("Na", 6), ("Cl", 6)}
+    assert local_environments(cscl) == {("Cs", 8), ("Cl", 8)}

@@ -327,3 +327,17 @@ def material_name(structure: Structure, material_id: str | None = None) -> str:
         return material_id_for(structure)
     except Exception:  # noqa: BLE001 - a name is only a name
         return structure.composition.reduced_formula
+
+
+def local_environments(structure: Structure, tolerance: float = 1.15, cutoff: float = 5.0) -> set[tuple[str, int]]:
+    """The local environments of a crystal as ``(element, coordination number)`` pairs: each site's
+    neighbours within ``tolerance`` times its shortest bond (``cutoff`` Å at most). Zinc blende ZnS
+    gives ``{("Zn", 4), ("S", 4)}``, rock salt NaCl ``{("Na", 6), ("Cl", 6)}``."""
+    out: set[tuple[str, int]] = set()
+    for site, neighbours in zip(structure, structure.get_all_neighbors(cutoff), strict=True):
+        if not neighbours:
+            out.add((site.specie.symbol, 0))
+            continue
+        shortest = min(n.nn_distance for n in neighbours)
+        out.add((site.specie.symbol, sum(1 for n in neighbours if n.nn_distance <= tolerance * shortest)))
+    return out
