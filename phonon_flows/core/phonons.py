@@ -38,6 +38,7 @@ from phonopy.physical_units import get_physical_units
 from phonopy.structure.atoms import PhonopyAtoms
 from pymatgen.core import Structure
 
+from phonon_flows.core.phonopy_symmetry import fast_phonopy_symmetry
 from phonon_flows.core.structures import validate_structure
 from phonon_flows.core.supercells import choose_supercell_matrix
 from phonon_flows.errors import CalculationError, InputError
@@ -112,7 +113,7 @@ def make_phonopy(
         smat = np.diag(smat)
     if smat.shape != (3, 3) or not np.allclose(smat, np.rint(smat)) or abs(np.linalg.det(smat)) < 0.5:
         raise InputError(f"supercell matrix must be a non-singular 3x3 integer matrix, got {smat.tolist()}")
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), fast_phonopy_symmetry():  # phonopy's symmetry setup, vectorised
         warnings.simplefilter("ignore")  # PrimitiveMatrixAutoDefaultWarning: "auto" is what we ask for
         return Phonopy(
             to_phonopy_atoms(structure),
@@ -137,12 +138,13 @@ def generate_displacements(
     """
     if distance <= 0:
         raise InputError(f"displacement amplitude must be positive, got {distance} Å")
-    phonon.generate_displacements(
-        distance=distance,
-        is_plusminus=is_plusminus,
-        number_of_snapshots=number_of_snapshots,
-        random_seed=random_seed,
-    )
+    with fast_phonopy_symmetry():  # site symmetries of the displaced atoms
+        phonon.generate_displacements(
+            distance=distance,
+            is_plusminus=is_plusminus,
+            number_of_snapshots=number_of_snapshots,
+            random_seed=random_seed,
+        )
     return [to_ase_atoms(cell) for cell in phonon.supercells_with_displacements]
 
 
@@ -343,15 +345,15 @@ def produce_force_constants(
             stage="phonon",
         )
     try:
-        if method == "symfc":
-            phonon.produce_force_constants(
-                calculate_full_force_constants=False, fc_calculator="symfc", show_drift=False, fc_calculator_log_level=0
-            )
-        else:
-            phonon.produce_force_constants(calculate_full_force_constants=False, show_drift=False)
-            # phonopy's own (FC_SYMMETRY) symmetrization: same frequencies as the symfc projector
-            # to ~1e-7 THz here, at a fraction of a millisecond instead of ~0.2-0.8 s per material
-            phonon.symmetrize_force_constants(show_drift=False)
+        with fast_phonopy_symmetry():  # site symmetries of the displaced atoms
+            if method == "symfc":
+                phonon.produce_force_constants(calculate_full_force_constants=False, fc_calculator="symfc",
+                                               show_drift=False, fc_calculator_log_level=0)
+            else:
+                phonon.produce_force_constants(calculate_full_force_constants=False, show_drift=False)
+                # phonopy's own (FC_SYMMETRY) symmetrization: same frequencies as the symfc projector
+                # to ~1e-7 THz here, at a fraction of a millisecond instead of ~0.2-0.8 s per material
+                phonon.symmetrize_force_constants(show_drift=False)
     except (RuntimeError, ValueError, np.linalg.LinAlgError) as exc:
         raise CalculationError(f"force constants failed: {exc}", material_id=material_id, stage="phonon") from exc
     if not np.all(np.isfinite(phonon.force_constants)):
@@ -456,8 +458,10 @@ def phonopy_from_yaml_text(text: str, symprec: float = DEFAULT_SYMPREC, fc_metho
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             phpy.read(io.StringIO(text))
-            phonon = Phonopy(phpy.unitcell, supercell_matrix=phpy.supercell_matrix,
-                             primitive_matrix=phpy.primitive_matrix, symprec=symprec, calculator=phpy.calculator)
+            with fast_phonopy_symmetry():
+                phonon = Phonopy(phpy.unitcell, supercell_matrix=phpy.supercell_matrix,
+                                 primitive_matrix=phpy.primitive_matrix, symprec=symprec,
+                                 calculator=phpy.calculator)
     except Exception as exc:  # noqa: BLE001 - yaml and cell errors of many kinds
         raise InputError(f"cannot read the phonopy data: {type(exc).__name__}: {exc}") from exc
     if phpy.nac_params is not None:
