@@ -42,6 +42,7 @@ from jobflow.core.flow import get_flow
 from jobflow.core.reference import OnMissing
 
 from phonon_flows.errors import InputError, PhononFlowsError
+from phonon_flows.schemas.batch import PACK_PROGRESS
 from phonon_flows.schemas.campaign import (
     CAMPAIGN_KIND,
     FAILURE_KIND,
@@ -433,6 +434,42 @@ def job_output(job_dir: Path, capture: bool):
                 h.setLevel(level)
 
 
+class _PackProgressHandler(logging.Handler):
+    """Shows the finished materials of a running pack (the log records of
+    :mod:`phonon_flows.makers.batched_phonons` that carry ``schemas.batch.PACK_PROGRESS``) on the
+    progress bar."""
+
+    def __init__(self, bar: Any, job_name: str):
+        super().__init__(logging.INFO)
+        self.bar, self.job_name = bar, job_name
+
+    def emit(self, record: logging.LogRecord) -> None:
+        p = getattr(record, PACK_PROGRESS, None)
+        if not p:
+            return
+        with contextlib.suppress(Exception):  # the bar must never break a job
+            self.bar.describe(f"{self.job_name}: {p['k']}/{p['n']} materials, last {p['material_id']} "
+                              f"{'failed' if p['failed'] else 'done'} ({p['n_supercells']} supercells, "
+                              f"{p['seconds']:.1f} s)")
+
+
+@contextlib.contextmanager
+def pack_progress(bar: Any, job_name: str, logger_name: str = "phonon_flows.makers.batched_phonons"):
+    """While a job runs: each material a pack finishes updates ``bar`` (its ``describe``); the
+    pack's logger passes INFO records for the time of the block."""
+    pack_logger = logging.getLogger(logger_name)
+    handler = _PackProgressHandler(bar, job_name)
+    level = pack_logger.level
+    if not pack_logger.isEnabledFor(logging.INFO):
+        pack_logger.setLevel(logging.INFO)
+    pack_logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        pack_logger.removeHandler(handler)
+        pack_logger.setLevel(level)
+
+
 # ---------------------------------------------------------------------------------------------
 # the runner
 # ---------------------------------------------------------------------------------------------
@@ -548,7 +585,7 @@ class _CampaignRun:
         t0 = time.perf_counter()
         write_running(self.store, job, job_dir, tag.get("campaign", self.campaign))
         try:
-            with job_output(job_dir, self.capture_output):
+            with job_output(job_dir, self.capture_output), pack_progress(self.bar, job.name):
                 if self.capture_output:
                     print(f"job {job.name} ({job.uuid})")
                 response = job.run(store=self.store, job_dir=job_dir)

@@ -3,6 +3,8 @@ checked against phonopy driven directly with the EMT calculator and against Phon
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 from ase import Atoms
@@ -19,6 +21,7 @@ from phonon_flows.errors import UnsupportedElementsError
 from phonon_flows.makers import PhononMaker
 from phonon_flows.makers.batched_phonons import BatchedPhononMaker, phonons_for_many
 from phonon_flows.makers.phonons import phonon_settings
+from phonon_flows.schemas.batch import PACK_PROGRESS
 from phonon_flows.store import get_store
 
 SMALL = [[3, 0, 0], [0, 3, 0], [0, 0, 3]]  # 27-atom supercells of the fcc primitive cell: fast
@@ -121,3 +124,56 @@ def test_pipelined_postprocessing_gives_the_same_documents():
             continue
         np.testing.assert_allclose(a.force_constants.force_constants, b.force_constants.force_constants, atol=1e-12)
         assert a.thermal["300"].S_J_per_K_mol == pytest.approx(b.thermal["300"].S_J_per_K_mol, abs=1e-12)
+
+
+@pytest.mark.parametrize("workers", [0, 1], ids=["serial", "pipelined"])
+def test_each_finished_material_of_a_pack_logs_one_line(caplog, workers):
+    """One INFO line per material (id, displaced supercells, seconds, k of n), in both paths; a
+    failed material is counted and said to have failed."""
+    s = _structures()
+    names = ["Cu", "NaCl", "Al"]
+    caplog.set_level(logging.INFO, logger="phonon_flows.makers.batched_phonons")
+    docs = phonons_for_many([s[n] for n in names], get_engine("emt"), phonon_settings(temperatures=(300.0,)),
+                            [SMALL] * 3, names, postprocess_workers=workers, progress=(4, 10))
+    lines = [r for r in caplog.records if hasattr(r, PACK_PROGRESS)]
+    assert len(lines) == 3
+    got = {r.pack_progress["material_id"]: (r.pack_progress, r.getMessage()) for r in lines}
+    assert set(got) == set(names)
+    assert sorted(p["k"] for p, _ in got.values()) == [5, 6, 7] and {p["n"] for p, _ in got.values()} == {10}
+    assert got["NaCl"][0]["failed"] and "NaCl failed" in got["NaCl"][1]
+    cu, msg = got["Cu"]
+    assert not cu["failed"] and cu["n_supercells"] == docs[0].n_displacements > 0 and cu["seconds"] > 0
+    assert msg.startswith("phonons of Cu done:") and f"{cu['n_supercells']} displaced supercells" in msg
+    assert f"({cu['k']}/10 materials of the pack)" in msg
+
+
+def test_run_shows_each_finished_material_of_a_pack(tmp_path, monkeypatch):
+    """`phonon-flows run` (run_campaign): the progress bar's text follows the pack material by
+    material, and the job's log has one line per material."""
+    from phonon_flows import runner
+    from phonon_flows.store import campaign_metadata
+
+    seen: list[str] = []
+
+    class Bar(runner._Progress):
+        def describe(self, text: str) -> None:
+            seen.append(text)
+
+    monkeypatch.setattr(runner, "_Progress", Bar)
+    s = _structures()
+    names = ["Cu", "Al"]
+    maker = BatchedPhononMaker(engine="emt", temperatures=(300.0,))
+    job = maker.make_documents([s[n] for n in names], names, [f"doc-{n}" for n in names],
+                               [campaign_metadata("pack", n, "phonon-mlip") for n in names], [SMALL] * 2)
+    store = get_store(store_dir=tmp_path / "store")
+    summary = runner.run_campaign(job, store, progress=False, work_dir=tmp_path / "runs")
+    assert summary.ok
+    pack = [t for t in seen if "materials, last" in t]
+    assert len(pack) == 2
+    assert pack[0].startswith(f"{job.name}: 1/2 materials, last Cu done (")
+    assert pack[1].startswith(f"{job.name}: 2/2 materials, last Al done (")
+    (log,) = (tmp_path / "runs").rglob("job.log")
+    text = log.read_text()
+    assert "phonons of Cu done" in text and "phonons of Al done" in text and "(2/2 materials of the pack)" in text
+    # the pack's logger is as it was
+    assert logging.getLogger("phonon_flows.makers.batched_phonons").handlers == []

@@ -39,11 +39,27 @@ from phonon_flows.makers.phonons import (
     phonon_settings,
     with_job_store,
 )
-from phonon_flows.schemas.batch import PhononBatchDoc, PhononBatchTimings
+from phonon_flows.schemas.batch import PACK_PROGRESS, PhononBatchDoc, PhononBatchTimings
 from phonon_flows.schemas.common import MaterialError
 from phonon_flows.schemas.phonon import PHONON_DATA_FIELDS, PhononDoc
 
 logger = logging.getLogger(__name__)
+
+
+def _log_done(doc: PhononDoc, n_supercells: int, seconds: float, k: int, n: int) -> None:
+    """One log line per finished material of a pack (INFO; a failure is also logged as an error
+    where its PhononDoc is made)."""
+    logger.info("phonons of %s %s: %d displaced supercells, %.1f s (%d/%d materials of the pack)",
+                doc.material_id, "failed" if doc.failed else "done", n_supercells, seconds, k, n,
+                extra={PACK_PROGRESS: {"k": k, "n": n, "material_id": doc.material_id, "failed": bool(doc.failed),
+                                       "n_supercells": n_supercells, "seconds": seconds}})
+
+
+def _force_shares(seconds: float, groups: Sequence[Sequence[Any]]) -> list[float]:
+    """The wall time of one shared force call split over its materials by their atoms."""
+    atoms = [sum(len(a) for a in g) for g in groups]
+    total = sum(atoms)
+    return [seconds * a / total if total else 0.0 for a in atoms]
 
 
 def phonons_for_many(
@@ -56,6 +72,7 @@ def phonons_for_many(
     store_phonopy_yaml: bool = True,
     postprocess_workers: int = 0,
     timings: dict[str, float] | None = None,
+    progress: tuple[int, int] | None = None,
 ) -> list[PhononDoc]:
     """PhononDocs of several materials with one loaded :class:`~phonon_flows.engines.base.ForceEngine`.
 
@@ -70,6 +87,10 @@ def phonons_for_many(
 
     ``timings``: when given, ``prepare_s`` and ``finish_s`` (phonopy's work before and after the
     forces, serial path only) are added to it.
+
+    Each finished material logs one INFO line (material id, displaced supercells, seconds: its
+    phonopy work and its share of the shared force calls, k of n); ``progress``: (materials of
+    the pack done before this call, materials in the pack), default (0, number of structures).
     """
     settings = settings or phonon_settings()
     structures = [as_pymatgen_structure(s) for s in structures]
@@ -86,27 +107,43 @@ def phonons_for_many(
             logger.warning("phonopy workers cannot start from a daemonic process; running them in this one")
         else:
             return _phonons_pipelined(structures, engine, settings, smats, ids, store_force_constants,
-                                      store_phonopy_yaml, int(postprocess_workers))
+                                      store_phonopy_yaml, int(postprocess_workers), progress)
 
     info = engine.info
     timings = timings if timings is not None else {}
+    k, n_pack = progress if progress is not None else (0, n)
     docs: list[PhononDoc | None] = [None] * n
     prepared: dict[int, tuple] = {}
+    own_s = [0.0] * n  # each material's own seconds: its phonopy work and its share of the forces
     t0 = time.perf_counter()
     for i, (s, smat, mid) in enumerate(zip(structures, smats, ids, strict=True)):
+        t1 = time.perf_counter()
         try:
             prepared[i] = ph_core.prepare_displacements(s, smat, settings, mid, None)
         except PhononFlowsError as exc:
             docs[i] = failed_phonon_doc(s, info, [str(exc.with_material(mid, "phonon"))], settings, mid, smat)
+            k += 1
+            _log_done(docs[i], 0, time.perf_counter() - t1, k, n_pack)
+        own_s[i] = time.perf_counter() - t1
 
     timings["prepare_s"] = timings.get("prepare_s", 0.0) + time.perf_counter() - t0
     order = sorted(prepared)
-    results = compute_grouped(engine, [prepared[i][2] for i in order], [ids[i] for i in order])
+    groups = [prepared[i][2] for i in order]
+    if groups:
+        logger.info("phonons: forces of %d displaced supercells of %d materials (%d/%d of the pack done)",
+                    sum(len(g) for g in groups), len(groups), k, n_pack)
+    t1 = time.perf_counter()
+    results = compute_grouped(engine, groups, [ids[i] for i in order])
+    for i, share in zip(order, _force_shares(time.perf_counter() - t1, groups), strict=True):
+        own_s[i] += share
     t0 = time.perf_counter()
     for i, res in zip(order, results, strict=True):
-        phonon, smat, _supercells = prepared.pop(i)  # let each material's phonopy objects go once done
+        t1 = time.perf_counter()
+        phonon, smat, supercells = prepared.pop(i)  # let each material's phonopy objects go once done
         docs[i] = _finish(phonon, smat, res, structures[i], info, settings, ids[i], store_force_constants,
                           store_phonopy_yaml)
+        k += 1
+        _log_done(docs[i], len(supercells), own_s[i] + time.perf_counter() - t1, k, n_pack)
     timings["finish_s"] = timings.get("finish_s", 0.0) + time.perf_counter() - t0
     return docs  # type: ignore[return-value]
 
@@ -133,11 +170,21 @@ def _finish(phonon, smat, res, structure, info, settings, mid, store_force_const
 
 # ---- worker side of the pipeline (top-level functions: they run in spawned processes) --------
 def _worker_prepare(structure: Structure, smat: Any, settings: dict, mid: str):
+    """(``"ok"``, phonon, supercell matrix, displaced supercells, seconds) or (``"error"``,
+    reason, supercell matrix, seconds)."""
+    t0 = time.perf_counter()
     try:
         phonon, smat, supercells = ph_core.prepare_displacements(structure, smat, settings, mid, None)
     except PhononFlowsError as exc:
-        return "error", str(exc.with_material(mid, "phonon")), smat
-    return "ok", phonon, np.asarray(smat).astype(int).tolist(), supercells
+        return "error", str(exc.with_material(mid, "phonon")), smat, time.perf_counter() - t0
+    return "ok", phonon, np.asarray(smat).astype(int).tolist(), supercells, time.perf_counter() - t0
+
+
+def _worker_finish(*args: Any) -> tuple[PhononDoc, float]:
+    """:func:`_finish` in a worker, with its seconds."""
+    t0 = time.perf_counter()
+    doc = _finish(*args)
+    return doc, time.perf_counter() - t0
 
 
 def _noop() -> int:
@@ -179,13 +226,24 @@ def _engine_threads(engine: Any, workers: int):
 
 
 def _phonons_pipelined(structures, engine, settings, smats, ids, store_force_constants, store_phonopy_yaml,
-                       workers: int) -> list[PhononDoc]:
+                       workers: int, progress: tuple[int, int] | None = None) -> list[PhononDoc]:
     import multiprocessing as mp
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     info = engine.info
     n = len(structures)
+    k, n_pack = progress if progress is not None else (0, n)
     docs: list[PhononDoc | None] = [None] * n
+    own_s = [0.0] * n  # each material's own seconds: its phonopy work and its share of the forces
+    n_sc = [0] * n
+
+    def done(i: int, doc: PhononDoc, seconds: float) -> None:
+        nonlocal k
+        docs[i] = doc
+        own_s[i] += seconds
+        k += 1
+        _log_done(doc, n_sc[i], own_s[i], k, n_pack)
+
     with _single_threaded_children():
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"))
         # start the workers now, under the single-thread environment
@@ -194,35 +252,55 @@ def _phonons_pipelined(structures, engine, settings, smats, ids, store_force_con
     try:
         pending = {pool.submit(_worker_prepare, s, None if m is None else np.asarray(m).tolist(), settings, mid): i
                    for i, (s, m, mid) in enumerate(zip(structures, smats, ids, strict=True))}
-        finishing = {}
+        finishing: dict[Any, int] = {}
         prepared: dict[int, tuple] = {}
+
+        def collect(block: bool) -> None:
+            """Log and keep the documents the workers have finished (all of them when ``block``)."""
+            ready, _ = wait(list(finishing), return_when="ALL_COMPLETED" if block else FIRST_COMPLETED,
+                            timeout=None if block else 0)
+            for f in ready:
+                i = finishing.pop(f)
+                doc, seconds = f.result()
+                done(i, doc, seconds)
+
         with _engine_threads(engine, workers):
             while pending or prepared:
                 if pending:
-                    done, _ = wait(list(pending), return_when=FIRST_COMPLETED, timeout=None if not prepared else 0)
-                    for f in done:
+                    ready, _ = wait(list(pending), return_when=FIRST_COMPLETED, timeout=None if not prepared else 0)
+                    for f in ready:
                         i = pending.pop(f)
                         out = f.result()
+                        own_s[i] += out[-1]
                         if out[0] == "error":
-                            docs[i] = failed_phonon_doc(structures[i], info, [out[1]], settings, ids[i], out[2])
+                            done(i, failed_phonon_doc(structures[i], info, [out[1]], settings, ids[i], out[2]), 0.0)
                         else:
-                            prepared[i] = out[1:]
+                            prepared[i] = out[1:4]
+                            n_sc[i] = len(out[3])
+                collect(block=False)
                 if not prepared:
                     continue
                 # forces for every material prepared so far, in one shared set of batches
                 batch = sorted(prepared)
-                results = compute_grouped(engine, [prepared[i][2] for i in batch], [ids[i] for i in batch])
+                groups = [prepared[i][2] for i in batch]
+                logger.info("phonons: forces of %d displaced supercells of %d materials (%d/%d of the pack done)",
+                            sum(len(g) for g in groups), len(groups), k, n_pack)
+                t0 = time.perf_counter()
+                results = compute_grouped(engine, groups, [ids[i] for i in batch])
+                for i, share in zip(batch, _force_shares(time.perf_counter() - t0, groups), strict=True):
+                    own_s[i] += share
                 for i, res in zip(batch, results, strict=True):
                     phonon, smat, _sc = prepared.pop(i)
                     if isinstance(res, BaseException):  # no phonopy work left: the failed doc is made here
-                        docs[i] = _finish(phonon, smat, res, structures[i], info, settings, ids[i],
-                                          store_force_constants, store_phonopy_yaml)
+                        t0 = time.perf_counter()
+                        doc = _finish(phonon, smat, res, structures[i], info, settings, ids[i],
+                                      store_force_constants, store_phonopy_yaml)
+                        done(i, doc, time.perf_counter() - t0)
                         continue
                     forces = [np.asarray(r.forces) for r in res]
-                    finishing[pool.submit(_finish, phonon, smat, forces, structures[i], info, settings, ids[i],
+                    finishing[pool.submit(_worker_finish, phonon, smat, forces, structures[i], info, settings, ids[i],
                                           store_force_constants, store_phonopy_yaml)] = i
-        for f, i in finishing.items():
-            docs[i] = f.result()
+        collect(block=True)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     return docs  # type: ignore[return-value]
@@ -371,11 +449,13 @@ def batched_phonon_documents(
             engine_error = f"cannot build force engine {engine!r}: {type(exc).__name__}: {exc}"
     timings.model_load_s = time.perf_counter() - t0
 
+    logger.info("phonons: pack of %d materials, %d already stored, %d to compute", n, len(done_before), len(todo))
     step = max(1, int(chunk_materials))
     for start in range(0, len(todo), step):
         chunk = todo[start:start + step]
         docs: dict[int, PhononDoc] = {}
         runnable = []
+        k = start  # materials of the pack done so far
         for i in chunk:
             if eng is None:
                 docs[i] = failed_doc(i, f"{material_ids[i]}: phonon: {engine_error}")
@@ -384,11 +464,14 @@ def batched_phonon_documents(
                                         "makes it, e.g. its relaxation, failed)")
             else:
                 runnable.append(i)
+                continue
+            k += 1
+            _log_done(docs[i], 0, 0.0, k, len(todo))
         if runnable:
             steps: dict[str, float] = {}
             out = phonons_for_many([structures[i] for i in runnable], eng, settings, [smats[i] for i in runnable],
                                    [material_ids[i] for i in runnable], store_force_constants, store_phonopy_yaml,
-                                   postprocess_workers, timings=steps)
+                                   postprocess_workers, timings=steps, progress=(k, len(todo)))
             timings.prepare_s += steps.get("prepare_s", 0.0)
             timings.finish_s += steps.get("finish_s", 0.0)
             for i, doc in zip(runnable, out, strict=True):
@@ -399,8 +482,8 @@ def batched_phonon_documents(
         write_phonon_docs(store, [docs[i] for i in chunk], [doc_uuids[i] for i in chunk],
                           [doc_metadata[i] for i in chunk], [names[i] for i in chunk], hosts)
         timings.store_write_s += time.perf_counter() - t0
-        logger.info("phonons: %d/%d materials of the pack done (%d failed)", start + len(chunk), len(todo),
-                    len(failures))
+        logger.info("phonons: %d/%d materials of the pack done and stored (%d failed)", start + len(chunk),
+                    len(todo), len(failures))
 
     timings.forces_s = eng.seconds if eng is not None else 0.0
     timings.total_s = time.perf_counter() - t_start

@@ -15,6 +15,11 @@ from phonon_flows.schemas.common import MaterialError
 
 #: output["kind"] of a PhononBatchDoc, for queries
 PHONON_BATCH_KIND = "phonon_flows.phonon_batch"
+#: attribute of the log record of one finished material of a pack (the runner's progress bar shows
+#: it): a dict with ``k`` and ``n`` (materials of the pack done / in the pack), ``material_id``,
+#: ``failed``, ``n_supercells`` (displaced supercells) and ``seconds`` (its phonopy work and its
+#: share of the shared force calls, s)
+PACK_PROGRESS = "pack_progress"
 
 
 class PhononBatchTimings(BaseModel):
