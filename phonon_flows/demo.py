@@ -375,6 +375,7 @@ def group_metrics(name: str, ids: Sequence[str], mlip: Mapping[str, Any], ref: M
         g.skipped.append(str(exc))
         return g
     g.skipped += [f"{e.material_id}: {e.reason}" for e in doc.skipped]
+    g.skipped += [f"{row.material_id}: {row.thermal_note}" for row in doc.materials if row.thermal_note]
     if doc.frequency:
         g.freq_mae_THz, g.freq_r2 = doc.frequency.mae, doc.frequency.r2
     if doc.stability:

@@ -171,3 +171,23 @@ def test_bad_inputs(docs):
         maker.benchmark([mlip_docs[0], mlip_docs[0]], ref_docs)
     with pytest.raises(InputError, match="no force engine"):
         maker.benchmark(mlip_docs, ref_docs, labelled_sets={"x": []})
+
+
+def test_a_material_with_every_mode_imaginary_has_no_free_energy_to_compare(shared_data):
+    """Force constants of the wrong sign (every mode imaginary): phonopy's thermal sums are empty
+    (A_vib = C_v = 0); the benchmark leaves that material out of the thermal metrics and says why,
+    instead of counting phonopy's 0 as the MLIP's free energy."""
+    ref = [phonon_doc("nacl-1", nacl_phonopy(shared_data, 1.0), "reference"),
+           phonon_doc("nacl-2", nacl_phonopy(shared_data, 0.8), "reference")]
+    mlip = [phonon_doc("nacl-1", nacl_phonopy(shared_data, -1.0), "mlip"),
+            phonon_doc("nacl-2", nacl_phonopy(shared_data, 0.85), "mlip")]
+    assert mlip[0]["thermal"]["300"]["Cv_J_per_K_mol"] == 0 and mlip[0]["thermal"]["300"]["A_vib_meV_per_atom"] == 0
+    doc = BenchmarkMaker(write_figures=False).benchmark([as_phonon_doc(d) for d in mlip],
+                                                       [as_phonon_doc(d) for d in ref])
+    rows = {r.material_id: r for r in doc.materials}
+    assert not rows["nacl-1"].thermal and "all imaginary" in rows["nacl-1"].thermal_note
+    assert rows["nacl-2"].thermal and rows["nacl-2"].thermal_note is None
+    assert doc.thermal["T300"].A_vib.n == 1
+    assert doc.thermal["T300"].A_vib.mae == pytest.approx(
+        abs(rows["nacl-2"].thermal["T300"].A_vib_mlip - rows["nacl-2"].thermal["T300"].A_vib_reference))
+    assert not rows["nacl-1"].stable_mlip  # the stability metrics still count it

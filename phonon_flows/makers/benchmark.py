@@ -471,9 +471,17 @@ class BenchmarkMaker(Maker):
                 note = exc.reason
         thermal: dict[str, ThermalPair] = {}
         tr, tm = _thermal(r), _thermal(m)
+        no_modes: list[str] = []
         for t in temps:
             a, b = tr.get(t), tm.get(t)
             if a is None or b is None:
+                continue
+            # C_v = 0 at T > 0: phonopy counted no mode above the cutoff (every mode imaginary), so that
+            # side has no vibrational free energy; comparing its A_vib (phonopy's empty sum, 0) would be wrong
+            empty = [side for side, x in (("reference", a), ("MLIP", b))
+                     if temperature_value(t) > 0 and not _get(x, "Cv_J_per_K_mol")]
+            if empty:
+                no_modes.append(f"{t} ({', '.join(empty)})")
                 continue
             thermal[t] = ThermalPair(
                 A_vib_reference=_get(a, "A_vib_meV_per_atom"),
@@ -503,6 +511,8 @@ class BenchmarkMaker(Maker):
             stable_reference=M.is_stable(min_r, self.stability_tolerance_THz),
             stable_mlip=M.is_stable(min_m, self.stability_tolerance_THz),
             thermal=thermal,
+            thermal_note=("thermal properties not compared at " + ", ".join(no_modes)
+                          + ": no real mode above the cutoff frequency (all imaginary)") if no_modes else None,
             enthalpy_per_atom_eV=h,
             nac_applied=bool(_nac(r).get("applied")),
         )

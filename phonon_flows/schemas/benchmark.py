@@ -78,6 +78,9 @@ class MaterialBenchmark(BaseModel):
         default=None, description="Frequencies over the full dispersion (bands sorted per q-point), THz"
     )
     frequency_note: str | None = Field(default=None, description="Why frequencies were not compared, if they were not")
+    thermal_note: str | None = Field(
+        default=None, description="Why thermal properties were not compared at some temperatures, if they were not"
+    )
     min_frequency_reference_THz: float = Field(description="Lowest reference frequency, THz")
     min_frequency_mlip_THz: float = Field(description="Lowest MLIP frequency, THz")
     stable_reference: bool = Field(description="Dynamically stable in the reference at the benchmark tolerance")
