@@ -223,3 +223,29 @@ def test_stability_flag_on_force_constants_made_unstable(shared_data, tmp_path):
     loose = P.analyze_phonons(ph, stability_tolerance=res.min_frequency_THz - 0.1, with_dos=False,
                               with_band_structure=False)
     assert loose.dynamically_stable and loose.stability_tolerance_THz == pytest.approx(res.min_frequency_THz - 0.1)
+
+
+def test_band_structure_in_one_batch_equals_phonopy_s_bit_for_bit():
+    """The band structure's dynamical matrices built in one call give phonopy's own band
+    structure (frequencies and distances) bit for bit on real DFT force constants; with Born
+    charges (NAC) phonopy's band structure itself is used."""
+    from pathlib import Path
+
+    from phonon_flows.core import phonondb as pdb
+
+    data = Path(__file__).resolve().parent / "data" / "phonondb"
+    imp, _ = pdb.load_phonondb_entry(data / "materials-id-560588-zns-p6-3mc-186.tar.lzma", use_born=False)
+    ph = imp.phonon
+    path = P.seekpath_band_path(ph.primitive)
+    freqs, dists = P._band_frequencies(ph, path.segments)
+    ph.run_band_structure(path.segments, path_connections=path.path_connections, labels=path.labels)
+    assert np.array_equal(freqs, np.concatenate(ph.band_structure.frequencies))
+    assert np.array_equal(dists, np.concatenate(ph.band_structure.distances))
+    assert freqs.shape == (sum(len(s) for s in path.segments), 3 * len(ph.primitive)) and freqs.max() > 5.0
+    band, worst = P._band_structure(ph, path)
+    assert np.array_equal(band["frequencies"], np.concatenate(ph.band_structure.frequencies).tolist())
+    assert worst["frequency_THz"] == freqs.min()
+
+    nac, _ = pdb.load_phonondb_entry(data / "materials-id-1000-bate-fm-3m-225.tar.lzma", use_born=True)
+    assert nac.phonon.nac_params is not None
+    assert P._band_frequencies(nac.phonon, P.seekpath_band_path(nac.phonon.primitive).segments) is None

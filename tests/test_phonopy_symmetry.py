@@ -9,6 +9,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import phonopy.harmonic.force_constants as force_constants
 import phonopy.structure.cells as cells
 import phonopy.structure.symmetry as symmetry
 import pytest
@@ -141,13 +142,16 @@ def test_unique_rotations_keep_phonopy_s_order():
 
 def test_phonopy_is_restored_after_the_block():
     original = (cells.compute_all_sg_permutations, symmetry.compute_all_sg_permutations,
-                symmetry.collect_unique_rotations, symmetry.Symmetry._get_site_symmetry)
+                symmetry.collect_unique_rotations, symmetry.Symmetry._get_site_symmetry,
+                force_constants.similarity_transformation)
     with fast.fast_phonopy_symmetry():
         with fast.fast_phonopy_symmetry():  # re-entrant
             assert symmetry.compute_all_sg_permutations is fast.compute_all_sg_permutations
         assert cells.compute_all_sg_permutations is fast.compute_all_sg_permutations  # still inside
     assert (cells.compute_all_sg_permutations, symmetry.compute_all_sg_permutations,
-            symmetry.collect_unique_rotations, symmetry.Symmetry._get_site_symmetry) == original
+            symmetry.collect_unique_rotations, symmetry.Symmetry._get_site_symmetry,
+            force_constants.similarity_transformation) == original
+    assert fast._similarity_cache == {}
     with pytest.raises(RuntimeError), fast.fast_phonopy_symmetry():
         raise RuntimeError("restored on errors too")
     assert symmetry.collect_unique_rotations is original[2]

@@ -623,13 +623,49 @@ def _total_dos(phonon: Phonopy) -> dict[str, list[float]]:
             "total_dos": phonon.total_dos.dos.tolist()}
 
 
+def _band_frequencies(phonon: Phonopy, segments: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray] | None:
+    """(frequencies (THz), distances) along ``segments`` as phonopy's ``BandStructure`` gives them,
+    with the dynamical matrices of all q-points built in one call (phonopy's batched
+    ``get_dynamical_matrices_at_qpoints``, which phonopy's band structure calls once per q-point)
+    and diagonalised as phonopy does (``numpy.linalg.eigvalsh``): the same numbers. None when the
+    dynamical matrix has the non-analytical term (phonopy's own band structure then handles the
+    direction of approach to Γ)."""
+    from phonopy.harmonic.dynamical_matrix import DynamicalMatrix, DynamicalMatrixNAC, \
+        get_dynamical_matrices_at_qpoints
+
+    dm = phonon.dynamical_matrix
+    if dm is None or isinstance(dm, DynamicalMatrixNAC) or not isinstance(dm, DynamicalMatrix):
+        return None
+    qpts = np.ascontiguousarray(np.concatenate([np.asarray(seg, dtype="double") for seg in segments]))
+    hermitianize = bool(getattr(dm, "_hermitianize", True))  # as DynamicalMatrix.run passes it (no public getter)
+    dms = get_dynamical_matrices_at_qpoints(dm, qpts, is_nac=False, hermitianize=hermitianize, lang=dm.lang)
+    eigs = np.linalg.eigvalsh(dms).real
+    freqs = np.sqrt(abs(eigs)) * np.sign(eigs) * phonon.unit_conversion_factor
+    inv_t = np.linalg.inv(dm.primitive.cell).T
+    dists, distance = [], 0.0
+    for seg in segments:  # phonopy's BandStructure._shift_point: the distance runs on over the segments
+        last = np.asarray(seg[0], dtype="double")
+        for q in np.asarray(seg, dtype="double"):
+            distance += float(np.linalg.norm(np.dot(q - last, inv_t)))
+            last = q
+            dists.append(distance)
+    return freqs, np.array(dists)
+
+
 def _band_structure(phonon: Phonopy, path: BandPath) -> tuple[dict[str, Any], dict[str, Any]]:
     """The band structure along ``path`` (as stored in a PhononDoc) and its lowest mode."""
-    phonon.run_band_structure(path.segments, path_connections=path.path_connections, labels=path.labels)
-    bs = phonon.band_structure
-    qpts = np.concatenate(bs.qpoints)
-    freqs = np.concatenate(bs.frequencies)
-    dists = np.concatenate(bs.distances)
+    batched = _band_frequencies(phonon, path.segments)
+    if batched is not None:
+        qpts = np.concatenate(path.segments)
+        freqs, dists = batched
+        nq = [len(seg) for seg in path.segments]
+    else:
+        phonon.run_band_structure(path.segments, path_connections=path.path_connections, labels=path.labels)
+        bs = phonon.band_structure
+        qpts = np.concatenate(bs.qpoints)
+        freqs = np.concatenate(bs.frequencies)
+        dists = np.concatenate(bs.distances)
+        nq = [len(q) for q in bs.qpoints]
     band = {
         "qpoints": qpts.tolist(),
         "distances": dists.tolist(),
@@ -637,7 +673,7 @@ def _band_structure(phonon: Phonopy, path: BandPath) -> tuple[dict[str, Any], di
         "labels": path.labels,
         "segment_labels": [list(p) for p in path.segment_labels],
         "path_connections": path.path_connections,
-        "segment_nqpoints": [len(q) for q in bs.qpoints],
+        "segment_nqpoints": nq,
     }
     jq, jb = np.unravel_index(int(np.argmin(freqs)), freqs.shape)
     worst = {"qpoint": [float(x) for x in qpts[jq]], "band_index": int(jb),

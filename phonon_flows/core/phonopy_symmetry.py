@@ -27,6 +27,8 @@ Here the same results come from a few array operations:
 - unique rotations: ``numpy.unique`` on the flattened matrices, first occurrences in input order.
 - site symmetry: phonopy's distance test for all operations at once; a distance between 0.9 and
   2 ``symprec`` (where rounding could decide) sends the atom to phonopy's own loop.
+- the Cartesian rotations of the force constants (``similarity_transformation``, asked once per
+  operation): phonopy's own result, remembered per distinct rotation while the block runs.
 
 :func:`fast_phonopy_symmetry` installs these in phonopy's modules only while its block runs (the
 package's own Phonopy constructions, displacements and force constants use it); outside it,
@@ -42,6 +44,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
+import phonopy.harmonic.force_constants as _force_constants
 import phonopy.structure.cells as _cells
 import phonopy.structure.symmetry as _symmetry
 from scipy.spatial import cKDTree
@@ -50,6 +53,7 @@ from scipy.spatial import cKDTree
 _PHONOPY_ALL_PERMUTATIONS = _cells.compute_all_sg_permutations
 _PHONOPY_UNIQUE_ROTATIONS = _symmetry.collect_unique_rotations
 _PHONOPY_SITE_SYMMETRY = _symmetry.Symmetry._get_site_symmetry
+_PHONOPY_SIMILARITY = _force_constants.similarity_transformation
 
 #: partners are accepted below this fraction of symprec (a margin for rounding)
 ACCEPT_FRACTION = 0.9
@@ -204,6 +208,23 @@ def _site_symmetry(self, atom_number: int, lattice: np.ndarray, positions: np.nd
     return np.array(rots[keep], dtype="int64")
 
 
+_similarity_cache: dict[tuple, np.ndarray] = {}
+
+
+def _similarity_transformation(rot: Any, mat: Any) -> np.ndarray:
+    """phonopy's ``similarity_transformation`` (R M R^-1) for the force constants, remembered per
+    (R, M) while the block runs: the force constants ask it once per operation (3,072 for a
+    128-atom rock-salt supercell) for a few dozen distinct rotations. The first answer is
+    phonopy's own, so the numbers are the same bit for bit."""
+    if not (isinstance(rot, np.ndarray) and isinstance(mat, np.ndarray)):
+        return _PHONOPY_SIMILARITY(rot, mat)
+    key = (rot.dtype.str, rot.shape, rot.tobytes(), mat.dtype.str, mat.shape, mat.tobytes())
+    out = _similarity_cache.get(key)
+    if out is None:
+        out = _similarity_cache[key] = _PHONOPY_SIMILARITY(rot, mat)
+    return out.copy()
+
+
 _lock = threading.RLock()
 _depth = 0
 
@@ -220,6 +241,7 @@ def fast_phonopy_symmetry() -> Iterator[None]:
             _symmetry.compute_all_sg_permutations = compute_all_sg_permutations
             _symmetry.collect_unique_rotations = collect_unique_rotations
             _symmetry.Symmetry._get_site_symmetry = _site_symmetry
+            _force_constants.similarity_transformation = _similarity_transformation
         _depth += 1
     try:
         yield
@@ -231,3 +253,5 @@ def fast_phonopy_symmetry() -> Iterator[None]:
                 _symmetry.compute_all_sg_permutations = _PHONOPY_ALL_PERMUTATIONS
                 _symmetry.collect_unique_rotations = _PHONOPY_UNIQUE_ROTATIONS
                 _symmetry.Symmetry._get_site_symmetry = _PHONOPY_SITE_SYMMETRY
+                _force_constants.similarity_transformation = _PHONOPY_SIMILARITY
+                _similarity_cache.clear()
