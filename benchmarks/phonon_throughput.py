@@ -373,7 +373,7 @@ def run_phonon_flows_batched(materials: list[Material], model_path: Path, device
 
 
 def run_screening(materials: list[Material], model_path: Path, device: str, dtype: str,
-                  workdir: Path) -> dict[str, Any]:
+                  workdir: Path, workers: int = 0) -> dict[str, Any]:
     """The path a user gets by default: ScreeningMaker (packs of materials in one job, one model
     load, no relax, no DOS) run by run_campaign on the embedded store; the documents are stored
     (one PhononDoc per material, large data in the data store) inside the timing."""
@@ -392,7 +392,7 @@ def run_screening(materials: list[Material], model_path: Path, device: str, dtyp
     maker = ScreeningMaker(
         name="bench", model=sha256(model_path), relax=False,
         phonon_maker=PhononMaker(**pf_maker_kwargs(), total_dos=False),
-        engine_kwargs=engine_kwargs(model_path, device, dtype),
+        engine_kwargs=engine_kwargs(model_path, device, dtype), postprocess_workers=workers,
     )
     flow = maker.make({m.name: m.structure() for m in materials},
                       supercell_matrices={m.name: m.supercell_matrix for m in materials})
@@ -694,6 +694,8 @@ def parse_args(argv=None):
     p.add_argument("--workers", default="auto",
                    help="phonopy worker processes of the batched job (d, d32): a number, or auto = "
                         "cpus - 1 with a GPU, cpus // 2 on CPU (at least 1)")
+    p.add_argument("--screening-workers", type=int, default=0,
+                   help="ScreeningMaker(postprocess_workers=N) for s, s32 (default 0: the default screening path)")
     p.add_argument("--repeat", type=int, default=1, help="repeat the timings; the best (shortest) run counts")
     p.add_argument("--profile", action="store_true", help="also profile each method once on the first material")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -828,9 +830,11 @@ def _main(args, argv, workdir: Path) -> dict[str, Any]:
         for key, dtype in batched_keys:
             bar.set_postfix_str(f"({key}) all materials")
             if key.startswith("s"):
-                r = measured(recs[key], lambda: run_screening(materials, model_path, device, dtype, workdir))
+                r = measured(recs[key], lambda: run_screening(materials, model_path, device, dtype, workdir,
+                                                                   args.screening_workers))
                 recs[key]["batch_timings_s"] = r["batch_timings_s"]
                 recs[key]["n_jobs"] = r["n_jobs"]
+                recs[key]["postprocess_workers"] = args.screening_workers
             else:
                 r = measured(recs[key], lambda: run_phonon_flows_batched(materials, model_path, device, dtype,
                                                                         workdir, workers))
@@ -944,8 +948,8 @@ def _main(args, argv, workdir: Path) -> dict[str, Any]:
             "c32": lambda: run_phonon_flows(first, model_path, device, "float32", workdir),
             "d": lambda: run_phonon_flows_batched(materials, model_path, device, "float64", workdir, workers),
             "d32": lambda: run_phonon_flows_batched(materials, model_path, device, "float32", workdir, workers),
-            "s": lambda: run_screening(materials, model_path, device, "float64", workdir),
-            "s32": lambda: run_screening(materials, model_path, device, "float32", workdir),
+            "s": lambda: run_screening(materials, model_path, device, "float64", workdir, args.screening_workers),
+            "s32": lambda: run_screening(materials, model_path, device, "float32", workdir, args.screening_workers),
         }
         for key in tqdm(methods, desc="profiling", disable=not progress, leave=False):
             profile[key] = profile_breakdown(runners[key])

@@ -46,6 +46,7 @@ from phonon_flows.core.phonons import (
     to_structure,
 )
 from phonon_flows.core.phonopy_io import ImportedPhonopy
+from phonon_flows.core.phonopy_symmetry import fast_phonopy_symmetry
 from phonon_flows.errors import InputError, PhononFlowsError
 
 PHONONDB_NAME = "phonondb"
@@ -249,7 +250,7 @@ def phonondb_phonopy(entry: PhonondbEntry, use_born: bool = True, symprec: float
     """The entry's Phonopy object with its DFT force constants (and Born charges when asked and
     present), as ``phonopy.load`` makes it from the same files."""
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), fast_phonopy_symmetry():  # phonopy's symmetry setup, vectorised
             warnings.simplefilter("ignore")
             ph = Phonopy(entry.unitcell.copy(), supercell_matrix=entry.supercell_matrix,
                          primitive_matrix=entry.primitive_matrix, symprec=symprec)

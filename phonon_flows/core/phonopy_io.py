@@ -35,6 +35,7 @@ from phonon_flows.core.phonons import (
     set_forces,
     set_nac_params,
 )
+from phonon_flows.core.phonopy_symmetry import fast_phonopy_symmetry
 from phonon_flows.errors import InputError, PhononFlowsError
 
 PARAMS_FILES = ("phonopy_params.yaml", "phonopy_params.yaml.xz", "phonopy.yaml", "phonopy.yaml.xz")
@@ -200,7 +201,7 @@ def _read_phonopy_yaml(
     files from the current working directory.
     """
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), fast_phonopy_symmetry():  # phonopy's symmetry setup, vectorised
             warnings.simplefilter("ignore")
             phpy_yaml = PhonopyYaml()
             phpy_yaml.read(yaml_file)
