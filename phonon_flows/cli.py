@@ -379,7 +379,7 @@ def demo(
     mongo_uri: str = typer.Option(None, help="MongoDB URI instead of the embedded store"),
     work_dir: str = typer.Option(None, help="Folder of the job directories (default: phonon_flows_runs)"),
     name: str = typer.Option(None, help="Campaign name (default: demo-dft, or demo with --reference chgnet)"),
-    epochs: int = typer.Option(None, help="MACE epochs (default: 40 on DFT, 120 with CHGNet)"),
+    epochs: int = typer.Option(None, help="MACE epochs (default: 60 on DFT, 120 with CHGNet)"),
     fresh: bool = typer.Option(False, "--fresh", help="Recompute everything instead of reusing stored results"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar"),
     reference: str = typer.Option("dft", help="dft (phonondb, VASP PBEsol: the default) or chgnet (a stand-in, NOT DFT)"),

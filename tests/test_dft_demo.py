@@ -98,3 +98,28 @@ def test_local_environments():
     assert local_environments(zb) == {("Zn", 4), ("S", 4)}
     assert local_environments(rs) == {("Na", 6), ("Cl", 6)}
     assert local_environments(cscl) == {("Cs", 8), ("Cl", 8)}
+
+
+def test_demo_training_settings(materials):
+    """The demo trains the small MACE in float32, batches of one, on one CPU thread, for DFT_DEMO_EPOCHS."""
+    from phonon_flows.demo import DFT_DEMO_EPOCHS, DFT_DEMO_TRAINING_THREADS
+
+    training = phonondb_campaign_maker(materials, ids_of(materials, DFT_DEMO_HOLDOUT_KNOWN)).mace_training_maker()
+    hp = training.hyperparameters
+    assert training.num_threads == DFT_DEMO_TRAINING_THREADS == 1
+    assert hp.max_num_epochs == DFT_DEMO_EPOCHS and hp.start_swa == int(0.75 * DFT_DEMO_EPOCHS)
+    assert hp.default_dtype == "float32" and hp.batch_size == 1 and hp.hidden_irreps.replace(" ", "") == "8x0e+8x1o"
+
+
+def test_bond_environment_split(materials):
+    """Polytypes of a trained polymorph (wurtzite beside zinc blende) have every bond environment
+    trained; zinc-blende AgBr beside rock-salt AgBr and zinc-blende AgI has a new one (tetrahedral Ag-Br)."""
+    from phonon_flows.demo import bond_environment_split
+
+    train = ids_of(materials, DFT_DEMO_TRAIN)
+    known = ids_of(materials, DFT_DEMO_HOLDOUT_KNOWN)
+    seen, new = bond_environment_split(materials, known, train)
+    assert sorted(seen + new) == sorted(known)
+    by_mp = {materials[m].mp_id: m for m in known}
+    assert by_mp["mp-560588"] in seen and by_mp["mp-7140"] in seen  # wurtzite ZnS, SiC 2H
+    assert {by_mp[x] for x in ("mp-866291", "mp-976280", "mp-13031", "mp-573697")} == set(new)

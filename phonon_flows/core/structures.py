@@ -329,15 +329,22 @@ def material_name(structure: Structure, material_id: str | None = None) -> str:
         return structure.composition.reduced_formula
 
 
-def local_environments(structure: Structure, tolerance: float = 1.15, cutoff: float = 5.0) -> set[tuple[str, int]]:
+def local_environments(structure: Structure, tolerance: float = 1.15, cutoff: float = 5.0,
+                       neighbours: bool = False) -> set[tuple]:
     """The local environments of a crystal as ``(element, coordination number)`` pairs: each site's
     neighbours within ``tolerance`` times its shortest bond (``cutoff`` Å at most). Zinc blende ZnS
-    gives ``{("Zn", 4), ("S", 4)}``, rock salt NaCl ``{("Na", 6), ("Cl", 6)}``."""
-    out: set[tuple[str, int]] = set()
-    for site, neighbours in zip(structure, structure.get_all_neighbors(cutoff), strict=True):
-        if not neighbours:
-            out.add((site.specie.symbol, 0))
+    gives ``{("Zn", 4), ("S", 4)}``, rock salt NaCl ``{("Na", 6), ("Cl", 6)}``. With
+    ``neighbours=True`` each pair also names the neighbours' elements (``("Zn", 4, "S")``): the
+    bond environment, so that tetrahedral Ag-I and tetrahedral Ag-Br are told apart."""
+    out: set[tuple] = set()
+    for site, found in zip(structure, structure.get_all_neighbors(cutoff), strict=True):
+        if not found:
+            out.add((site.specie.symbol, 0, "") if neighbours else (site.specie.symbol, 0))
             continue
-        shortest = min(n.nn_distance for n in neighbours)
-        out.add((site.specie.symbol, sum(1 for n in neighbours if n.nn_distance <= tolerance * shortest)))
+        shortest = min(n.nn_distance for n in found)
+        shell = [n for n in found if n.nn_distance <= tolerance * shortest]
+        if neighbours:
+            out.add((site.specie.symbol, len(shell), ",".join(sorted({n.specie.symbol for n in shell}))))
+        else:
+            out.add((site.specie.symbol, len(shell)))
     return out
