@@ -473,6 +473,7 @@ def _stage_targets() -> list[tuple[str, Any, str]]:
         ("band structure", Phonopy, "auto_band_structure"),
         ("band structure", Phonopy, "run_band_structure"),
         ("band structure", pf_core, "seekpath_band_path"),
+        ("band structure", pf_core, "_band_frequencies"),
         ("files + plots", Phonopy, "save"),
         ("files + plots", Phonopy, "write_yaml_band_structure"),
         ("files + plots", Phonopy, "write_total_dos"),
