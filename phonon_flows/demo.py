@@ -354,6 +354,10 @@ class GroupMetrics:
     material_ids: list[str]
     freq_mae_THz: float | None = None
     freq_r2: float | None = None
+    #: the median over materials of each material's frequency MAE (THz): not dominated by a few
+    #: materials with very high frequencies (molecular crystals), as the pooled MAE can be
+    freq_mae_median_THz: float | None = None
+    per_material_freq_mae_THz: dict[str, float] = field(default_factory=dict)
     stability_accuracy_percent: float | None = None
     stability_right: int = 0
     a_vib_300_mae_meV: float | None = None
@@ -384,6 +388,9 @@ def group_metrics(name: str, ids: Sequence[str], mlip: Mapping[str, Any], ref: M
     g.skipped += [f"{row.material_id}: {row.thermal_note}" for row in doc.materials if row.thermal_note]
     if doc.frequency:
         g.freq_mae_THz, g.freq_r2 = doc.frequency.mae, doc.frequency.r2
+    g.per_material_freq_mae_THz = {row.material_id: row.frequency.mae for row in doc.materials if row.frequency}
+    if g.per_material_freq_mae_THz:
+        g.freq_mae_median_THz = float(np.median(list(g.per_material_freq_mae_THz.values())))
     if doc.stability:
         g.stability_accuracy_percent = doc.stability.accuracy_percent
         g.stability_right = doc.stability.counts.get("true_stable", 0) + doc.stability.counts.get("true_unstable", 0)

@@ -85,6 +85,7 @@ def test_group_metrics_on_real_documents():
                               ("wz", "materials-id-560588-zns-p6-3mc-186.tar.lzma"))}
     g = group_metrics("same", ["zb", "wz"], docs, docs, pairs=[("wz", "zb")])
     assert g.freq_mae_THz == pytest.approx(0, abs=1e-9) and g.stability_right == 2
+    assert g.freq_mae_median_THz == pytest.approx(0, abs=1e-9) and set(g.per_material_freq_mae_THz) == {"zb", "wz"}
     assert g.a_vib_300_mae_meV == pytest.approx(0, abs=1e-9) and g.a_vib_1000_mae_meV == pytest.approx(0, abs=1e-9)
     assert g.dA_vib["n"] == 1 and g.dA_vib["mae_meV"] == pytest.approx(0, abs=1e-9)
     # the DFT polytypes differ by less than 1 meV/atom in A_vib(300 K)
