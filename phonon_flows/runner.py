@@ -52,7 +52,7 @@ from phonon_flows.schemas.campaign import (
     CampaignDoc,
     JobFailureDoc,
 )
-from phonon_flows.store import METADATA_KEY
+from phonon_flows.store import METADATA_KEY, remove_orphan_blobs
 
 logger = logging.getLogger(__name__)
 
@@ -511,6 +511,10 @@ def run_campaign(
         warnings.filterwarnings("ignore", message="Some jobs are not connected")
         jobs = list(flow.iterflow())
     uuids = [j.uuid for j, _ in jobs]
+    if resume:  # data objects a killed run wrote without their document
+        orphans = remove_orphan_blobs(store, uuids)
+        if orphans:
+            logger.info("removed %d data objects a previous, interrupted run left without a document", orphans)
     run = _CampaignRun(
         store=store, campaign=campaign, root=root, summary=summary, resume=resume, capture_output=capture_output,
         done_before=finished_jobs(store, uuids, retry_failed=retry_failed) if resume else set(),

@@ -105,6 +105,45 @@ class OrderedJobStore(JobStore):
             docs_store.update(pending, key=pending_key)
 
 
+def _blob_uuids(obj: Any, out: set[str]) -> set[str]:
+    """Every ``blob_uuid`` referenced anywhere in a stored document."""
+    if isinstance(obj, dict):
+        if isinstance(obj.get("blob_uuid"), str):
+            out.add(obj["blob_uuid"])
+        for v in obj.values():
+            _blob_uuids(v, out)
+    elif isinstance(obj, list):
+        for v in obj:
+            _blob_uuids(v, out)
+    return out
+
+
+def remove_orphan_blobs(store: JobStore, uuids: Any, chunk: int = 500) -> int:
+    """Remove the large-data objects of the given job uuids that no stored document points at, and
+    return how many were removed.
+
+    Blobs are written before their document (:class:`OrderedJobStore`), so a process killed in
+    between leaves blobs that nothing references; the rerun writes the job's output again with new
+    blobs. Called when a campaign (or a pack of materials) starts again on a store, this keeps one
+    set of data objects per stored document."""
+    uuids = list(dict.fromkeys(uuids))
+    removed = 0
+    for name, data_store in (getattr(store, "additional_stores", None) or {}).items():
+        for i in range(0, len(uuids), chunk):
+            part = uuids[i:i + chunk]
+            blobs = [b["blob_uuid"] for b in data_store.query({"job_uuid": {"$in": part}}, properties=["blob_uuid"])]
+            if not blobs:
+                continue
+            used: set[str] = set()
+            for d in store.docs_store.query({"uuid": {"$in": part}}, properties=["output"]):
+                _blob_uuids(d.get("output"), used)
+            orphans = [b for b in blobs if b not in used]
+            if orphans:
+                data_store.remove_docs({"blob_uuid": {"$in": orphans}})
+                removed += len(orphans)
+    return removed
+
+
 #: lock file of an embedded store folder (held while its montydb configuration is written or read)
 EMBEDDED_LOCK_FILE = ".phonon_flows.lock"
 

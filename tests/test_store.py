@@ -332,3 +332,39 @@ def test_a_document_is_never_stored_before_its_data(tmp_path):
     (doc,) = list(store.query({"uuid": "job-1"}, load=True))
     assert doc["output"]["phonopy"]["big"] == [1.0] * 10
     store.close()
+
+
+def test_a_rerun_removes_the_data_a_killed_write_left_without_its_document(tmp_path):
+    """Blobs go first, so a process killed after a job's blob and before its document leaves a blob
+    nothing points at; the rerun writes the job again with a new blob. remove_orphan_blobs (called
+    when a campaign or a pack starts again) leaves one data object per stored document."""
+    from phonon_flows.store import remove_orphan_blobs
+
+    store = get_store(store_dir=tmp_path / "store", connect=True)
+    data = store.additional_stores["data"]
+
+    def doc(uuid):
+        return {"uuid": uuid, "index": 1, "output": {"phonopy": {"@module": "x", "big": [2.0] * 10}},
+                "metadata": {}, "hosts": [], "name": "j", "completed_at": "now"}
+
+    store.update(doc("job-0"), key=["uuid", "index"], save={"data": ["phonopy"]})  # a finished job
+    real_docs_update = store.docs_store.update
+
+    def killed(*args, **kwargs):  # the process dies after the blob, before the document
+        raise KeyboardInterrupt("killed")
+
+    store.docs_store.update = killed
+    with pytest.raises(KeyboardInterrupt):
+        store.update(doc("job-1"), key=["uuid", "index"], save={"data": ["phonopy"]})
+    store.docs_store.update = real_docs_update
+    assert store.docs_store.count({"uuid": "job-1"}) == 0 and data.count({"job_uuid": "job-1"}) == 1
+
+    store.update(doc("job-1"), key=["uuid", "index"], save={"data": ["phonopy"]})  # the rerun
+    assert data.count({"job_uuid": "job-1"}) == 2
+    assert remove_orphan_blobs(store, ["job-0", "job-1", "job-never-run"]) == 1
+    assert data.count({"job_uuid": "job-1"}) == 1 and data.count({"job_uuid": "job-0"}) == 1
+    for uuid in ("job-0", "job-1"):  # every document still loads its data
+        (d,) = list(store.query({"uuid": uuid}, load=True))
+        assert d["output"]["phonopy"]["big"] == [2.0] * 10
+    assert remove_orphan_blobs(store, ["job-0", "job-1"]) == 0
+    store.close()

@@ -42,6 +42,7 @@ from phonon_flows.makers.phonons import (
 from phonon_flows.schemas.batch import PACK_PROGRESS, PhononBatchDoc, PhononBatchTimings
 from phonon_flows.schemas.common import MaterialError
 from phonon_flows.schemas.phonon import PHONON_DATA_FIELDS, PhononDoc
+from phonon_flows.store import remove_orphan_blobs
 
 logger = logging.getLogger(__name__)
 
@@ -427,6 +428,7 @@ def batched_phonon_documents(
         raise PhononFlowsError("batched_phonon_documents writes to the job's store: run it with expose_store=True")
     hosts = list(getattr(getattr(CURRENT_JOB, "job", None), "hosts", None) or [])
     timings = PhononBatchTimings()
+    remove_orphan_blobs(store, doc_uuids)  # data a killed run of this pack wrote without its document
     done_before = _stored_ok(store, doc_uuids)
     todo = [i for i in range(n) if doc_uuids[i] not in done_before]
     failures: dict[int, str] = {}
