@@ -31,7 +31,8 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 BAD_KINDS = ("not a crystal", "overlapping atoms", "element the model does not know")
-DONE_MARK = "materials of the pack done"
+DONE_MARK = "materials of the pack done and stored"
+PACK_START_MARK = "phonons: pack of "
 
 
 def write_inputs(rows, root: Path, bad_share: float, seed: int = 14) -> tuple[dict[str, str], dict, dict[str, str]]:
@@ -147,6 +148,19 @@ def _reduced(comp) -> dict[str, int]:
     return {str(el): int(round(v)) for el, v in red.items()}
 
 
+def stored_docs(progress_text: str) -> int:
+    """PhononDocs stored so far, from the packs' progress lines: each pack counts its stored
+    materials from zero ("phonons: 8/32 materials of the pack done and stored"), so the count is
+    the sum over the packs run so far of each pack's last count."""
+    total = current = 0
+    for line in progress_text.splitlines():
+        if PACK_START_MARK in line:
+            total, current = total + current, 0
+        elif DONE_MARK in line:
+            current = int(line.split("phonons: ")[1].split("/")[0])
+    return total + current
+
+
 def run_child(cfg_path: Path, log_path: Path, kill_after_docs: int | None) -> dict[str, Any]:
     progress_log = Path(json.loads(cfg_path.read_text())["progress_log"])
     cmd = ["nice", "-n", "10", sys.executable, str(Path(__file__).resolve()), "--child", str(cfg_path)]
@@ -159,11 +173,7 @@ def run_child(cfg_path: Path, log_path: Path, kill_after_docs: int | None) -> di
             time.sleep(2)
             if kill_after_docs is not None and not killed:
                 text = progress_log.read_text(errors="replace") if progress_log.exists() else ""
-                done = 0
-                for line in text.splitlines():
-                    if DONE_MARK in line:
-                        done = max(done, int(line.split("phonons: ")[1].split("/")[0]))
-                if done >= kill_after_docs:
+                if stored_docs(text) >= kill_after_docs:
                     os.kill(proc.pid, signal.SIGKILL)  # a dying node: no cleanup, no record
                     killed = True
         proc.wait()
