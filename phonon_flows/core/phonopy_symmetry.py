@@ -235,13 +235,18 @@ def fast_phonopy_symmetry() -> Iterator[None]:
     rotations, site symmetries) runs through the vectorised functions of this module; phonopy's
     own functions are restored when the outermost block ends. Re-entrant."""
     global _depth
+    # (where, name, this module's function, phonopy's own)
+    patches = (
+        (_cells, "compute_all_sg_permutations", compute_all_sg_permutations, _PHONOPY_ALL_PERMUTATIONS),
+        (_symmetry, "compute_all_sg_permutations", compute_all_sg_permutations, _PHONOPY_ALL_PERMUTATIONS),
+        (_symmetry, "collect_unique_rotations", collect_unique_rotations, _PHONOPY_UNIQUE_ROTATIONS),
+        (_symmetry.Symmetry, "_get_site_symmetry", _site_symmetry, _PHONOPY_SITE_SYMMETRY),
+        (_force_constants, "similarity_transformation", _similarity_transformation, _PHONOPY_SIMILARITY),
+    )
     with _lock:
         if _depth == 0:
-            _cells.compute_all_sg_permutations = compute_all_sg_permutations
-            _symmetry.compute_all_sg_permutations = compute_all_sg_permutations
-            _symmetry.collect_unique_rotations = collect_unique_rotations
-            _symmetry.Symmetry._get_site_symmetry = _site_symmetry
-            _force_constants.similarity_transformation = _similarity_transformation
+            for where, name, ours, _ in patches:
+                setattr(where, name, ours)
         _depth += 1
     try:
         yield
@@ -249,9 +254,6 @@ def fast_phonopy_symmetry() -> Iterator[None]:
         with _lock:
             _depth -= 1
             if _depth == 0:
-                _cells.compute_all_sg_permutations = _PHONOPY_ALL_PERMUTATIONS
-                _symmetry.compute_all_sg_permutations = _PHONOPY_ALL_PERMUTATIONS
-                _symmetry.collect_unique_rotations = _PHONOPY_UNIQUE_ROTATIONS
-                _symmetry.Symmetry._get_site_symmetry = _PHONOPY_SITE_SYMMETRY
-                _force_constants.similarity_transformation = _PHONOPY_SIMILARITY
+                for where, name, _, theirs in patches:
+                    setattr(where, name, theirs)
                 _similarity_cache.clear()

@@ -129,14 +129,7 @@ def phonons_for_many(
 
     timings["prepare_s"] = timings.get("prepare_s", 0.0) + time.perf_counter() - t0
     order = sorted(prepared)
-    groups = [prepared[i][2] for i in order]
-    if groups:
-        logger.info("phonons: forces of %d displaced supercells of %d materials (%d/%d of the pack done)",
-                    sum(len(g) for g in groups), len(groups), k, n_pack)
-    t1 = time.perf_counter()
-    results = compute_grouped(engine, groups, [ids[i] for i in order])
-    for i, share in zip(order, _force_shares(time.perf_counter() - t1, groups), strict=True):
-        own_s[i] += share
+    results = _shared_forces(engine, [prepared[i][2] for i in order], order, ids, own_s, k, n_pack)
     t0 = time.perf_counter()
     for i, res in zip(order, results, strict=True):
         t1 = time.perf_counter()
@@ -147,6 +140,19 @@ def phonons_for_many(
         _log_done(docs[i], len(supercells), own_s[i] + time.perf_counter() - t1, k, n_pack)
     timings["finish_s"] = timings.get("finish_s", 0.0) + time.perf_counter() - t0
     return docs  # type: ignore[return-value]
+
+
+def _shared_forces(engine, groups, order, ids, own_s, k, n_pack):
+    """The forces of several materials' displaced supercells in one shared set of batches (a progress
+    line first); each material's share of the time is added to ``own_s``."""
+    if groups:
+        logger.info("phonons: forces of %d displaced supercells of %d materials (%d/%d of the pack done)",
+                    sum(len(g) for g in groups), len(groups), k, n_pack)
+    t0 = time.perf_counter()
+    results = compute_grouped(engine, groups, [ids[i] for i in order])
+    for i, share in zip(order, _force_shares(time.perf_counter() - t0, groups), strict=True):
+        own_s[i] += share
+    return results
 
 
 def _finish(phonon, smat, res, structure, info, settings, mid, store_force_constants, store_phonopy_yaml) -> PhononDoc:
@@ -283,13 +289,7 @@ def _phonons_pipelined(structures, engine, settings, smats, ids, store_force_con
                     continue
                 # forces for every material prepared so far, in one shared set of batches
                 batch = sorted(prepared)
-                groups = [prepared[i][2] for i in batch]
-                logger.info("phonons: forces of %d displaced supercells of %d materials (%d/%d of the pack done)",
-                            sum(len(g) for g in groups), len(groups), k, n_pack)
-                t0 = time.perf_counter()
-                results = compute_grouped(engine, groups, [ids[i] for i in batch])
-                for i, share in zip(batch, _force_shares(time.perf_counter() - t0, groups), strict=True):
-                    own_s[i] += share
+                results = _shared_forces(engine, [prepared[i][2] for i in batch], batch, ids, own_s, k, n_pack)
                 for i, res in zip(batch, results, strict=True):
                     phonon, smat, _sc = prepared.pop(i)
                     if isinstance(res, BaseException):  # no phonopy work left: the failed doc is made here
