@@ -19,7 +19,6 @@ import json
 import random
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -29,20 +28,11 @@ def build(entry, fast: bool):
     """(Phonopy with DFT force constants, displacements) of a phonondb entry, phonopy's API only."""
     from contextlib import nullcontext
 
-    from phonopy import Phonopy
-
+    from phonon_flows.core.phonondb import phonopy_reference
     from phonon_flows.core.phonopy_symmetry import fast_phonopy_symmetry
 
-    with warnings.catch_warnings(), (fast_phonopy_symmetry() if fast else nullcontext()):
-        warnings.simplefilter("ignore")
-        ph = Phonopy(entry.unitcell.copy(), supercell_matrix=entry.supercell_matrix,
-                     primitive_matrix=entry.primitive_matrix, symprec=1e-5)
-        ph.generate_displacements(distance=0.01)
-        disps = [(d["number"], np.asarray(d["displacement"]).tolist()) for d in ph.dataset["first_atoms"]]
-        ph.dataset = entry.force_sets
-        ph.produce_force_constants(calculate_full_force_constants=False, show_drift=False)
-        ph.symmetrize_force_constants(show_drift=False)
-    return ph, disps
+    with fast_phonopy_symmetry() if fast else nullcontext():
+        return phonopy_reference(entry)
 
 
 def main(argv=None) -> dict:

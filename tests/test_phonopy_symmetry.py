@@ -5,7 +5,6 @@ is untouched outside the block."""
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -34,19 +33,9 @@ ENTRIES = [
 
 
 def build(entry: pdb.PhonondbEntry, unitcell=None) -> tuple[Phonopy, list]:
-    """The entry's Phonopy object with its DFT force constants (phonopy's finite differences,
-    then phonopy's symmetrization), all by phonopy's own API; and the displacements phonopy
-    generates for its supercell, as (atom, displacement) pairs."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ph = Phonopy(unitcell or entry.unitcell.copy(), supercell_matrix=entry.supercell_matrix,
-                     primitive_matrix=entry.primitive_matrix, symprec=1e-5)
-        ph.generate_displacements(distance=0.01)
-        displacements = [(d["number"], np.asarray(d["displacement"]).tolist()) for d in ph.dataset["first_atoms"]]
-        ph.dataset = entry.force_sets
-        ph.produce_force_constants(calculate_full_force_constants=False, show_drift=False)
-        ph.symmetrize_force_constants(show_drift=False)
-    return ph, displacements
+    """The entry's Phonopy object with its DFT force constants, by phonopy's own API, and the
+    displacements phonopy generates for its supercell (vectorised when called inside the block)."""
+    return pdb.phonopy_reference(entry, unitcell)
 
 
 def assert_same(a: Phonopy, b: Phonopy) -> None:

@@ -267,6 +267,28 @@ def phonondb_phonopy(entry: PhonondbEntry, use_born: bool = True, symprec: float
     return ph
 
 
+def phonopy_reference(
+    entry: PhonondbEntry, unitcell: PhonopyAtoms | None = None, symprec: float = 1e-5, distance: float = 0.01
+) -> tuple[Phonopy, list[tuple[int, list[float]]]]:
+    """The entry's Phonopy object with its DFT force constants made by phonopy's own API alone
+    (finite differences of FORCE_SETS, then phonopy's symmetrization), and the displacements
+    phonopy generates for its supercell as (atom, displacement in Å) pairs. The yardstick of
+    :func:`~phonon_flows.core.phonopy_symmetry.fast_phonopy_symmetry`: call it inside that block
+    to get the vectorised numbers, outside it to get phonopy's. ``unitcell`` replaces the
+    entry's (e.g. a perturbed copy)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ph = Phonopy(unitcell or entry.unitcell.copy(), supercell_matrix=entry.supercell_matrix,
+                     primitive_matrix=entry.primitive_matrix, symprec=symprec)
+        ph.generate_displacements(distance=distance)
+        displacements = [(int(d["number"]), np.asarray(d["displacement"]).tolist())
+                         for d in ph.dataset["first_atoms"]]
+        ph.dataset = entry.force_sets
+        ph.produce_force_constants(calculate_full_force_constants=False, show_drift=False)
+        ph.symmetrize_force_constants(show_drift=False)
+    return ph, displacements
+
+
 def _set_born(ph: Phonopy, text: str, symprec: float) -> None:
     """Born charges and dielectric tensor of a BORN file's text (symmetrized as phonopy.load does)."""
     try:
