@@ -69,3 +69,23 @@ def reference_numbers(ph, temperatures=(300.0, 1000.0), mesh_length=75.0, cutoff
         "band_qpoints": np.concatenate(bs.qpoints),
         "band_frequencies": np.concatenate(bs.frequencies),
     }
+
+
+def phonopy_with_calculator(structure, supercell_matrix, calculator, distance: float = 0.01, **displacements):
+    """phonopy's displacements of a pymatgen structure's supercell with the forces of an ASE
+    calculator, one supercell at a time (force constants not yet made): the paper's serial script."""
+    from ase import Atoms
+    from phonopy import Phonopy
+    from phonopy.structure.atoms import PhonopyAtoms
+
+    unit = PhonopyAtoms(symbols=[s.specie.symbol for s in structure], cell=structure.lattice.matrix,
+                        scaled_positions=structure.frac_coords)
+    ph = Phonopy(unit, supercell_matrix=supercell_matrix, primitive_matrix="auto", symprec=1e-5)
+    ph.generate_displacements(distance=distance, **displacements)
+    forces = []
+    for sc in ph.supercells_with_displacements:
+        atoms = Atoms(sc.symbols, cell=sc.cell, scaled_positions=sc.scaled_positions, pbc=True)
+        atoms.calc = calculator
+        forces.append(atoms.get_forces())
+    ph.forces = forces
+    return ph

@@ -7,13 +7,14 @@ import logging
 
 import numpy as np
 import pytest
-from ase import Atoms
 from ase.build import bulk
 from ase.calculators.emt import EMT
 from jobflow import run_locally
 from phonopy import Phonopy
 from pymatgen.io.ase import AseAtomsAdaptor
 from pymatgen.io.phonopy import get_phonopy_structure
+
+from _phonopy_reference import phonopy_with_calculator
 
 from phonon_flows.engines import get_engine
 from phonon_flows.engines.batching import compute_grouped
@@ -36,14 +37,7 @@ def _structures():
 
 def _phonopy_emt_frequencies(structure, qpoints):
     """Independent reference: phonopy's API with ASE's EMT calculator, one supercell at a time."""
-    phonon = Phonopy(get_phonopy_structure(structure), supercell_matrix=SMALL, primitive_matrix="auto", symprec=1e-5)
-    phonon.generate_displacements(distance=0.01)
-    forces = []
-    for sc in phonon.supercells_with_displacements:
-        atoms = Atoms(sc.symbols, cell=sc.cell, scaled_positions=sc.scaled_positions, pbc=True)
-        atoms.calc = EMT()
-        forces.append(atoms.get_forces())
-    phonon.forces = forces
+    phonon = phonopy_with_calculator(structure, SMALL, EMT())
     phonon.produce_force_constants()
     phonon.symmetrize_force_constants(show_drift=False)
     phonon.run_qpoints(qpoints)

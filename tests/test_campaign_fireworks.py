@@ -6,9 +6,6 @@ GridFS where the query API, `status` and `report` find them."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +14,8 @@ from ase.build import bulk
 from pymatgen.io.ase import AseAtomsAdaptor
 from pymatgen.io.cif import CifWriter
 from typer.testing import CliRunner
+
+from _fw_workers import start_workers, wait_workers, worker_yaml
 
 from phonon_flows.cli import app
 from phonon_flows.fireworks import get_launchpad, write_jobflow_config
@@ -27,14 +26,6 @@ from phonon_flows.store import get_store
 REPO = Path(__file__).resolve().parents[1]
 WORKER_TIMEOUT_S = 420
 CAMPAIGN = "fw-emt"
-
-
-def _worker_yaml(tmp: Path, template: str, name: str) -> Path:
-    data = yaml.safe_load((REPO / template).read_text())
-    data["name"] = name
-    path = tmp / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
 
 
 def _structures(folder: Path) -> list[Path]:
@@ -70,27 +61,12 @@ def test_campaign_on_a_gpu_and_a_cpu_worker(mongo_uri, mongo_db_name, tmp_path):
     assert again.exit_code == 1 and "already in the LaunchPad" in again.stderr
     assert launchpad.fireworks.count_documents({}) == n_fw
 
-    env = dict(os.environ, JOBFLOW_CONFIG_FILE=str(jobflow_yaml), OMP_NUM_THREADS="1")
-    env["PHONON_FLOWS_MODEL_CACHE"] = str(tmp_path / "model_cache")  # the gpu worker fetches the model from GridFS
-    procs = []
-    for template, name in (("my_fworker_gpu.yaml", "gpu-1"), ("my_fworker_cpu.yaml", "cpu-1")):
-        worker = _worker_yaml(tmp_path, template, name)
-        wdir = tmp_path / f"run_{name}"
-        wdir.mkdir()
-        log = open(tmp_path / f"{name}.log", "w")
-        cmd = [sys.executable, "-m", "phonon_flows.fireworks", "-l", str(lp_yaml), "-w", str(worker),
-               "--sleep", "0.5", "--timeout", str(WORKER_TIMEOUT_S), "--dir", str(wdir)]
-        procs.append(subprocess.Popen(cmd, cwd=wdir, env=env, stdout=log, stderr=subprocess.STDOUT))
-    try:
-        for proc in procs:
-            proc.wait(timeout=WORKER_TIMEOUT_S + 60)
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    logs = "\n".join(p.read_text()[-3000:] for p in sorted(tmp_path.glob("*.log")))
-    assert all(p.returncode == 0 for p in procs), logs
+    # the gpu worker fetches the model from GridFS
+    env = {"OMP_NUM_THREADS": "1", "PHONON_FLOWS_MODEL_CACHE": str(tmp_path / "model_cache")}
+    workers = [worker_yaml(tmp_path, template, name)
+               for template, name in (("my_fworker_gpu.yaml", "gpu-1"), ("my_fworker_cpu.yaml", "cpu-1"))]
+    wait_workers(start_workers(tmp_path, lp_yaml, jobflow_yaml, workers, WORKER_TIMEOUT_S, env), tmp_path,
+                 WORKER_TIMEOUT_S)
 
     try:
         fws = list(launchpad.fireworks.find({}, {"fw_id": 1, "name": 1, "state": 1, "spec": 1, "launches": 1,

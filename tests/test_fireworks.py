@@ -3,8 +3,6 @@ exactly-once execution, outputs in MongoDB + GridFS."""
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -21,6 +19,7 @@ REPO = TESTS.parent
 sys.path.insert(0, str(TESTS))
 
 import fw_jobs  # noqa: E402
+from _fw_workers import start_workers, wait_workers, worker_yaml  # noqa: E402
 
 WORKER_TIMEOUT_S = 300
 
@@ -97,43 +96,6 @@ def test_every_launch_line_names_the_launchpad():
 # -- on the mongoeco server ---------------------------------------------------------------------
 
 
-def _worker_yaml(tmp: Path, template: str, name: str) -> Path:
-    data = yaml.safe_load((REPO / template).read_text())
-    data["name"] = name
-    path = tmp / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
-
-
-def _start_workers(tmp: Path, lp_yaml: Path, jobflow_yaml: Path, workers: list[Path]) -> list[subprocess.Popen]:
-    env = dict(os.environ)
-    env["JOBFLOW_CONFIG_FILE"] = str(jobflow_yaml)
-    env["PYTHONPATH"] = os.pathsep.join([str(TESTS), str(REPO), env.get("PYTHONPATH", "")])
-    env.setdefault("OMP_NUM_THREADS", "1")
-    procs = []
-    for worker in workers:
-        wdir = tmp / f"run_{worker.stem}"
-        wdir.mkdir()
-        log = open(tmp / f"{worker.stem}.log", "w")
-        cmd = [sys.executable, "-m", "phonon_flows.fireworks", "-l", str(lp_yaml), "-w", str(worker)]
-        cmd += ["--sleep", "0.5", "--timeout", str(WORKER_TIMEOUT_S), "--dir", str(wdir)]
-        procs.append(subprocess.Popen(cmd, cwd=wdir, env=env, stdout=log, stderr=subprocess.STDOUT))
-    return procs
-
-
-def _wait(procs: list[subprocess.Popen], tmp: Path) -> None:
-    try:
-        for proc in procs:
-            proc.wait(timeout=WORKER_TIMEOUT_S + 60)
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    logs = "\n".join(p.read_text()[-3000:] for p in sorted(tmp.glob("*.log")))
-    assert all(proc.returncode == 0 for proc in procs), logs
-
-
 def _setup(tmp: Path, mongo_uri: str, db: str):
     launchpad = get_launchpad(mongo_uri, f"{db}_fw")
     launchpad.reset("", require_password=False)
@@ -173,10 +135,10 @@ def test_campaign_on_gpu_and_cpu_workers(mongo_uri, mongo_db_name, tmp_path):
     assert launchpad.fireworks.count_documents({}) == 7
 
     workers = [
-        _worker_yaml(tmp_path, "my_fworker_gpu.yaml", "gpu-1"),
-        _worker_yaml(tmp_path, "my_fworker_cpu.yaml", "cpu-1"),
+        worker_yaml(tmp_path, "my_fworker_gpu.yaml", "gpu-1"),
+        worker_yaml(tmp_path, "my_fworker_cpu.yaml", "cpu-1"),
     ]
-    _wait(_start_workers(tmp_path, lp_yaml, jobflow_yaml, workers), tmp_path)
+    wait_workers(start_workers(tmp_path, lp_yaml, jobflow_yaml, workers, WORKER_TIMEOUT_S), tmp_path, WORKER_TIMEOUT_S)
 
     report = _launch_report(launchpad)
     # 7 submitted + 6 created at run time: each mlip_phonon is replaced by two part_jobs and
@@ -234,8 +196,8 @@ def test_three_cpu_workers_never_run_a_firework_twice(mongo_uri, mongo_db_name, 
     jobs = [fw_jobs.rendezvous(i, str(meeting), wait_for=3) for i in range(n_fw)]
     submit(Flow(jobs, name="concurrency"), launchpad)
 
-    workers = [_worker_yaml(tmp_path, "my_fworker_cpu.yaml", f"cpu-{k}") for k in (1, 2, 3)]
-    _wait(_start_workers(tmp_path, lp_yaml, jobflow_yaml, workers), tmp_path)
+    workers = [worker_yaml(tmp_path, "my_fworker_cpu.yaml", f"cpu-{k}") for k in (1, 2, 3)]
+    wait_workers(start_workers(tmp_path, lp_yaml, jobflow_yaml, workers, WORKER_TIMEOUT_S), tmp_path, WORKER_TIMEOUT_S)
 
     report = _launch_report(launchpad)
     assert len(report) == n_fw
@@ -285,10 +247,10 @@ def test_real_phonon_flow_on_fireworks(mongo_uri, mongo_db_name, tmp_path):
     submit(flow, launchpad)
 
     workers = [
-        _worker_yaml(tmp_path, "my_fworker_gpu.yaml", "gpu-1"),
-        _worker_yaml(tmp_path, "my_fworker_cpu.yaml", "cpu-1"),
+        worker_yaml(tmp_path, "my_fworker_gpu.yaml", "gpu-1"),
+        worker_yaml(tmp_path, "my_fworker_cpu.yaml", "cpu-1"),
     ]
-    _wait(_start_workers(tmp_path, lp_yaml, jobflow_yaml, workers), tmp_path)
+    wait_workers(start_workers(tmp_path, lp_yaml, jobflow_yaml, workers, WORKER_TIMEOUT_S), tmp_path, WORKER_TIMEOUT_S)
 
     report = _launch_report(launchpad)
     assert launchpad.launches.count_documents({}) == len(report)
@@ -359,9 +321,9 @@ def test_three_workers_on_a_campaign_flow_launch_each_firework_once(mongo_uri, m
     n_fw = launchpad.fireworks.count_documents({})
     assert n_fw == len(uuids) == 12  # campaign, 3 x (perturb, label), training set, train, 2 phonons, benchmark
 
-    workers = [_worker_yaml(tmp_path, "my_fworker_cpu.yaml", f"cpu-{k}") for k in (1, 2)]
-    workers.append(_worker_yaml(tmp_path, "my_fworker_gpu.yaml", "gpu-1"))
-    _wait(_start_workers(tmp_path, lp_yaml, jobflow_yaml, workers), tmp_path)
+    workers = [worker_yaml(tmp_path, "my_fworker_cpu.yaml", f"cpu-{k}") for k in (1, 2)]
+    workers.append(worker_yaml(tmp_path, "my_fworker_gpu.yaml", "gpu-1"))
+    wait_workers(start_workers(tmp_path, lp_yaml, jobflow_yaml, workers, WORKER_TIMEOUT_S), tmp_path, WORKER_TIMEOUT_S)
 
     report = _launch_report(launchpad)
     assert len(report) == n_fw  # a static flow: nothing created at run time

@@ -12,6 +12,8 @@ from ase.calculators.emt import EMT
 from jobflow import Maker, job, run_locally
 from pymatgen.io.ase import AseAtomsAdaptor
 
+from _phonopy_reference import phonopy_with_calculator
+
 from phonon_flows.makers.phonons import PhononMaker, phonon_settings, phonons_from_forces
 from phonon_flows.schemas.phonon import PHONON_DATA_FIELDS, PhononDoc
 from phonon_flows.store import get_store
@@ -38,22 +40,10 @@ def _doc_from_store(store, uuid) -> PhononDoc:
 
 def _phonopy_emt_reference(structure, smat, temperatures=(300.0, 1000.0)):
     """phonopy + ASE EMT directly, nothing of phonon_flows: forces, FCs, mesh, thermal, bands."""
-    from phonopy import Phonopy
     from phonopy.phonon.grid import length2mesh
     from phonopy.physical_units import get_physical_units
-    from phonopy.structure.atoms import PhonopyAtoms
-    from ase import Atoms
 
-    unit = PhonopyAtoms(symbols=[s.specie.symbol for s in structure], cell=structure.lattice.matrix,
-                        scaled_positions=structure.frac_coords)
-    ph = Phonopy(unit, supercell_matrix=smat, primitive_matrix="auto")
-    ph.generate_displacements(distance=0.01)
-    forces = []
-    for sc in ph.supercells_with_displacements:
-        atoms = Atoms(sc.symbols, cell=sc.cell, scaled_positions=sc.scaled_positions, pbc=True)
-        atoms.calc = EMT()
-        forces.append(atoms.get_forces())
-    ph.forces = forces
+    ph = phonopy_with_calculator(structure, smat, EMT())
     ph.produce_force_constants()
     ph.symmetrize_force_constants(show_drift=False)
     mesh = length2mesh(75.0, ph.primitive.cell).tolist()
@@ -321,9 +311,6 @@ def test_mace_phonons_equal_phonopy_with_macecalculator(cu_mace_model, tmp_path,
     structure; the model is fetched from the job store by its sha256."""
     import torch
     from mace.calculators import MACECalculator
-    from phonopy import Phonopy
-    from phonopy.structure.atoms import PhonopyAtoms
-    from ase import Atoms
 
     from phonon_flows.engines.mace import store_model
 
@@ -344,15 +331,7 @@ def test_mace_phonons_equal_phonopy_with_macecalculator(cu_mace_model, tmp_path,
     assert doc.enthalpy_per_atom_eV is None  # forces-only MLIP: no energy recorded by default
 
     calc = MACECalculator(model_paths=str(cu_mace_model), device="cpu", default_dtype="float64")
-    unit = PhonopyAtoms(symbols=["Cu"], cell=cu.lattice.matrix, scaled_positions=cu.frac_coords)
-    ph = Phonopy(unit, supercell_matrix=smat, primitive_matrix="auto")
-    ph.generate_displacements(distance=0.01, number_of_snapshots=3, random_seed=1)
-    forces = []
-    for sc in ph.supercells_with_displacements:
-        atoms = Atoms(sc.symbols, cell=sc.cell, scaled_positions=sc.scaled_positions, pbc=True)
-        atoms.calc = calc
-        forces.append(atoms.get_forces())
-    ph.forces = forces
+    ph = phonopy_with_calculator(cu, smat, calc, number_of_snapshots=3, random_seed=1)
     ph.produce_force_constants(fc_calculator="symfc", calculate_full_force_constants=False)
     fc = np.array(doc.force_constants.force_constants)
     np.testing.assert_allclose(fc, ph.force_constants, rtol=1e-6, atol=1e-8)
