@@ -17,7 +17,7 @@ from phonon_flows.makers.batched_phonons import BatchedPhononMaker
 from phonon_flows.results import PhononResults
 from phonon_flows.runner import campaign_status, run_campaign
 from phonon_flows.schemas.batch import PHONON_BATCH_KIND
-from phonon_flows.store import campaign_metadata, get_store
+from phonon_flows.store import KEYED_ID_PREFIX, campaign_metadata, get_store
 
 SMALL = [[3, 0, 0], [0, 3, 0], [0, 0, 3]]
 
@@ -130,3 +130,7 @@ def test_default_screening_is_batched_and_equals_per_material_jobs(tiny_mace_mod
     again = run_campaign(maker.make(mats), store, progress=False, work_dir=tmp_path / "runs")
     assert again.n_run == 1
     assert store.docs_store.count({"output.material_id": {"$in": list(mats)}, "output.@class": "PhononDoc"}) == 4
+    # every write of the campaign (documents, running marks, failures, large data) took the
+    # embedded store's keyed upsert, whose cost does not grow with the store
+    for s in (store.docs_store, *store.additional_stores.values()):
+        assert all(d["_id"].startswith(KEYED_ID_PREFIX) for d in s.query({}, properties=["_id"])), s.collection_name

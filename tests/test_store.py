@@ -368,3 +368,58 @@ def test_a_rerun_removes_the_data_a_killed_write_left_without_its_document(tmp_p
         assert d["output"]["phonopy"]["big"] == [2.0] * 10
     assert remove_orphan_blobs(store, ["job-0", "job-1"]) == 0
     store.close()
+
+
+def _no_scan(monkeypatch):
+    """Make any scan of a montydb collection (what maggma's upsert does per document) an error."""
+    from montydb.collection import MontyCollection
+
+    def scan(self, query_spec):
+        raise AssertionError(f"collection scanned for {query_spec}")
+        yield  # pragma: no cover
+
+    monkeypatch.setattr(MontyCollection, "_internal_scan_query", scan)
+
+
+def test_embedded_writes_replace_by_key_without_scanning_the_store(tmp_path, monkeypatch):
+    """The embedded store's update writes each document with one SQLite upsert on an _id made from
+    its key: same result as maggma's replace-or-insert, no read of the other documents."""
+    from phonon_flows.store import KEYED_ID_PREFIX
+
+    store = get_store(store_dir=tmp_path / "store")
+    store.connect()
+    docs = store.docs_store
+    docs.update([{"uuid": f"u{i}", "index": 1, "output": {"x": i}} for i in range(50)], key=["uuid", "index"])
+    _no_scan(monkeypatch)
+    docs.update({"uuid": "u7", "index": 1, "output": {"x": 700}}, key=["uuid", "index"])  # replaces
+    docs.update({"uuid": "u7", "index": 2, "output": {"x": 7002}}, key=["uuid", "index"])  # a new index: inserted
+    data = store.additional_stores[DATA_STORE_NAME]
+    data.update({"blob_uuid": "b1", "data": [1.0, 2.0]}, key="blob_uuid")
+    data.update({"blob_uuid": "b1", "data": [3.0]}, key="blob_uuid")
+    monkeypatch.undo()
+    assert docs.count() == 51
+    assert [d["output"]["x"] for d in docs.query({"uuid": "u7"}, sort={"index": 1})] == [700, 7002]
+    assert data.count() == 1 and data.query_one({"blob_uuid": "b1"})["data"] == [3.0]
+    ids = [d["_id"] for d in docs.query({}, properties=["_id"])]
+    assert all(i.startswith(KEYED_ID_PREFIX) for i in ids) and len(set(ids)) == 51
+    # a job's output with its large data, written through the JobStore and read back
+    responses = run_locally(fc_job(3, n=20), store=store, log=False, ensure_success=True)
+    (out,) = [r[1].output for r in responses.values()]
+    assert np.allclose(out["force_constants"], _force_constants(3, 20))
+
+
+def test_embedded_store_written_otherwise_keeps_maggma_s_update(tmp_path, monkeypatch):
+    """A collection holding a document whose _id is not made from the key (an older store, another
+    key) is updated the maggma way: still one document per key, never a duplicate."""
+    store = get_store(store_dir=tmp_path / "store")
+    store.connect()
+    docs = store.docs_store
+    docs._collection.insert_one({"uuid": "old", "index": 1, "output": {"x": 0}})  # an ObjectId _id
+    docs.update({"uuid": "old", "index": 1, "output": {"x": 1}}, key=["uuid", "index"])
+    docs.update({"uuid": "new", "index": 1, "output": {"x": 2}}, key=["uuid", "index"])
+    assert docs.count() == 2 and docs.query_one({"uuid": "old"})["output"]["x"] == 1
+    docs.update({"uuid": "new", "index": 1, "output": {"x": 3}}, key="uuid")  # another key: maggma's path
+    assert docs.count({"uuid": "new"}) == 1 and docs.query_one({"uuid": "new"})["output"]["x"] == 3
+    _no_scan(monkeypatch)
+    with pytest.raises(AssertionError, match="scanned"):
+        docs.update({"uuid": "x", "index": 1}, key=["uuid", "index"])
