@@ -33,6 +33,7 @@ from phonon_flows.flows import TrainingCampaignMaker
 from phonon_flows.makers.benchmark import BenchmarkMaker
 from phonon_flows.makers.phonons import engine_phonons
 from phonon_flows.runner import run_campaign
+from phonon_flows.schemas.common import get_field
 from phonon_flows.store import metadata_criteria
 
 DEMO_CAMPAIGN = "demo"
@@ -312,13 +313,9 @@ def polymorph_pairs(materials: Mapping[str, PhonondbMaterial], held: Sequence[st
     return pairs
 
 
-def _get(doc: Any, key: str) -> Any:
-    return doc.get(key) if isinstance(doc, dict) else getattr(doc, key, None)
-
-
 def a_vib(doc: Any, t: float = 300) -> float | None:
     """A_vib (meV/atom) of a PhononDoc (or its dict) at temperature ``t`` (K), None when missing."""
-    th = _get(doc, "thermal") or {}
+    th = get_field(doc, "thermal") or {}
     row = th.get(temperature_key(t))
     if row is None:
         return None

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 from jobflow import Flow, Job
+
+from phonon_flows.schemas.common import get_field
+
+__all__ = ["CATEGORIES", "get_field", "set_category"]
 
 #: FireWorks categories: training and MLIP phonons on GPU workers, DFT and reference engines on CPU
 CATEGORIES = ("gpu", "cpu")
@@ -17,13 +18,3 @@ def set_category(job_or_flow: Job | Flow, category: str) -> Job | Flow:
         raise ValueError(f"category must be one of {CATEGORIES}, not {category!r}")
     job_or_flow.update_config({"manager_config": {"_category": category}}, dynamic=True)
     return job_or_flow
-
-
-def get_field(obj: Any, key: str, default: Any = None) -> Any:
-    """``obj[key]`` of a mapping, ``obj.key`` of an object (a task document either way), ``default``
-    if absent."""
-    if obj is None:
-        return default
-    if isinstance(obj, Mapping):
-        return obj.get(key, default)
-    return getattr(obj, key, default)

@@ -32,6 +32,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from phonon_flows.core.metrics import r2 as _r2  # noqa: E402
 from phonon_flows.core.polymorphs import temperature_key, temperature_label, temperature_value  # noqa: E402
 from phonon_flows.schemas.benchmark import PAPER_NUMBERS, BenchmarkDoc, PaperNumbers  # noqa: E402
+from phonon_flows.schemas.common import get_field  # noqa: E402
 
 DPI = 150
 #: parity plots with at most this many values also mark each value
@@ -49,12 +50,6 @@ def _save(fig, path: str | Path) -> Path:
     fig.savefig(path, dpi=DPI, bbox_inches="tight")
     plt.close(fig)
     return path
-
-
-def _get(obj: Any, key: str, default: Any = None) -> Any:
-    if isinstance(obj, Mapping):
-        return obj.get(key, default)
-    return getattr(obj, key, default)
 
 
 def safe_name(text: str) -> str:
@@ -135,7 +130,7 @@ def confusion_matrix_plot(
     ``counts`` is a dict with true_stable, false_stable, true_unstable, false_unstable, or an
     object with a ``counts`` attribute/method (StabilityConfusion, core ConfusionMatrix).
     """
-    c = _get(counts, "counts", counts)
+    c = get_field(counts, "counts", counts)
     c = c() if callable(c) else c
     mat = np.array([[c["true_stable"], c["false_unstable"]], [c["false_stable"], c["true_unstable"]]], dtype=float)
     total = mat.sum()
@@ -182,14 +177,14 @@ def _ticks(bands: Mapping | Any, distances: np.ndarray) -> tuple[list[float], li
     per segment its start point, plus its end point where the path is not connected to the next
     segment (``path_connections``); labels of points at the same distance are joined ("X|K").
     """
-    labels = _get(bands, "labels")
-    seg_labels = _get(bands, "segment_labels")
+    labels = get_field(bands, "labels")
+    seg_labels = get_field(bands, "segment_labels")
     if not labels and not seg_labels:
         return [], []
     labels = list(labels or [])
     pos: list[float] = []
     names: list[str] = []
-    segs = _segments(distances, _get(bands, "segment_nqpoints"))
+    segs = _segments(distances, get_field(bands, "segment_nqpoints"))
     if seg_labels and len(seg_labels) == len(segs):  # every segment's two ends: every special point
         for sl, ends in zip(segs, seg_labels):
             for idx, name in ((sl.start, ends[0]), (sl.stop - 1, ends[1])):
@@ -202,8 +197,8 @@ def _ticks(bands: Mapping | Any, distances: np.ndarray) -> tuple[list[float], li
                 pos.append(float(d))
                 names.append(str(lab))
     else:
-        segs = _segments(distances, _get(bands, "segment_nqpoints"))
-        conn = list(_get(bands, "path_connections") or [])
+        segs = _segments(distances, get_field(bands, "segment_nqpoints"))
+        conn = list(get_field(bands, "path_connections") or [])
         if len(conn) != len(segs):  # assume one unbroken path: start of each segment, end of the last
             conn = [True] * (len(segs) - 1) + [False]
         k = 0
@@ -242,12 +237,12 @@ def band_structure_plot(
         (reference_bands, dict(color="black", lw=1.1, ls="-"), reference_label),
         (mlip_bands, dict(color="tab:red", lw=1.0, ls="--"), mlip_label),
     ):
-        d = np.asarray(_get(bands, "distances"), dtype=float)
-        f = np.asarray(_get(bands, "frequencies"), dtype=float)
-        for sl in _segments(d, _get(bands, "segment_nqpoints")):
+        d = np.asarray(get_field(bands, "distances"), dtype=float)
+        f = np.asarray(get_field(bands, "frequencies"), dtype=float)
+        for sl in _segments(d, get_field(bands, "segment_nqpoints")):
             ax.plot(d[sl], f[sl], **style)
         handles.append(Line2D([], [], label=label, **style))
-    d = np.asarray(_get(reference_bands, "distances"), dtype=float)
+    d = np.asarray(get_field(reference_bands, "distances"), dtype=float)
     pos, names = _ticks(reference_bands, d)
     if pos:
         ax.set_xticks(pos, names)
@@ -269,9 +264,9 @@ def bands_plot(bands: Mapping | Any, path: str | Path, *, title: str | None = No
     """One phonon band structure (a screened material), every high-symmetry point labelled, with
     the stability tolerance drawn when given."""
     fig, ax = plt.subplots(figsize=(6.0, 4.0))
-    d = np.asarray(_get(bands, "distances"), dtype=float)
-    f = np.asarray(_get(bands, "frequencies"), dtype=float)
-    for sl in _segments(d, _get(bands, "segment_nqpoints")):
+    d = np.asarray(get_field(bands, "distances"), dtype=float)
+    f = np.asarray(get_field(bands, "frequencies"), dtype=float)
+    for sl in _segments(d, get_field(bands, "segment_nqpoints")):
         ax.plot(d[sl], f[sl], color="tab:red", lw=1.0)
     pos, names = _ticks(bands, d)
     ax.set_xticks(pos, names) if pos else ax.set_xticks([])
@@ -318,12 +313,12 @@ def polymorph_plot(
     """ΔH (x) against ΔA_vib (y) of every non-ground-state polymorph, in meV/atom, with the
     reference's ΔA_vib (filled) and the MLIP's (open) joined by a thin line, and the line
     y = −x + offset: polymorphs below it have ΔA = ΔH + ΔA_vib < offset (transition candidates)."""
-    rows = list(_get(result, "rows", []))
-    offset = float(offset_meV if offset_meV is not None else _get(result, "offset_meV", 10.0))
-    temperature = _get(result, "temperature")
-    dh = np.array([_get(r, "dH_meV") for r in rows], dtype=float)
-    yr = np.array([_get(r, "dA_vib_reference_meV") for r in rows], dtype=float)
-    ym = np.array([_get(r, "dA_vib_mlip_meV") for r in rows], dtype=float)
+    rows = list(get_field(result, "rows", []))
+    offset = float(offset_meV if offset_meV is not None else get_field(result, "offset_meV", 10.0))
+    temperature = get_field(result, "temperature")
+    dh = np.array([get_field(r, "dH_meV") for r in rows], dtype=float)
+    yr = np.array([get_field(r, "dA_vib_reference_meV") for r in rows], dtype=float)
+    ym = np.array([get_field(r, "dA_vib_mlip_meV") for r in rows], dtype=float)
     fig, ax = plt.subplots(figsize=(5.0, 4.2))
     if rows:
         for x, a, b in zip(dh, yr, ym):
@@ -332,7 +327,7 @@ def polymorph_plot(
         ax.scatter(dh, ym, s=30, facecolors="none", edgecolors="tab:red", label=mlip_label, zorder=4)
         if len(rows) <= ANNOTATE_MAX:
             for r, x, a in zip(rows, dh, yr):
-                ax.annotate(str(_get(r, "material_id")), (x, a), xytext=(4, 2), textcoords="offset points", fontsize=6)
+                ax.annotate(str(get_field(r, "material_id")), (x, a), xytext=(4, 2), textcoords="offset points", fontsize=6)
         xs = np.concatenate([dh, [0.0, offset]])
         ys = np.concatenate([yr, ym, [0.0]])
     else:
@@ -348,7 +343,7 @@ def polymorph_plot(
     ax.set_xlabel("ΔH (meV/atom)")
     ax.set_ylabel("ΔA$_{vib}$ (meV/atom)")
     tag = f" at {temperature_label(temperature)} K" if temperature is not None else ""
-    n_common, n_ref, n_mlip = _get(result, "n_common"), _get(result, "n_reference"), _get(result, "n_mlip")
+    n_common, n_ref, n_mlip = get_field(result, "n_common"), get_field(result, "n_reference"), get_field(result, "n_mlip")
     extra = (f": transitions reference {n_ref}, MLIP {n_mlip}, in common {n_common}"
              if None not in (n_common, n_ref, n_mlip) else "")
     ax.set_title(f"Polymorphs{tag}{extra}", fontsize=9)

@@ -9,9 +9,19 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, Field
 
 from phonon_flows.core.polymorphs import ByTemperature
 
-__all__ = ["ByTemperature", "EngineInfo", "MaterialError", "by_temperature"]
+__all__ = ["ByTemperature", "EngineInfo", "MaterialError", "by_temperature", "get_field"]
 
 EngineKind = Literal["dft", "reference", "mlip", "imported"]
+
+
+def get_field(obj: Any, key: str, default: Any = None) -> Any:
+    """``obj[key]`` of a mapping, ``obj.key`` of an object (a task document either way), ``default``
+    if absent."""
+    if obj is None:
+        return default
+    if isinstance(obj, Mapping):
+        return obj.get(key, default)
+    return getattr(obj, key, default)
 
 
 class EngineInfo(BaseModel):
