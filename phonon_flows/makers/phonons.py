@@ -286,13 +286,8 @@ def engine_phonons(
         if len(atoms_list) > len(supercells):
             enthalpy_per_atom = float(results[-1].energy) / len(structure)
         ph_core.set_forces(phonon, [r.forces for r in results[: len(supercells)]], material_id=mid)
-        method = ph_core.produce_force_constants(phonon, settings.get("fc_method"), material_id=mid)
-        return phonon_doc_from_phonopy(
-            phonon, structure, info, settings, material_id=mid, fc_method=method,
-            displacement=settings["displacement"], enthalpy_per_atom=enthalpy_per_atom,
-            store_force_constants=store_force_constants, store_phonopy_yaml=store_phonopy_yaml,
-            nac_source=(nac_params or {}).get("source"),
-        )
+        return _doc_with_force_constants(phonon, structure, info, settings, mid, settings.get("fc_method"),
+                                         enthalpy_per_atom, nac_params, store_force_constants, store_phonopy_yaml)
     except PhononFlowsError as exc:
         return failed_phonon_doc(structure, info, [str(exc.with_material(mid, "phonon"))], settings, mid, smat,
                                  enthalpy_per_atom)
@@ -403,16 +398,23 @@ def phonons_from_forces(
                                      f"expected ({len(order)}, 3)", material_id=mid, stage="phonon")
                 force_arrays[i] = force_arrays[i][order]
             ph_core.set_forces(phonon, force_arrays, material_id=mid)
-        method = ph_core.produce_force_constants(phonon, fc_method, material_id=mid)
-        return phonon_doc_from_phonopy(
-            phonon, structure, info, settings, material_id=mid, fc_method=method,
-            displacement=settings["displacement"], enthalpy_per_atom=enthalpy_per_atom,
-            store_force_constants=store_force_constants, store_phonopy_yaml=store_phonopy_yaml,
-            nac_source=(nac_params or {}).get("source"),
-        )
+        return _doc_with_force_constants(phonon, structure, info, settings, mid, fc_method, enthalpy_per_atom,
+                                         nac_params, store_force_constants, store_phonopy_yaml)
     except PhononFlowsError as exc:
         return failed_phonon_doc(structure, info, [str(exc.with_material(mid, "phonon"))], settings, mid, smat,
                                  enthalpy_per_atom)
+
+
+def _doc_with_force_constants(phonon, structure, info, settings, mid, fc_method, enthalpy_per_atom, nac_params,
+                              store_force_constants, store_phonopy_yaml) -> PhononDoc:
+    """The force constants of a Phonopy object whose forces are set, then its PhononDoc."""
+    method = ph_core.produce_force_constants(phonon, fc_method, material_id=mid)
+    return phonon_doc_from_phonopy(
+        phonon, structure, info, settings, material_id=mid, fc_method=method,
+        displacement=settings["displacement"], enthalpy_per_atom=enthalpy_per_atom,
+        store_force_constants=store_force_constants, store_phonopy_yaml=store_phonopy_yaml,
+        nac_source=(nac_params or {}).get("source"),
+    )
 
 
 def import_phonopy_doc(
