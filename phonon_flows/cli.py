@@ -386,9 +386,9 @@ def demo(
     enthalpies: str = typer.Option(None, help="JSON file of DFT enthalpies (mp id -> eV/atom) for polymorph transitions"),
     dft_training: str = typer.Option("perturbed", help="DFT training data: perturbed, finite-displacement or both"),
 ) -> None:
-    """Run the demo campaign. By default on real DFT: 45 binaries of phonondb (VASP, PBEsol) shipped
-    with the package; 25 train a small MACE on 6 perturbed supercells each labelled with harmonic
-    DFT, 14 polymorphs of trained compositions and 6 materials of unseen compositions are held out
+    """Run the demo campaign. By default on real DFT: 50 binaries of phonondb (VASP, PBEsol) shipped
+    with the package; 31 train a small MACE on 6 perturbed supercells each labelled with harmonic
+    DFT, 13 polymorphs of trained compositions and 6 materials of unseen compositions are held out
     and benchmarked against DFT. ``--reference chgnet``: the older demo below.
 
     With CHGNet: 9 crystals, CHGNet as the reference (NOT DFT), small MACE, benchmark.

@@ -124,3 +124,14 @@ def test_bond_environment_split(materials):
     by_mp = {materials[m].mp_id: m for m in known}
     assert by_mp["mp-560588"] in seen and by_mp["mp-7140"] in seen  # wurtzite ZnS, SiC 2H
     assert {by_mp[x] for x in ("mp-866291", "mp-976280", "mp-13031", "mp-573697")} == set(new)
+
+
+def test_demo_help_states_the_split_it_runs():
+    from phonon_flows.cli import demo
+    from phonon_flows.demo import DFT_DEMO_HOLDOUT_KNOWN, DFT_DEMO_HOLDOUT_UNSEEN
+
+    text = " ".join(demo.__doc__.split())
+    n = len(DFT_DEMO_TRAIN) + len(DFT_DEMO_HOLDOUT_KNOWN) + len(DFT_DEMO_HOLDOUT_UNSEEN)
+    assert f"{n} binaries" in text and f"{len(DFT_DEMO_TRAIN)} train" in text
+    assert f"{len(DFT_DEMO_HOLDOUT_KNOWN)} polymorphs of trained compositions" in text
+    assert f"{len(DFT_DEMO_HOLDOUT_UNSEEN)} materials of unseen compositions" in text
