@@ -14,6 +14,9 @@ composition (every polymorph of a held-out composition is held out). For each N 
 Writes ``learning_curve.json``, ``learning_curve.png`` and ``summary.md`` into ``--out`` and, with
 ``--readme``, the summary into benchmarks/README.md between markers. Every campaign goes through
 the package's own TrainingCampaignMaker and runner (one store per run; a rerun reuses finished jobs).
+A curve grows over several runs: ``--extend`` keeps the rows already in ``--out`` for the N not run
+now, and ``--merge A.json B.json --out DIR`` joins finished runs (same held-out set and settings;
+the later run wins at the same N) without training.
 
     nice -n 10 python benchmarks/learning_curve.py --folder ../shared/data/phonondb/family \\
         --n 10 20 40 80 130 --epochs 20 --out benchmarks/results/learning_curve --readme
@@ -242,7 +245,9 @@ def summary_md(result: dict) -> str:
     lines += ["", f"Held-out MAE ∝ N^{f(fitr['slope'], '.2f')}" + (
         f"; if the trend held, the paper's 0.18 THz would be reached at N ≈ {fitr['n_at_paper_mae']:.0f}."
         if fitr.get("n_at_paper_mae") else "; the trend does not fall: no extrapolation to 0.18 THz."),
-        f"Command: `{result['command']}`"]
+        f"Command: `{result['command']}`" if len(result.get("commands") or []) < 2 else
+        "Commands (one curve, joined with `--extend` / `--merge`): "
+        + "; ".join(f"`{c}`" for c in result["commands"])]
     fm = result.get("fit_held_out_median")
     if fm and fm.get("slope") is not None:
         lines.insert(-1, f"Held-out median per-material MAE ∝ N^{f(fm['slope'], '.2f')}" + (
@@ -263,9 +268,53 @@ def write_readme(readme: Path, text: str) -> None:
     readme.write_text(new)
 
 
+#: arguments that must agree for two runs' rows to sit on one curve
+SAME_CURVE_ARGS = ("epochs", "irreps", "batch_size", "dtype", "held_compositions", "max_atoms", "dft_training", "seed")
+
+
+def with_fits(result: dict) -> dict:
+    """The result with its rows sorted by N and the power-law fits of held-out and training MAE."""
+    rows = sorted(result["rows"], key=lambda r: r["n_train"])
+    ns = [r["n_train"] for r in rows]
+    return {**result, "rows": rows,
+            "fit_held_out": fit(ns, [r["held_out"].get("freq_mae_THz") for r in rows]),
+            "fit_held_out_median": fit(ns, [r["held_out"].get("freq_mae_median_THz") for r in rows]),
+            "fit_training": fit(ns, [r.get("training", {}).get("freq_mae_THz") for r in rows])}
+
+
+def merge_results(base: dict, new: dict) -> dict:
+    """One learning curve from two runs on the same held-out set and settings: the new run's rows
+    replace the base's at the same N; commands, wall time and dates are kept from both."""
+    if base["held_out_ids"] != new["held_out_ids"]:
+        raise SystemExit("cannot merge: the two runs hold out different materials")
+    differ = [k for k in SAME_CURVE_ARGS if base["args"].get(k) != new["args"].get(k)]
+    if differ:
+        raise SystemExit(f"cannot merge: the runs differ in {', '.join(differ)}")
+    new_ns = {r["n_train"] for r in new["rows"]}
+    rows = [r for r in base["rows"] if r["n_train"] not in new_ns] + list(new["rows"])
+    done = {r["n_train"] for r in rows}
+    commands = list(base.get("commands") or [base["command"]]) + list(new.get("commands") or [new["command"]])
+    dates = sorted({*str(base["date"]).split(", "), *str(new["date"]).split(", ")})
+    return with_fits({
+        **new, "rows": rows, "commands": commands, "command": " && ".join(commands),
+        "not_run": sorted({*base.get("not_run", []), *new.get("not_run", [])} - done),
+        "wall_s": base["wall_s"] + new["wall_s"], "date": ", ".join(dates),
+        "args": {**new["args"], "n": sorted(done | set(new["args"].get("n", [])))},
+    })
+
+
+def write_outputs(result: dict, out: Path) -> str:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "learning_curve.json").write_text(json.dumps(result, indent=1, default=str))
+    plot(result["rows"], out / "learning_curve.png")
+    text = summary_md(result)
+    (out / "summary.md").write_text(text + "\n")
+    return text
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--folder", required=True, nargs="+",
+    p.add_argument("--folder", nargs="+",
                    help="phonondb folder(s) (family/, sample-1000/ or a full mirror); the held-out set comes from the "
                         "first, whose materials also come first in the training pool (the others extend it)")
     p.add_argument("--n", type=int, nargs="+", default=[10, 20, 40, 80, 130], help="training-set sizes")
@@ -286,7 +335,23 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="benchmarks/results/learning_curve")
     p.add_argument("--readme", action="store_true", help="write the summary into benchmarks/README.md")
     p.add_argument("--progress", action="store_true")
+    p.add_argument("--extend", action="store_true",
+                   help="keep the rows already in --out (same held-out set and settings) for the N not run now")
+    p.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                   help="no training: merge these learning_curve.json files (later ones win at the same N) into --out")
     args = p.parse_args(argv)
+    if args.merge:
+        results = [json.loads(Path(f).read_text()) for f in args.merge]
+        result = results[0]
+        for other in results[1:]:
+            result = merge_results(result, other)
+        text = write_outputs(result, Path(args.out).resolve())
+        print(text)
+        if args.readme:
+            write_readme(Path(__file__).resolve().parent / "README.md", text)
+        return 0
+    if not args.folder:
+        p.error("--folder is required (except with --merge)")
     if args.gpu_recipe:
         given = set(argv if argv is not None else sys.argv[1:])
         args.irreps = args.irreps or "64x0e + 64x1o"
@@ -299,6 +364,9 @@ def main(argv=None) -> int:
             args.tag = "gpu"
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
+    previous = None
+    if args.extend and (out / "learning_curve.json").is_file():
+        previous = json.loads((out / "learning_curve.json").read_text())
     t0 = time.perf_counter()
     materials: dict[str, PhonondbMaterial] = {}
     extra_pool: list[str] = []
@@ -337,27 +405,22 @@ def main(argv=None) -> int:
         rows.append(row)
         log(f"N={n}: held-out freq MAE {row['held_out'].get('freq_mae_THz')} THz, "
             f"training {row.get('training', {}).get('freq_mae_THz')} THz ({row['campaign_s']:.0f} s)")
-        result = {
+        result = with_fits({
             "args": {**vars(args), "folder_name": " + ".join(Path(f).name for f in args.folder)}, "held_out_ids": held,
             "n_held_compositions": len({materials[m].formula for m in held}), "training_order": pool,
-            "rows": rows, "not_run": not_run, "fit_held_out": fit([r["n_train"] for r in rows],
-                                                                   [r["held_out"].get("freq_mae_THz") for r in rows]),
-            "fit_held_out_median": fit([r["n_train"] for r in rows],
-                                       [r["held_out"].get("freq_mae_median_THz") for r in rows]),
-            "fit_training": fit([r["n_train"] for r in rows], [r.get("training", {}).get("freq_mae_THz") for r in rows]),
+            "rows": rows, "not_run": not_run,
             "wall_s": time.perf_counter() - t0, "date": time.strftime("%Y-%m-%d"), "device": _device(),
             "command": "python benchmarks/learning_curve.py " + " ".join(argv if argv is not None else sys.argv[1:]),
             "attribution": pdb.PHONONDB_ATTRIBUTION,
-        }
-        (out / "learning_curve.json").write_text(json.dumps(result, indent=1, default=str))
-        plot(rows, out / "learning_curve.png")
-        (out / "summary.md").write_text(summary_md(result) + "\n")
+        })
+        if previous is not None:
+            result = merge_results(previous, result)
+        write_outputs(result, out)
     if not rows:
         log("nothing was run")
         return 1
-    result["not_run"] = not_run
-    text = summary_md(result)
-    (out / "summary.md").write_text(text + "\n")
+    result = {**result, "not_run": sorted(set(result["not_run"]) | set(not_run))}
+    text = write_outputs(result, out)
     print(text)
     if args.readme:
         write_readme(Path(__file__).resolve().parent / "README.md", text)

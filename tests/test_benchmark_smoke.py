@@ -88,3 +88,39 @@ def test_benchmark_runs_and_methods_agree(tmp_path, bench):
     assert db["c"]["docs_store_documents_per_material"] == 1
     assert db["b"]["documents_per_material"] > db["c"]["documents_per_material"]
     assert db["b"]["bytes_per_material"] > db["c"]["bytes_per_material"]
+
+
+def _curve(ns, maes, held=("mp-1", "mp-2"), epochs=40, command="run"):
+    rows = [{"n_train": n, "held_out": {"freq_mae_THz": m, "freq_mae_median_THz": m / 2},
+             "training": {"freq_mae_THz": m / 10}, "dft_supercells_recipe": 6 * n,
+             "dft_supercells_finite_displacement": 4 * n} for n, m in zip(ns, maes)]
+    return {"args": {"epochs": epochs, "irreps": None, "seed": 7, "n": list(ns)}, "held_out_ids": list(held),
+            "rows": rows, "not_run": [130], "wall_s": 60.0, "date": "2026-12-04", "command": command}
+
+
+def test_learning_curve_runs_merge_into_one_curve(tmp_path):
+    """Two runs of benchmarks/learning_curve.py (10-80, then 130) make one curve: rows by N, the later
+    run's row wins at the same N, fits over all rows, both commands kept; other held-out sets or
+    settings are refused."""
+    sys.path.insert(0, str(BENCH_DIR))
+    try:
+        lc = _load("learning_curve")
+    finally:
+        sys.path.remove(str(BENCH_DIR))
+    first = _curve([10, 20, 40, 80], [8.0, 6.0, 4.0, 3.0], command="first")
+    second = _curve([80, 130], [2.5, 2.0], command="second")
+    second["not_run"] = []
+    merged = lc.merge_results(first, second)
+    assert [r["n_train"] for r in merged["rows"]] == [10, 20, 40, 80, 130]
+    assert merged["rows"][3]["held_out"]["freq_mae_THz"] == 2.5 and merged["not_run"] == []
+    assert merged["commands"] == ["first", "second"] and merged["wall_s"] == 120.0
+    ns, maes = [10, 20, 40, 80, 130], [8.0, 6.0, 4.0, 2.5, 2.0]
+    slope = np.polyfit(np.log(ns), np.log(maes), 1)[0]
+    assert merged["fit_held_out"]["slope"] == pytest.approx(slope)
+    text = lc.write_outputs({**merged, "args": {**merged["args"], "folder_name": "family", "dtype": None},
+                             "n_held_compositions": 1, "device": "CPU"}, tmp_path)
+    assert "| 130 |" in text and "`first`; `second`" in text and (tmp_path / "learning_curve.png").stat().st_size > 0
+    with pytest.raises(SystemExit, match="different materials"):
+        lc.merge_results(first, _curve([130], [2.0], held=("mp-3",)))
+    with pytest.raises(SystemExit, match="epochs"):
+        lc.merge_results(first, _curve([130], [2.0], epochs=20))
