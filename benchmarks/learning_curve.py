@@ -241,18 +241,23 @@ def summary_md(result: dict) -> str:
             f"{f((h.get('dA_vib') or {}).get('mae_meV'), '.2f')} | {f(t.get('freq_mae_THz'))} | "
             f"{f(t.get('a_vib_300_mae_meV'), '.2f')} | {t.get('stability_right', 0)}/{len(t.get('material_ids', []))} | "
             f"{r['dft_supercells_recipe']} / {r['dft_supercells_finite_displacement']} |")
+    def reach(n_star: float | None, slope: float | None) -> str:
+        if not n_star:
+            return "; the trend does not fall: no extrapolation to 0.18 THz."
+        text = f"{n_star:.0f}" if n_star < 1e6 else f"{n_star:.1e}"
+        flat = " (a nearly flat curve: the number says only that the trend is not the paper's)" \
+            if slope is not None and slope > -0.2 else ""
+        return f"; if the trend held, the paper's 0.18 THz would be reached at N ≈ {text}{flat}."
+
     fitr = result["fit_held_out"]
-    lines += ["", f"Held-out MAE ∝ N^{f(fitr['slope'], '.2f')}" + (
-        f"; if the trend held, the paper's 0.18 THz would be reached at N ≈ {fitr['n_at_paper_mae']:.0f}."
-        if fitr.get("n_at_paper_mae") else "; the trend does not fall: no extrapolation to 0.18 THz."),
+    lines += ["", f"Held-out MAE ∝ N^{f(fitr['slope'], '.2f')}" + reach(fitr.get("n_at_paper_mae"), fitr.get("slope")),
         f"Command: `{result['command']}`" if len(result.get("commands") or []) < 2 else
         "Commands (one curve, joined with `--extend` / `--merge`): "
         + "; ".join(f"`{c}`" for c in result["commands"])]
     fm = result.get("fit_held_out_median")
     if fm and fm.get("slope") is not None:
-        lines.insert(-1, f"Held-out median per-material MAE ∝ N^{f(fm['slope'], '.2f')}" + (
-            f"; the paper's 0.18 THz at N ≈ {fm['n_at_paper_mae']:.0f} if that trend held."
-            if fm.get("n_at_paper_mae") else "."))
+        lines.insert(-1, f"Held-out median per-material MAE ∝ N^{f(fm['slope'], '.2f')}"
+                     + reach(fm.get("n_at_paper_mae"), fm.get("slope")))
     if result.get("not_run"):
         lines.append(f"Not run (CPU time): N = {', '.join(map(str, result['not_run']))}.")
     return "\n".join(lines)
