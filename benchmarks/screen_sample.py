@@ -77,8 +77,9 @@ def cost_proxy(row: dict[str, Any]) -> float:
 
 def read_inputs(rows: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, list[list[int]]]]:
     """material id -> primitive cell (pymatgen), material id -> phonondb's supercell (its DIM on the
-    unit cell) written on that primitive cell: the screening works on primitive cells, and the
-    same supercell lattice S L_unit = S' L_prim needs S' = S L_unit L_prim^-1 (integer)."""
+    unit cell) written on that primitive cell, in phonopy's convention: the screening works on
+    primitive cells. (Before 2026-12-05 the matrix was written transposed: a supercell of the same
+    size but, where that matrix is not symmetric, of another shape than phonondb's.)"""
     from phonon_flows.core.phonondb import read_phonondb_entry
     from phonon_flows.core.phonons import to_structure
     from phonon_flows.core.structures import primitive_cell
@@ -90,10 +91,13 @@ def read_inputs(rows: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, l
         unit = to_structure(entry.unitcell)
         prim = primitive_cell(unit)
         s = np.asarray(entry.supercell_matrix, dtype=float)
-        sp = s @ unit.lattice.matrix @ np.linalg.inv(prim.lattice.matrix)
+        # phonopy's convention (columns): the supercell's lattice (rows) is M.T @ lattice, so the
+        # same supercell S.T @ L_unit = S'.T @ L_prim needs S' = (S.T @ L_unit @ L_prim^-1).T
+        sp = (s.T @ unit.lattice.matrix @ np.linalg.inv(prim.lattice.matrix)).T
         if np.abs(sp - np.rint(sp)).max() > 1e-4:
             raise ValueError(f"{mid}: phonondb's supercell is not a supercell of the primitive cell")
         sp = np.rint(sp).astype(int)
+        assert np.allclose(sp.T @ prim.lattice.matrix, s.T @ unit.lattice.matrix, atol=1e-6), mid
         assert round(abs(np.linalg.det(sp))) * len(prim) == row["atoms_supercell"], mid
         structures[mid] = prim
         smats[mid] = sp.tolist()

@@ -71,7 +71,8 @@ def reference_numbers(ph, temperatures=(300.0, 1000.0), mesh_length=75.0, cutoff
     }
 
 
-def phonopy_with_calculator(structure, supercell_matrix, calculator, distance: float = 0.01, **displacements):
+def phonopy_with_calculator(structure, supercell_matrix, calculator, distance: float = 0.01,
+                            primitive_matrix: str | None = "auto", **displacements):
     """phonopy's displacements of a pymatgen structure's supercell with the forces of an ASE
     calculator, one supercell at a time (force constants not yet made): the paper's serial script."""
     from ase import Atoms
@@ -80,7 +81,7 @@ def phonopy_with_calculator(structure, supercell_matrix, calculator, distance: f
 
     unit = PhonopyAtoms(symbols=[s.specie.symbol for s in structure], cell=structure.lattice.matrix,
                         scaled_positions=structure.frac_coords)
-    ph = Phonopy(unit, supercell_matrix=supercell_matrix, primitive_matrix="auto", symprec=1e-5)
+    ph = Phonopy(unit, supercell_matrix=supercell_matrix, primitive_matrix=primitive_matrix, symprec=1e-5)
     ph.generate_displacements(distance=distance, **displacements)
     forces = []
     for sc in ph.supercells_with_displacements:

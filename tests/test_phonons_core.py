@@ -249,3 +249,41 @@ def test_band_structure_in_one_batch_equals_phonopy_s_bit_for_bit():
     nac, _ = pdb.load_phonondb_entry(data / "materials-id-1000-bate-fm-3m-225.tar.lzma", use_born=True)
     assert nac.phonon.nac_params is not None
     assert P._band_frequencies(nac.phonon, P.seekpath_band_path(nac.phonon.primitive).segments) is None
+
+
+def test_frequencies_at_common_q_points_are_the_same_crystal_in_two_cell_settings():
+    """Cu (ASE's EMT) in the conventional cubic cell with a 2x2x2 supercell, and in the primitive
+    fcc cell with the same supercell lattice written on it: phonopy's own frequencies at the same
+    Cartesian q-points agree, and a wrong conversion (reduced coordinates passed as they are) would
+    not."""
+    from ase.build import bulk
+    from ase.calculators.emt import EMT
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    from phonopy import Phonopy
+
+    from _phonopy_reference import phonopy_with_calculator
+    from phonon_flows.core.phonons import common_qpoint_frequencies, frequencies_at_cartesian_q
+
+    conv = AseAtomsAdaptor.get_structure(bulk("Cu", "fcc", a=3.61, cubic=True))
+    fcc = AseAtomsAdaptor.get_structure(bulk("Cu", "fcc", a=3.61))
+    # another primitive basis of the same lattice (a unimodular change of basis)
+    prim = Structure(np.array([[1, 1, 0], [0, 1, 0], [0, 0, 1]]) @ fcc.lattice.matrix, ["Cu"], [[0, 0, 0]])
+    # phonopy's convention: the supercell's lattice (rows) is smat.T @ lattice
+    smat = np.rint(2 * conv.lattice.matrix @ np.linalg.inv(prim.lattice.matrix)).astype(int).T
+    assert not np.array_equal(smat, smat.T)  # a wrong convention would build another supercell
+    a = phonopy_with_calculator(conv, np.eye(3, dtype=int) * 2, EMT())
+    b = phonopy_with_calculator(prim, smat, EMT(), primitive_matrix="P")  # that basis as the primitive cell
+    for ph in (a, b):
+        ph.produce_force_constants()
+    assert len(a.primitive) == len(b.primitive) == 1 and not np.allclose(a.primitive.cell, b.primitive.cell)
+    fa, fb = common_qpoint_frequencies(a, b)
+    assert fa.shape == fb.shape and fa.shape[1] == 3 and fa.max() > 5.0
+    np.testing.assert_allclose(fa, fb, atol=1e-5)  # THz; the acoustic modes at Γ are zero to ~1e-6
+    # X = (0, 1/a, 0) in Cartesian 1/Å: the transverse and longitudinal zone-boundary modes
+    x = frequencies_at_cartesian_q(b, [[0.0, 1 / 3.61, 0.0]])
+    b.run_qpoints([[0.0, 1 / 3.61, 0.0]])
+    assert not np.allclose(x, b.get_qpoints_dict()["frequencies"], atol=1e-3)  # the conversion matters
+    whole_cube = Phonopy(a.unitcell, supercell_matrix=np.eye(3, dtype=int) * 2, primitive_matrix="P")
+    with pytest.raises(ValueError, match="atoms"):
+        common_qpoint_frequencies(a, whole_cube)

@@ -524,6 +524,34 @@ class BandPath:
     segment_labels: list[tuple[str, str]]
 
 
+def frequencies_at_cartesian_q(phonon: Phonopy, q_cart: np.ndarray | Sequence[Sequence[float]]) -> np.ndarray:
+    """Frequencies (THz, one row of bands per q-point) at wave vectors given in Cartesian
+    coordinates (1/Å without 2π: phonopy's q_cart = q_reduced · inv(A)ᵀ for the primitive cell's
+    lattice vectors A as rows). Two Phonopy objects of one crystal in different cell settings
+    (phonondb's conventional cell and DIM, the screening's primitive cell and its supercell
+    matrix) are compared at the same physical q-points this way."""
+    q_reduced = np.asarray(q_cart, dtype=float) @ np.asarray(phonon.primitive.cell, dtype=float).T
+    phonon.run_qpoints(q_reduced)
+    return np.asarray(phonon.get_qpoints_dict()["frequencies"], dtype=float)
+
+
+def common_qpoint_frequencies(
+    reference: Phonopy, other: Phonopy, mesh: Sequence[int] = (4, 4, 4)
+) -> tuple[np.ndarray, np.ndarray]:
+    """Frequencies (THz) of two Phonopy objects of one crystal at the same physical q-points: a
+    Γ-centred ``mesh`` of the reference's primitive reciprocal cell, plus the corners of its
+    Brillouin-zone parallelepiped' half (0/½ in each direction). Raises ValueError when the two
+    primitive cells hold different numbers of atoms (not the same crystal)."""
+    if len(reference.primitive) != len(other.primitive):
+        raise ValueError(f"primitive cells of {len(reference.primitive)} and {len(other.primitive)} atoms")
+    axes = [np.arange(n) / n for n in mesh]
+    grid = np.array(np.meshgrid(*axes, indexing="ij")).reshape(3, -1).T
+    corners = np.array([[i, j, k] for i in (0, 0.5) for j in (0, 0.5) for k in (0, 0.5)])
+    q_reduced = np.unique(np.round(np.vstack([grid, corners]), 12), axis=0)
+    q_cart = q_reduced @ np.linalg.inv(np.asarray(reference.primitive.cell, dtype=float)).T
+    return frequencies_at_cartesian_q(reference, q_cart), frequencies_at_cartesian_q(other, q_cart)
+
+
 def seekpath_band_path(primitive: PhonopyAtoms, npoints: int = DEFAULT_BAND_NPOINTS, symprec: float = DEFAULT_SYMPREC) -> BandPath:
     """seekpath (HPKOT) path of the primitive cell, in the primitive cell's own reciprocal basis.
 
