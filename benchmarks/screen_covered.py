@@ -82,7 +82,23 @@ def compare(doc: dict[str, Any], results: Any, path: str) -> dict[str, Any]:
     return row
 
 
-def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
+def summarize(rows: list[dict[str, Any]], trained_formulas: set[str] | None = None) -> dict[str, Any]:
+    """Pooled figures, and the same for the materials whose composition the model was trained on
+    (``composition_trained``) and the others (``composition_new``)."""
+    out = _summary(rows)
+    if trained_formulas is not None:
+        for key, keep in (("composition_trained", True), ("composition_new", False)):
+            out[key] = _summary([r for r in rows if (_reduced(r.get("formula")) in trained_formulas) == keep])
+    return out
+
+
+def _reduced(formula: str | None) -> str | None:
+    from pymatgen.core import Composition
+
+    return Composition(formula).reduced_formula if formula else None
+
+
+def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     ok = [r for r in rows if "freq_mae_THz" in r]
     maes = [r["freq_mae_THz"] for r in ok]
     stab = [r for r in ok if r["stable_mlip"] is not None and r["stable_dft"] is not None]
@@ -132,6 +148,7 @@ def main(argv=None) -> int:
     sha, elements = model.get("model_sha256"), set(model.get("elements") or [])
     if not sha or not elements:
         sys.exit(f"no trained model of campaign {args.campaign!r} in the store (run `phonon-flows demo` first)")
+    trained = {_reduced(o.get("formula")) for o in campaign_outputs(store, args.campaign, "perturb").values()}
     rows = covered_rows(elements, args.max_atoms, args.n, args.seed)
     print(f"model {sha[:12]} of {args.campaign} ({len(elements)} elements): {len(rows)} sample-1000 crystals covered",
           flush=True)
@@ -148,21 +165,26 @@ def main(argv=None) -> int:
     docs = {d["material_id"]: d for d in results.find(campaign=args.name, failed=None)}
     paths = {r["mp_id"]: r["path"] for r in rows}
     out_rows: list[dict[str, Any]] = []
-    for mid in sorted(paths):
+    from tqdm import tqdm
+
+    for mid in tqdm(sorted(paths), desc="compared with DFT", unit="material"):
         doc = docs.get(mid)
         if doc is None or doc.get("failed"):
-            out_rows.append({"material_id": mid, "error": "; ".join((doc or {}).get("errors") or ["not screened"])})
+            out_rows.append({"material_id": mid, "formula": (doc or {}).get("formula"),
+                             "error": "; ".join((doc or {}).get("errors") or ["not screened"])})
             continue
         try:
             out_rows.append(compare(doc, results, paths[mid]))
         except Exception as exc:  # noqa: BLE001 - one material's comparison failing is reported, not fatal
-            out_rows.append({"material_id": mid, "error": f"comparison: {type(exc).__name__}: {exc}"})
+            out_rows.append({"material_id": mid, "formula": doc.get("formula"),
+                             "error": f"comparison: {type(exc).__name__}: {exc}"})
     result = {
         "benchmark": "screen_covered", "command": "python benchmarks/screen_covered.py " + " ".join(
             argv if argv is not None else sys.argv[1:]),
         "model_sha256": sha, "model_campaign": args.campaign, "model_elements": sorted(elements),
         "n_covered": len(rows), "screen_run_s": run_s, "wall_s": time.perf_counter() - t0,
-        "summary": summarize(out_rows), "materials": out_rows,
+        "trained_compositions": sorted(f for f in trained if f), "summary": summarize(out_rows, trained),
+        "materials": out_rows,
         "reference": "DFT (VASP PBEsol, phonondb 2018-04-17; A. Togo, Kyoto University, CC-BY-4.0), no NAC",
         "date": time.strftime("%Y-%m-%d"),
     }
@@ -175,6 +197,10 @@ def main(argv=None) -> int:
           f"{s['materials_below_0p5_THz']} below 0.5 THz; stability {s['stability_agreement']} "
           f"(DFT stable {s['stable_dft']}, MLIP stable {s['stable_mlip']}); A_vib(300 K) MAE "
           f"{s['A_vib_300_mae_meV']} meV/atom over {s['A_vib_compared']}; screening {run_s:.0f} s; written {out}")
+    for key in ("composition_trained", "composition_new"):
+        g = s[key]
+        print(f"  {key}: {g['n_compared']} materials, median MAE {g['freq_mae_THz_median']} THz, stability "
+              f"{g['stability_agreement']}, A_vib(300 K) MAE {g['A_vib_300_mae_meV']} meV/atom")
     errors = [r for r in out_rows if "error" in r]
     for r in errors:
         print(f"  {r['material_id']}: {r['error']}")

@@ -245,6 +245,25 @@ class SafeMontyStore(MontyStore):
         _upsert(collection, keyed)
         return None
 
+    def query(self, criteria: dict | None = None, properties: dict | list | None = None, sort: Any = None,
+              hint: Any = None, skip: int = 0, limit: int = 0, **kwargs: Any):
+        """maggma's ``query``, with one shortcut: a query for documents by their whole key
+        (``{"blob_uuid": x}``, ``{"blob_uuid": {"$in": [...]}}``, ``{"uuid": u, "index": i}``) in a
+        collection written with keyed ``_id``\ s reads those documents by primary key instead of
+        decoding the whole collection (what loading one material's force constants cost at
+        every read). Anything else is maggma's query."""
+        docs = None
+        if sort is None and hint is None and not skip and not kwargs and self.database_path != ":memory:":
+            docs = _keyed_lookup(self._collection, criteria)
+        if docs is None:
+            yield from super().query(criteria=criteria, properties=properties, sort=sort, hint=hint, skip=skip,
+                                     limit=limit, **kwargs)
+            return
+        for k, d in enumerate(docs):
+            if limit and k >= limit:
+                return
+            yield _project(d, properties)
+
 
 #: prefix of the ``_id`` the embedded store gives a document from its key (see ``SafeMontyStore.update``)
 KEYED_ID_PREFIX = "pf-key:"
@@ -290,6 +309,67 @@ def _upsert(collection: Any, docs: list[dict]) -> None:
     with collection._conn._connect(collection._col_path, collection.wconcern) as conn:
         with conn:
             conn.executemany(UPSERT_RECORD.format(SQLITE_RECORD_TABLE), rows)
+
+
+def _keyed_lookup(collection: Any, criteria: dict | None) -> list[dict] | None:
+    """The documents of a whole-key query read by primary key, or None when the shortcut does not
+    apply (another kind of query, or a collection not written with keyed ``_id``\ s for these
+    key fields). Absent keys give no document, as the scan would."""
+    from itertools import permutations
+
+    if not isinstance(criteria, dict) or not 1 <= len(criteria) <= 3:
+        return None
+    names = list(criteria)
+    values = [criteria[n] for n in names]
+    plain = [type(v) in (str, int) for v in values]
+    if all(plain):
+        rows = [values]
+    elif len(names) == 1 and isinstance(values[0], dict) and list(values[0]) == ["$in"] \
+            and all(type(v) in (str, int) for v in values[0]["$in"]):
+        rows = [[v] for v in dict.fromkeys(values[0]["$in"])]
+    else:
+        return None
+    sql_collection = _sqlite_collection(collection)
+    if sql_collection is None or not sql_collection._database.collection_exists(sql_collection._name):
+        return None
+    for order in permutations(range(len(names))):
+        prefix = KEYED_ID_PREFIX + json.dumps([names[i] for i in order]) + ":"
+        if _all_keyed(sql_collection, prefix):
+            ids = [prefix + json.dumps([row[i] for i in order]) for row in rows]
+            return _read_by_id(sql_collection, ids)
+    return None
+
+
+def _read_by_id(collection: Any, ids: list[str]) -> list[dict]:
+    from montydb.storage.sqlite import SQLITE_RECORD_TABLE
+    from montydb.types import bson
+
+    out = []
+    with collection._conn._connect(collection._col_path) as conn:
+        for _id in ids:
+            row = conn.execute(f"SELECT v FROM [{SQLITE_RECORD_TABLE}] WHERE k = ?", (_id_bytes(_id),)).fetchone()
+            if row is not None:
+                out.append(bson.document_decode(row[0], codec_options=collection.coptions))
+    return out
+
+
+def _project(doc: dict, properties: dict | list | None) -> dict:
+    """MongoDB's projection of top-level or dotted fields (``_id`` kept), as maggma asks for it."""
+    if not properties:
+        return doc
+    fields = [k for k, v in properties.items() if v] if isinstance(properties, dict) else list(properties)
+    out: dict = {"_id": doc["_id"]} if "_id" in doc else {}
+    for path in fields:
+        src, dst, parts = doc, out, path.split(".")
+        for i, part in enumerate(parts):
+            if not isinstance(src, dict) or part not in src:
+                break
+            if i == len(parts) - 1:
+                dst[part] = src[part]
+            else:
+                src = src[part]
+                dst = dst.setdefault(part, {})
+    return out
 
 
 def _mongo_stores(uri: str, database: str, collection: str, data_collection: str):

@@ -371,8 +371,9 @@ def test_a_rerun_removes_the_data_a_killed_write_left_without_its_document(tmp_p
 
 
 def _no_scan(monkeypatch):
-    """Make any scan of a montydb collection (what maggma's upsert does per document) an error."""
+    """Make any scan of a montydb collection (what maggma's upsert and query do) an error."""
     from montydb.collection import MontyCollection
+    from montydb.cursor import MontyCursor
 
     def scan(self, query_spec):
         raise AssertionError(f"collection scanned for {query_spec}")
@@ -380,10 +381,16 @@ def _no_scan(monkeypatch):
 
     monkeypatch.setattr(MontyCollection, "_internal_scan_query", scan)
 
+    def cursor(self, *args, **kwargs):  # what a find() reads the collection with
+        raise AssertionError("collection scanned by a query")
+
+    monkeypatch.setattr(MontyCursor, "_refresh", cursor)
+
 
 def test_embedded_writes_replace_by_key_without_scanning_the_store(tmp_path, monkeypatch):
     """The embedded store's update writes each document with one SQLite upsert on an _id made from
-    its key: same result as maggma's replace-or-insert, no read of the other documents."""
+    its key: same result as maggma's replace-or-insert, no read of the other documents; a query by
+    the whole key reads by that _id."""
     from phonon_flows.store import KEYED_ID_PREFIX
 
     store = get_store(store_dir=tmp_path / "store")
@@ -396,6 +403,14 @@ def test_embedded_writes_replace_by_key_without_scanning_the_store(tmp_path, mon
     data = store.additional_stores[DATA_STORE_NAME]
     data.update({"blob_uuid": "b1", "data": [1.0, 2.0]}, key="blob_uuid")
     data.update({"blob_uuid": "b1", "data": [3.0]}, key="blob_uuid")
+    # reads by the whole key go by primary key too (a material's force constants, its document)
+    assert data.query_one({"blob_uuid": "b1"}, properties=["blob_uuid", "data"]) == {
+        "_id": 'pf-key:["blob_uuid"]:["b1"]', "blob_uuid": "b1", "data": [3.0]}
+    assert docs.query_one({"index": 2, "uuid": "u7"})["output"]["x"] == 7002  # any order of the key fields
+    assert docs.query_one({"uuid": "u7", "index": 1}, properties=["output.x"]) == {
+        "_id": 'pf-key:["uuid", "index"]:["u7", 1]', "output": {"x": 700}}
+    assert data.query_one({"blob_uuid": "missing"}) is None
+    assert len(list(data.query({"blob_uuid": {"$in": ["b1", "missing"]}}))) == 1
     monkeypatch.undo()
     assert docs.count() == 51
     assert [d["output"]["x"] for d in docs.query({"uuid": "u7"}, sort={"index": 1})] == [700, 7002]
@@ -423,3 +438,5 @@ def test_embedded_store_written_otherwise_keeps_maggma_s_update(tmp_path, monkey
     _no_scan(monkeypatch)
     with pytest.raises(AssertionError, match="scanned"):
         docs.update({"uuid": "x", "index": 1}, key=["uuid", "index"])
+    with pytest.raises(AssertionError, match="scanned"):  # the old document has no keyed _id: maggma reads
+        docs.query_one({"uuid": "old", "index": 1})
