@@ -26,19 +26,13 @@ from _mongoeco import mongoeco_server, sqlite_bytes
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _worker_yaml(folder: Path, template: str, name: str) -> Path:
-    data = yaml.safe_load((REPO / template).read_text())
-    data["name"] = name
-    path = folder / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
-
-
 def start_workers(folder: Path, lp_yaml: Path, env: dict, timeout: float, names=("gpu-1", "cpu-1")) -> list:
+    from phonon_flows.fireworks import write_fworker
+
     procs = []
     for name in names:
         template = "my_fworker_gpu.yaml" if name.startswith("gpu") else "my_fworker_cpu.yaml"
-        worker = _worker_yaml(folder, template, name)
+        worker = write_fworker(REPO / template, name, folder)
         wdir = folder / f"run_{name}"
         wdir.mkdir(exist_ok=True)
         log = open(folder / f"{name}.log", "a")

@@ -286,6 +286,25 @@ def write_jobflow_config(path: str | Path, mongo_uri: str, **kwargs: Any) -> Pat
     return path
 
 
+def write_fworker(template: str | Path, name: str, folder: str | Path) -> Path:
+    """A copy of a FireWorker yaml (e.g. the shipped ``my_fworker_gpu.yaml``) under another
+    ``name``, written to ``folder/<name>.yaml``: several workers of one category on one host each
+    need their own name. Returns the path."""
+    import yaml
+
+    template = Path(template)
+    try:
+        data = yaml.safe_load(template.read_text())
+    except OSError as exc:
+        raise InputError(f"cannot read the FireWorker file {template}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise InputError(f"{template} is not a FireWorker yaml (a mapping with name and category)")
+    data["name"] = name
+    path = Path(folder) / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
 def _redact(uri: str) -> str:
     """The URI without its password, for messages."""
     if "@" in uri and "://" in uri:

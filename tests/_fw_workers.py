@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import yaml
+from phonon_flows.fireworks import write_fworker
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
@@ -17,11 +17,7 @@ REPO = TESTS.parent
 
 def worker_yaml(tmp: Path, template: str, name: str) -> Path:
     """A copy of a shipped worker yaml (``my_fworker_gpu.yaml``, ...) under another name."""
-    data = yaml.safe_load((REPO / template).read_text())
-    data["name"] = name
-    path = tmp / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
+    return write_fworker(REPO / template, name, tmp)
 
 
 def start_workers(tmp: Path, lp_yaml: Path, jobflow_yaml: Path, workers: list[Path], timeout_s: float,

@@ -351,3 +351,19 @@ def test_three_workers_on_a_campaign_flow_launch_each_firework_once(mongo_uri, m
     finally:
         store.close()
         launchpad.connection.close()
+
+
+def test_write_fworker_renames_a_shipped_worker_and_names_a_bad_file(tmp_path):
+    from fireworks import FWorker
+
+    from phonon_flows.errors import InputError
+    from phonon_flows.fireworks import write_fworker
+
+    path = write_fworker(REPO / "my_fworker_gpu.yaml", "gpu-7", tmp_path)
+    worker = FWorker.from_file(str(path))
+    assert path.name == "gpu-7.yaml" and worker.name == "gpu-7" and worker.category == "gpu"
+    (tmp_path / "bad.yaml").write_text("just text\n")
+    with pytest.raises(InputError, match="bad.yaml"):
+        write_fworker(tmp_path / "bad.yaml", "x", tmp_path)
+    with pytest.raises(InputError, match="missing.yaml"):
+        write_fworker(tmp_path / "missing.yaml", "x", tmp_path)
