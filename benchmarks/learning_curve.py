@@ -131,10 +131,13 @@ def run_one(n: int, materials, held, pool, args, out: Path) -> dict:
     mlip = campaign_outputs(store, name, "phonon-mlip")
     model = campaign_outputs(store, name, "train").get("model") or {}
     sha = model.get("model_sha256")
-    row: dict = {"n_train": n, "campaign": name, "ok": summary.ok, "campaign_s": round(t_campaign, 1),
-                 "model_sha256": sha, "epochs": args.epochs,
-                 "dft_supercells_recipe": 6 * n,
-                 "dft_supercells_finite_displacement": int(sum(materials[m].n_displacements for m in train))}
+    # the campaign refuses a structure given twice (one crystal under two mp ids): what was trained
+    trained_ids = [m for m in campaign_outputs(store, name, "perturb") if m in materials]
+    n_trained = len(trained_ids)
+    row: dict = {"n_train": n, "n_trained": n_trained, "campaign": name, "ok": summary.ok,
+                 "campaign_s": round(t_campaign, 1), "model_sha256": sha, "epochs": args.epochs,
+                 "dft_supercells_recipe": 6 * n_trained,
+                 "dft_supercells_finite_displacement": int(sum(materials[m].n_displacements for m in trained_ids))}
     held_g = group_metrics("held out", held, mlip, ref, polymorph_pairs(materials, held, []))
     row["held_out"] = held_g.as_dict()
     if sha:
@@ -234,8 +237,9 @@ def summary_md(result: dict) -> str:
     ]
     for r in result["rows"]:
         h, t = r.get("held_out", {}), r.get("training", {})
+        trained = r.get("n_trained", r["n_train"])
         lines.append(
-            f"| {r['n_train']} | {f(h.get('freq_mae_THz'))} | {f(h.get('freq_mae_median_THz'))} | "
+            f"| {r['n_train']}{'' if trained == r['n_train'] else f' ({trained} distinct)'} | {f(h.get('freq_mae_THz'))} | {f(h.get('freq_mae_median_THz'))} | "
             f"{f(h.get('a_vib_300_mae_meV'), '.2f')} | "
             f"{h.get('stability_right', 0)}/{len(h.get('material_ids', []))} | "
             f"{f((h.get('dA_vib') or {}).get('mae_meV'), '.2f')} | {f(t.get('freq_mae_THz'))} | "
