@@ -124,3 +124,28 @@ def test_learning_curve_runs_merge_into_one_curve(tmp_path):
         lc.merge_results(first, _curve([130], [2.0], held=("mp-3",)))
     with pytest.raises(SystemExit, match="epochs"):
         lc.merge_results(first, _curve([130], [2.0], epochs=20))
+
+
+def test_screen_covered_summary_splits_trained_and_new_compositions():
+    """benchmarks/screen_covered.py's figures: per-material MAEs pooled, stability agreement, A_vib
+    where both sides have one, and the same for trained (by reduced formula) and new compositions;
+    materials that could not be compared are left out of the figures."""
+    sys.path.insert(0, str(BENCH_DIR))
+    try:
+        sc = _load("screen_covered")
+    finally:
+        sys.path.remove(str(BENCH_DIR))
+
+    def row(mid, formula, mae, stable_m, stable_d, a_m, a_d):
+        return {"material_id": mid, "formula": formula, "freq_mae_THz": mae, "stable_mlip": stable_m,
+                "stable_dft": stable_d, "A_vib_300_mlip_meV": a_m, "A_vib_300_dft_meV": a_d}
+
+    rows = [row("a", "Zn2S2", 0.2, True, True, -10.0, -11.0), row("b", "ZnS", 0.4, True, True, -9.0, -9.5),
+            row("c", "NaAlSe2", 7.0, False, True, -20.0, -30.0), row("d", "K2O", 3.0, True, True, None, -5.0),
+            {"material_id": "e", "formula": "BPO4", "error": "comparison: ValueError: primitive cells of 16 and 8"}]
+    s = sc.summarize(rows, {"ZnS"})
+    assert s["n_compared"] == 4 and s["freq_mae_THz_median"] == pytest.approx(1.7)
+    assert s["stability_agreement"] == "3/4" and s["materials_below_0p5_THz"] == 2
+    assert s["A_vib_300_mae_meV"] == pytest.approx((1.0 + 0.5 + 10.0) / 3) and s["A_vib_compared"] == 3
+    assert s["composition_trained"]["n_compared"] == 2 and s["composition_trained"]["stability_agreement"] == "2/2"
+    assert s["composition_new"]["n_compared"] == 2 and s["composition_new"]["freq_mae_THz_median"] == pytest.approx(5.0)
