@@ -59,16 +59,16 @@ def compare(doc: dict[str, Any], results: Any, path: str) -> dict[str, Any]:
 
     from phonon_flows.core import phonondb as pdb
     from phonon_flows.core.phonons import common_qpoint_frequencies, make_phonopy
-    from phonon_flows.makers.phonons import phonon_settings, phonondb_phonon_doc
+    from phonon_flows.makers.phonons import phonon_settings, phonondb_doc_from_import
 
     symprec = (doc.get("settings") or {}).get("symprec", phonon_settings()["symprec"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         mlip = make_phonopy(Structure.from_dict(doc["structure"]), doc["supercell_matrix"], symprec=symprec)
         mlip.force_constants = results.force_constants(doc)
-        dft = pdb.phonondb_phonopy(pdb.read_phonondb_entry(path), use_born=False)
-        f_dft, f_mlip = common_qpoint_frequencies(dft, mlip)
-        ref = phonondb_phonon_doc(path, use_born=False, store_phonopy_yaml=False)
+        imported, entry = pdb.load_phonondb_entry(path, use_born=False)  # read and built once
+        ref = phonondb_doc_from_import(imported, entry, store_phonopy_yaml=False)
+        f_dft, f_mlip = common_qpoint_frequencies(imported.phonon, mlip)
     row: dict[str, Any] = {
         "material_id": doc["material_id"], "formula": doc.get("formula"), "natom_supercell": doc.get("natom_supercell"),
         "freq_mae_THz": float(np.mean(np.abs(f_mlip - f_dft))), "freq_max_abs_THz": float(np.max(np.abs(f_mlip - f_dft))),

@@ -230,12 +230,12 @@ class SafeMontyStore(MontyStore):
             return super().update(docs, key=key)
         from monty.json import jsanitize
 
-        prefix = KEYED_ID_PREFIX + json.dumps(names) + ":"
+        prefix = _keyed_prefix(names)
         keyed = []
         for d in docs:
             d = jsanitize(d, allow_bson=True)
             values = [d.get(k) for k in names]
-            if "_id" in d or not all(type(v) in (str, int) for v in values):
+            if "_id" in d or not all(map(_plain_key, values)):
                 return super().update(docs, key=key)
             d["_id"] = prefix + json.dumps(values)
             keyed.append(d)
@@ -269,6 +269,17 @@ class SafeMontyStore(MontyStore):
 KEYED_ID_PREFIX = "pf-key:"
 
 
+def _keyed_prefix(names: list[str]) -> str:
+    """``_id`` prefix of the documents keyed by these fields (in this order); the ``_id`` is the
+    prefix followed by the JSON list of the key values."""
+    return KEYED_ID_PREFIX + json.dumps(list(names)) + ":"
+
+
+def _plain_key(value: Any) -> bool:
+    """A key value whose JSON text is its identity (MongoDB would match 1 and 1.0 alike)."""
+    return type(value) in (str, int)
+
+
 def _sqlite_collection(collection: Any):
     """montydb's SQLite storage object of a collection (what its storage methods delegate to),
     or None for another storage engine."""
@@ -290,12 +301,15 @@ def _id_bytes(text: str) -> bytes:
 
 def _all_keyed(collection: Any, prefix: str) -> bool:
     """True when every document of the collection has an ``_id`` made from its key with these
-    key fields (read from the primary-key column only, nothing decoded)."""
-    probe = _id_bytes(prefix)
-    start = probe.index(prefix.encode())
+    key fields: one SQLite query on the primary-key column, nothing decoded."""
+    from montydb.storage.sqlite import SQLITE_RECORD_TABLE
+
     want = prefix.encode()
-    return all(bytes(k[0])[start:start + len(want)] == want
-               for k in collection._conn.read_all_keys(collection._col_path))
+    start = _id_bytes(prefix).index(want) + 1  # SQLite's substr counts from 1 (bytes of a BLOB)
+    with collection._conn._connect(collection._col_path) as conn:
+        row = conn.execute(f"SELECT EXISTS(SELECT 1 FROM [{SQLITE_RECORD_TABLE}] WHERE substr(k, ?, ?) != ?)",
+                           (start, len(want), want)).fetchone()
+    return not row[0]
 
 
 def _upsert(collection: Any, docs: list[dict]) -> None:
@@ -321,11 +335,10 @@ def _keyed_lookup(collection: Any, criteria: dict | None) -> list[dict] | None:
         return None
     names = list(criteria)
     values = [criteria[n] for n in names]
-    plain = [type(v) in (str, int) for v in values]
-    if all(plain):
+    if all(map(_plain_key, values)):
         rows = [values]
     elif len(names) == 1 and isinstance(values[0], dict) and list(values[0]) == ["$in"] \
-            and all(type(v) in (str, int) for v in values[0]["$in"]):
+            and all(map(_plain_key, values[0]["$in"])):
         rows = [[v] for v in dict.fromkeys(values[0]["$in"])]
     else:
         return None
@@ -333,7 +346,7 @@ def _keyed_lookup(collection: Any, criteria: dict | None) -> list[dict] | None:
     if sql_collection is None or not sql_collection._database.collection_exists(sql_collection._name):
         return None
     for order in permutations(range(len(names))):
-        prefix = KEYED_ID_PREFIX + json.dumps([names[i] for i in order]) + ":"
+        prefix = _keyed_prefix([names[i] for i in order])
         if _all_keyed(sql_collection, prefix):
             ids = [prefix + json.dumps([row[i] for i in order]) for row in rows]
             return _read_by_id(sql_collection, ids)

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 from jobflow import Flow, Job
 
-from phonon_flows.schemas.common import get_field
-
-__all__ = ["CATEGORIES", "get_field", "set_category"]
-
 #: FireWorks categories: training and MLIP phonons on GPU workers, DFT and reference engines on CPU
 CATEGORIES = ("gpu", "cpu")
 

@@ -29,7 +29,6 @@ from phonon_flows.core.polymorphs import (
     temperature_value,
 )
 from phonon_flows.errors import InputError, PhononFlowsError
-from phonon_flows.makers.base import get_field
 from phonon_flows.makers.phonons import phonon_doc_from_phonopy, phonon_settings
 from phonon_flows.report.figures import write_benchmark_figures
 from phonon_flows.schemas.benchmark import (
@@ -42,7 +41,7 @@ from phonon_flows.schemas.benchmark import (
     ThermalMetrics,
     ThermalPair,
 )
-from phonon_flows.schemas.common import EngineInfo, MaterialError
+from phonon_flows.schemas.common import EngineInfo, MaterialError, get_field
 
 logger = logging.getLogger(__name__)
 
@@ -53,26 +52,23 @@ DFT_KINDS = ("dft", "imported")
 NAC_MODES = ("none", "reference")
 
 
-_get = get_field
-
-
 def _reduced_formula(doc: Any) -> str:
     from pymatgen.core import Composition, Structure
 
-    formula = _get(doc, "formula")
+    formula = get_field(doc, "formula")
     try:
         if formula:
             return Composition(formula).reduced_formula
-        structure = _get(doc, "structure")
+        structure = get_field(doc, "structure")
         if isinstance(structure, Mapping):
             structure = Structure.from_dict(structure)
         return structure.composition.reduced_formula
     except Exception as exc:  # noqa: BLE001
-        raise InputError(f"cannot read the formula: {exc}", material_id=_get(doc, "material_id"), stage="benchmark")
+        raise InputError(f"cannot read the formula: {exc}", material_id=get_field(doc, "material_id"), stage="benchmark")
 
 
 def _engine(doc: Any) -> EngineInfo | None:
-    e = _get(doc, "engine")
+    e = get_field(doc, "engine")
     if e is None:
         return None
     return e if isinstance(e, EngineInfo) else EngineInfo.model_validate(e)
@@ -85,7 +81,7 @@ def _engine_key(e: EngineInfo) -> tuple:
 def _thermal(doc: Any) -> dict[str, Any]:
     """The document's thermal dict with keys normalized to "T300"-style temperature keys."""
     out = {}
-    for k, v in (_get(doc, "thermal") or {}).items():
+    for k, v in (get_field(doc, "thermal") or {}).items():
         try:
             out[temperature_key(k)] = v
         except (TypeError, ValueError):
@@ -95,10 +91,10 @@ def _thermal(doc: Any) -> dict[str, Any]:
 
 def _nac(doc: Any) -> dict[str, Any]:
     """A document's NAC treatment as a dict (older documents: only ``has_nac``)."""
-    nac = _get(doc, "nac")
+    nac = get_field(doc, "nac")
     if nac is not None:
         return nac if isinstance(nac, Mapping) else nac.model_dump()
-    return {"applied": bool(_get(doc, "has_nac"))}
+    return {"applied": bool(get_field(doc, "has_nac"))}
 
 
 def _regression(m: M.RegressionMetrics | None) -> Regression | None:
@@ -237,7 +233,7 @@ class BenchmarkMaker(Maker):
             out = Path(output_dir or self.output_dir or Path.cwd() / "benchmark_figures")
             band_pairs = compared.band_pairs
             chosen = self.band_materials if self.band_materials is not None else sorted(band_pairs)[: self.max_band_plots]
-            curve = _get(training_doc, "learning_curve") or None
+            curve = get_field(training_doc, "learning_curve") or None
             doc.figures = self._figures(doc, out, compared.pooled_ref, compared.pooled_mlip,
                                         {k: band_pairs[k] for k in chosen if k in band_pairs}, curve)
             doc.figure_dir = str(out.resolve())
@@ -275,9 +271,9 @@ class BenchmarkMaker(Maker):
                 reason = "no MLIP phonon document"
             elif r is None:
                 reason = "no reference phonon document"
-            elif _get(r, "failed"):
+            elif get_field(r, "failed"):
                 reason = f"reference phonon document failed: {self._errors(r)}"
-            elif _get(m, "failed"):
+            elif get_field(m, "failed"):
                 reason = f"MLIP phonon document failed: {self._errors(m)}"
             if reason:
                 skipped.append(MaterialError(material_id=mid, stage="benchmark", reason=reason))
@@ -300,7 +296,7 @@ class BenchmarkMaker(Maker):
             if fr is not None:
                 c.pooled_ref.append(fr)
                 c.pooled_mlip.append(fm)
-                c.band_pairs[mid] = (_get(r, "band_structure"), _get(m, "band_structure"))
+                c.band_pairs[mid] = (get_field(r, "band_structure"), get_field(m, "band_structure"))
             if row.enthalpy_per_atom_eV is None:
                 no_enthalpy.append(mid)
             else:
@@ -368,7 +364,7 @@ class BenchmarkMaker(Maker):
         be made like for like is skipped with the reason."""
         out = []
         for mid, m, r in pairs:
-            sm, sr = _get(m, "supercell_matrix"), _get(r, "supercell_matrix")
+            sm, sr = get_field(m, "supercell_matrix"), get_field(r, "supercell_matrix")
             if sm is not None and sr is not None and not np.array_equal(np.asarray(sm), np.asarray(sr)):
                 skipped.append(MaterialError(material_id=mid, stage="benchmark", reason=(
                     f"supercell matrices differ (MLIP {np.asarray(sm).tolist()}, reference {np.asarray(sr).tolist()}): "
@@ -399,23 +395,23 @@ class BenchmarkMaker(Maker):
             return doc
         want = "with the reference's Born charges" if target.get("applied") else "without NAC"
         has = f"NAC from {have.get('source') or 'Born charges'}" if have.get("applied") else "no NAC"
-        text = _get(doc, "phonopy_yaml")
+        text = get_field(doc, "phonopy_yaml")
         if not isinstance(text, str) or not text:
             raise InputError(f"the {side} phonons have {has} and the comparison is {want}, but the {side} document "
                              "has no phonopy data to recompute them: NAC differs, not like for like",
                              material_id=mid, stage="benchmark")
-        settings = {**phonon_settings(), **(_get(doc, "settings") or {})}
+        settings = {**phonon_settings(), **(get_field(doc, "settings") or {})}
         phonon = ph_core.phonopy_from_yaml_text(text, symprec=settings["symprec"], fc_method=settings.get("fc_method"))
         ph_core.apply_nac(phonon, target, symprec=settings["symprec"])
-        structure = _get(doc, "structure")
+        structure = get_field(doc, "structure")
         if isinstance(structure, Mapping):
             from pymatgen.core import Structure
 
             structure = Structure.from_dict(structure)
         new = phonon_doc_from_phonopy(
             phonon, structure if structure is not None else ph_core.to_structure(phonon.unitcell), _engine(doc),
-            settings, material_id=mid, fc_method=_get(doc, "fc_method"), displacement=_get(doc, "displacement_A"),
-            enthalpy_per_atom=_get(doc, "enthalpy_per_atom_eV"), store_force_constants=False, store_phonopy_yaml=False,
+            settings, material_id=mid, fc_method=get_field(doc, "fc_method"), displacement=get_field(doc, "displacement_A"),
+            enthalpy_per_atom=get_field(doc, "enthalpy_per_atom_eV"), store_force_constants=False, store_phonopy_yaml=False,
             nac_source="reference" if target.get("applied") else None,
         )
         logger.info("benchmark: %s phonons of %s recomputed %s", side, mid, want)
@@ -427,7 +423,7 @@ class BenchmarkMaker(Maker):
     def _index(docs: Sequence[Any], side: str) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for d in docs or []:
-            mid = _get(d, "material_id")
+            mid = get_field(d, "material_id")
             if not mid:
                 raise InputError(f"a {side} phonon document has no material_id", stage="benchmark")
             if mid in out:
@@ -437,8 +433,8 @@ class BenchmarkMaker(Maker):
 
     @staticmethod
     def _errors(doc: Any) -> str:
-        errs = _get(doc, "errors") or []
-        text = "; ".join(str(_get(e, "reason", e)) for e in errs)
+        errs = get_field(doc, "errors") or []
+        text = "; ".join(str(get_field(e, "reason", e)) for e in errs)
         return text or "no reason recorded"
 
     def _temperatures(self, pairs: list[tuple[str, Any, Any]]) -> list[str]:
@@ -458,13 +454,13 @@ class BenchmarkMaker(Maker):
         min_r = self._min_frequency(r, mid, "reference")
         min_m = self._min_frequency(m, mid, "MLIP")
         freq, note, fr, fm = None, None, None, None
-        br, bm = _get(r, "band_structure"), _get(m, "band_structure")
+        br, bm = get_field(r, "band_structure"), get_field(m, "band_structure")
         if br is None or bm is None:
             note = "no band structure in the " + ("reference" if br is None else "MLIP") + " document"
         else:
             try:
                 fr, fm = M.paired_frequencies(
-                    _get(br, "frequencies"), _get(bm, "frequencies"), _get(br, "qpoints"), _get(bm, "qpoints"), mid
+                    get_field(br, "frequencies"), get_field(bm, "frequencies"), get_field(br, "qpoints"), get_field(bm, "qpoints"), mid
                 )
                 freq = _regression(M.regression_metrics(fr, fm, "frequencies"))
             except PhononFlowsError as exc:
@@ -479,28 +475,28 @@ class BenchmarkMaker(Maker):
             # C_v = 0 at T > 0: phonopy counted no mode above the cutoff (every mode imaginary), so that
             # side has no vibrational free energy; comparing its A_vib (phonopy's empty sum, 0) would be wrong
             empty = [side for side, x in (("reference", a), ("MLIP", b))
-                     if temperature_value(t) > 0 and not _get(x, "Cv_J_per_K_mol")]
+                     if temperature_value(t) > 0 and not get_field(x, "Cv_J_per_K_mol")]
             if empty:
                 no_modes.append(f"{t} ({', '.join(empty)})")
                 continue
             thermal[t] = ThermalPair(
-                A_vib_reference=_get(a, "A_vib_meV_per_atom"),
-                A_vib_mlip=_get(b, "A_vib_meV_per_atom"),
-                Cv_reference=_get(a, "Cv_J_per_K_mol"),
-                Cv_mlip=_get(b, "Cv_J_per_K_mol"),
-                S_reference=_get(a, "S_J_per_K_mol"),
-                S_mlip=_get(b, "S_J_per_K_mol"),
-                Cv_cell_reference=_get(a, "Cv_J_per_K_mol_cell"),
-                Cv_cell_mlip=_get(b, "Cv_J_per_K_mol_cell"),
-                S_cell_reference=_get(a, "S_J_per_K_mol_cell"),
-                S_cell_mlip=_get(b, "S_J_per_K_mol_cell"),
+                A_vib_reference=get_field(a, "A_vib_meV_per_atom"),
+                A_vib_mlip=get_field(b, "A_vib_meV_per_atom"),
+                Cv_reference=get_field(a, "Cv_J_per_K_mol"),
+                Cv_mlip=get_field(b, "Cv_J_per_K_mol"),
+                S_reference=get_field(a, "S_J_per_K_mol"),
+                S_mlip=get_field(b, "S_J_per_K_mol"),
+                Cv_cell_reference=get_field(a, "Cv_J_per_K_mol_cell"),
+                Cv_cell_mlip=get_field(b, "Cv_J_per_K_mol_cell"),
+                S_cell_reference=get_field(a, "S_J_per_K_mol_cell"),
+                S_cell_mlip=get_field(b, "S_J_per_K_mol_cell"),
             )
         # ΔH comes from the reference only (a forces-only MLIP's energies mean nothing)
         h = None
         if enthalpies and mid in enthalpies:
             h = float(enthalpies[mid])
-        elif _get(r, "enthalpy_per_atom_eV") is not None:
-            h = float(_get(r, "enthalpy_per_atom_eV"))
+        elif get_field(r, "enthalpy_per_atom_eV") is not None:
+            h = float(get_field(r, "enthalpy_per_atom_eV"))
         row = MaterialBenchmark(
             material_id=mid,
             formula=formula,
@@ -520,23 +516,23 @@ class BenchmarkMaker(Maker):
 
     @staticmethod
     def _min_frequency(doc: Any, mid: str, side: str) -> float:
-        f = _get(doc, "min_frequency_THz")
+        f = get_field(doc, "min_frequency_THz")
         if f is None:
-            bands = _get(doc, "band_structure")
+            bands = get_field(doc, "band_structure")
             if bands is None:
                 raise InputError(f"the {side} document has neither min_frequency_THz nor a band structure",
                                  material_id=mid, stage="benchmark")
-            f = float(np.min(np.asarray(_get(bands, "frequencies"), dtype=float)))
+            f = float(np.min(np.asarray(get_field(bands, "frequencies"), dtype=float)))
         return float(f)
 
     def _forces(self, training_doc: Any, labelled_sets: Mapping[str, Any] | None) -> dict[str, ForceBenchmark]:
         out: dict[str, ForceBenchmark] = {}
         for name, prefix in (("training", "train"), ("validation", "valid")):  # the trainer's own sets
-            if _get(training_doc, f"{prefix}_force_mae") is not None:
+            if get_field(training_doc, f"{prefix}_force_mae") is not None:
                 out[name] = ForceBenchmark(
-                    mae_meV_per_A=float(_get(training_doc, f"{prefix}_force_mae")),
-                    rmse_meV_per_A=_get(training_doc, f"{prefix}_force_rmse"),
-                    n_structures=_get(training_doc, f"n_{prefix}") or None,
+                    mae_meV_per_A=float(get_field(training_doc, f"{prefix}_force_mae")),
+                    rmse_meV_per_A=get_field(training_doc, f"{prefix}_force_rmse"),
+                    n_structures=get_field(training_doc, f"n_{prefix}") or None,
                     source="training",
                 )
         if labelled_sets:
@@ -551,7 +547,7 @@ class BenchmarkMaker(Maker):
     def _build_engine(self, training_doc: Any):
         if self.force_engine is not None:
             return engines.get_engine(self.force_engine, **self.force_engine_kwargs)
-        sha = _get(training_doc, "model_sha256")
+        sha = get_field(training_doc, "model_sha256")
         if sha:
             return engines.get_engine("mace", model_sha256=sha, **self.force_engine_kwargs)
         raise InputError("labelled sets given but no force engine: set force_engine or give the TrainingDoc",

@@ -31,15 +31,15 @@ from pymatgen.core import Structure
 
 from phonon_flows.core import phonons as ph_core
 from phonon_flows.core import phonondb as pdb
-from phonon_flows.core.phonopy_io import load_phonopy_folder
+from phonon_flows.core.phonopy_io import ImportedPhonopy, load_phonopy_folder
 from phonon_flows.core.polymorphs import temperature_key
 from phonon_flows.core.structures import as_pymatgen_structure, material_name, structure_hash
 from phonon_flows import engines  # engines.get_engine is looked up when a job runs (tests replace it)
 from phonon_flows.engines import MLIP_ENGINES, engine_category, guess_engine_info
 from phonon_flows.engines.base import check_forces
-from phonon_flows.makers.base import get_field, set_category
+from phonon_flows.makers.base import set_category
 from phonon_flows.errors import CalculationError, InputError, PhononFlowsError
-from phonon_flows.schemas.common import EngineInfo
+from phonon_flows.schemas.common import EngineInfo, get_field
 from phonon_flows.schemas.phonon import PHONON_DATA_FIELDS, ForceConstantsData, PhononDoc, ThermalProperties
 
 logger = logging.getLogger(__name__)
@@ -488,6 +488,22 @@ def phonondb_phonon_doc(
     ``material_id`` defaults to the entry's mp id. Raises :class:`InputError` naming the entry."""
     settings = dict(settings or phonon_settings())
     imp, entry = pdb.load_phonondb_entry(path, use_born=use_born, symprec=settings["symprec"])
+    return phonondb_doc_from_import(imp, entry, settings, material_id, enthalpy_per_atom, store_force_constants,
+                                    store_phonopy_yaml)
+
+
+def phonondb_doc_from_import(
+    imp: ImportedPhonopy,
+    entry: pdb.PhonondbEntry,
+    settings: dict | None = None,
+    material_id: str | None = None,
+    enthalpy_per_atom: float | None = None,
+    store_force_constants: bool = True,
+    store_phonopy_yaml: bool = True,
+) -> PhononDoc:
+    """:func:`phonondb_phonon_doc` of an entry already loaded (``pdb.load_phonondb_entry``); its
+    Phonopy object (``imp.phonon``) stays usable afterwards."""
+    settings = dict(settings or phonon_settings())
     structure = ph_core.to_structure(imp.phonon.unitcell)
     settings["fc_method"] = imp.fc_method
     settings["displacement"] = round(imp.displacement_distance, 6)

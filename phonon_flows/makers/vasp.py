@@ -38,7 +38,7 @@ from phonon_flows.engines.vasp import (
     vasp_failure,
 )
 from phonon_flows.errors import InputError, PhononFlowsError
-from phonon_flows.makers.base import get_field
+from phonon_flows.schemas.common import get_field
 from phonon_flows.schemas.forces import FORCE_DATA_FIELDS, FailedCalculation, ForceDoc, RelaxDoc
 
 
