@@ -26,7 +26,7 @@ def n_finite_displacements(structure: Structure, supercell_matrix, settings: dic
     phonon = ph_core.make_phonopy(structure, supercell_matrix, symprec=settings["symprec"])
     return len(ph_core.generate_displacements(
         phonon, distance=settings["displacement"], number_of_snapshots=settings.get("random_displacements"),
-        random_seed=settings.get("random_seed"),
+        random_seed=settings.get("random_seed"), snapshot_factor=settings.get("snapshot_factor", ph_core.DEFAULT_SNAPSHOT_FACTOR),
     ))
 
 

@@ -120,7 +120,7 @@ def phonons_for_many(
     for i, (s, smat, mid) in enumerate(zip(structures, smats, ids, strict=True)):
         t1 = time.perf_counter()
         try:
-            prepared[i] = ph_core.prepare_displacements(s, smat, settings, mid, None)
+            prepared[i] = _prepare(s, smat, settings, mid)
         except PhononFlowsError as exc:
             docs[i] = failed_phonon_doc(s, info, [str(exc.with_material(mid, "phonon"))], settings, mid, smat)
             k += 1
@@ -155,21 +155,34 @@ def _shared_forces(engine, groups, order, ids, own_s, k, n_pack):
     return results
 
 
+def _prepare(structure: Structure, smat: Any, settings: dict, mid: str) -> tuple[Any, Any, list]:
+    """Phonopy, supercell matrix, and the supercells the engine computes: the displaced ones, then
+    the undisplaced one where its forces are to be subtracted (:func:`_finish` takes them off)."""
+    phonon, smat, supercells = ph_core.prepare_displacements(structure, smat, settings, mid, None)
+    residual = ph_core.residual_supercell(phonon, settings)
+    return phonon, smat, supercells if residual is None else [*supercells, residual]
+
+
 def _finish(phonon, smat, res, structure, info, settings, mid, store_force_constants, store_phonopy_yaml) -> PhononDoc:
     """Forces -> force constants -> PhononDoc (a failed one on error)."""
     try:
         if isinstance(res, BaseException):
             raise res
         n_sc = ph_core.n_displacements(phonon.dataset)
-        if len(res) != n_sc:
-            raise CalculationError(f"{len(res)} force results for {n_sc} displaced supercells", material_id=mid,
+        with_residual = ph_core.residual_supercell(phonon, settings) is not None  # the last result
+        if len(res) != n_sc + with_residual:
+            raise CalculationError(f"{len(res)} force results for {n_sc} displaced supercells"
+                                   + (" and the undisplaced one" if with_residual else ""), material_id=mid,
                                    stage="phonon")
-        ph_core.set_forces(phonon, [r.forces if hasattr(r, "forces") else r for r in res], material_id=mid)
+        arrays = [r.forces if hasattr(r, "forces") else r for r in res]
+        forces, f0_max = ph_core.subtract_residual_forces(arrays[:n_sc], arrays[n_sc] if with_residual else None,
+                                                          material_id=mid)
+        ph_core.set_forces(phonon, forces, material_id=mid)
         method = ph_core.produce_force_constants(phonon, settings.get("fc_method"), material_id=mid)
         return phonon_doc_from_phonopy(
             phonon, structure, info, settings, material_id=mid, fc_method=method,
             displacement=settings["displacement"], store_force_constants=store_force_constants,
-            store_phonopy_yaml=store_phonopy_yaml,
+            store_phonopy_yaml=store_phonopy_yaml, residual_force=f0_max,
         )
     except PhononFlowsError as exc:
         return failed_phonon_doc(structure, info, [str(exc.with_material(mid, "phonon"))], settings, mid, smat)
@@ -181,7 +194,7 @@ def _worker_prepare(structure: Structure, smat: Any, settings: dict, mid: str):
     reason, supercell matrix, seconds)."""
     t0 = time.perf_counter()
     try:
-        phonon, smat, supercells = ph_core.prepare_displacements(structure, smat, settings, mid, None)
+        phonon, smat, supercells = _prepare(structure, smat, settings, mid)
     except PhononFlowsError as exc:
         return "error", str(exc.with_material(mid, "phonon")), smat, time.perf_counter() - t0
     return "ok", phonon, np.asarray(smat).astype(int).tolist(), supercells, time.perf_counter() - t0

@@ -53,7 +53,7 @@ IMPORT_ENGINE_NAME = "phonopy-import"
 def phonon_settings(
     displacement: float = ph_core.DEFAULT_DISPLACEMENT,
     fc_method: str | None = None,
-    random_displacements: int | None = None,
+    random_displacements: int | str | None = None,
     random_seed: int | None = 123,
     temperatures: Sequence[float] = ph_core.DEFAULT_TEMPERATURES,
     mesh_length: float = ph_core.DEFAULT_MESH_LENGTH,
@@ -64,13 +64,33 @@ def phonon_settings(
     min_atoms: int = 100,
     max_atoms: int = 200,
     total_dos: bool = True,
+    residual_forces: str = ph_core.DEFAULT_RESIDUAL_FORCES,
+    snapshot_factor: float = ph_core.DEFAULT_SNAPSHOT_FACTOR,
 ) -> dict[str, Any]:
     """The settings of a phonon calculation as a plain (JSON) dict, the recipe's by default.
 
     ``total_dos=False`` leaves the total DOS out of the document (a screening that does not ask
     for it saves the time); the key is only written then, so the settings of a calculation with
-    the DOS (and their hashes) are those of before the option existed."""
+    the DOS (and their hashes) are those of before the option existed.
+
+    ``random_displacements``: None (finite displacements), a number of supercells with every atom
+    displaced, or "auto": ``snapshot_factor`` times the fewest supercells that determine the
+    force constants under the crystal's symmetry (symfc's count, as phonopy's
+    ``number_of_snapshots="auto"``).
+
+    ``residual_forces``: with random displacements, "subtract" (default) the undisplaced
+    supercell's forces from the displaced ones' where symmetry allows them (phonopy's ``--fz``; one
+    more force call for such a crystal), or "ignore" them. Finite displacements need nothing
+    (:data:`phonon_flows.core.phonons.RESIDUAL_FORCES`). Only engine paths compute them; forces
+    made elsewhere (VASP jobs, imported) are used as given."""
+    if residual_forces not in ph_core.RESIDUAL_FORCES:
+        raise InputError(f"residual_forces must be one of {ph_core.RESIDUAL_FORCES}, not {residual_forces!r}")
+    ph_core.check_random_displacements(random_displacements, snapshot_factor)
     extra = {} if total_dos else {"total_dos": False}
+    if random_displacements:  # keys that only act on random displacements: the hashes of the others stay
+        extra["residual_forces"] = residual_forces
+        if random_displacements == "auto":
+            extra["snapshot_factor"] = float(snapshot_factor)
     return {**extra,
         "displacement": float(displacement),
         "fc_method": fc_method,
@@ -153,11 +173,13 @@ def phonon_doc_from_phonopy(
     store_phonopy_yaml: bool = True,
     errors: Sequence[str] = (),
     nac_source: str | None = None,
+    residual_force: float | None = None,
 ) -> PhononDoc:
     """Analyse a Phonopy object with force constants (core) and fill a PhononDoc.
 
     ``nac_source``: where the Born charges of ``phonon.nac_params`` came from (recorded in
-    ``PhononDoc.nac``; "nac_params" when NAC is on and nothing is said)."""
+    ``PhononDoc.nac``; "nac_params" when NAC is on and nothing is said). ``residual_force``: the
+    largest force (eV/Å) on an atom of the undisplaced supercell, when it was subtracted."""
     a = ph_core.analyze_phonons(
         phonon,
         temperatures=settings["temperatures"],
@@ -189,6 +211,7 @@ def phonon_doc_from_phonopy(
         displacement_A=displacement,
         fc_method=fc_method,
         n_displacements=ph_core.n_displacements(phonon.dataset) or None,
+        residual_force_max_eV_A=residual_force,
         has_nac=phonon.nac_params is not None,
         nac=ph_core.nac_info(phonon, nac_source or "nac_params"),
         engine=engine,
@@ -271,6 +294,10 @@ def engine_phonons(
         with_energy = (engine.lower() not in MLIP_ENGINES and getattr(eng, "total_energies", True)) \
             if engine_enthalpy is None else engine_enthalpy
         atoms_list = list(supercells)
+        residual = ph_core.residual_supercell(phonon, settings)
+        if residual is not None:
+            atoms_list.append(residual)
+        n_forces = len(atoms_list)
         if with_energy and enthalpy_per_atom is None:
             atoms_list.append(ph_core.to_ase_atoms(ph_core.to_phonopy_atoms(structure)))
         try:
@@ -283,11 +310,15 @@ def engine_phonons(
         if len(results) != len(atoms_list):
             raise CalculationError(f"force engine returned {len(results)} results for {len(atoms_list)} structures",
                                    material_id=mid, stage="phonon")
-        if len(atoms_list) > len(supercells):
+        if len(atoms_list) > n_forces:
             enthalpy_per_atom = float(results[-1].energy) / len(structure)
-        ph_core.set_forces(phonon, [r.forces for r in results[: len(supercells)]], material_id=mid)
+        forces, f0_max = ph_core.subtract_residual_forces(
+            [r.forces for r in results[: len(supercells)]],
+            results[len(supercells)].forces if residual is not None else None, material_id=mid)
+        ph_core.set_forces(phonon, forces, material_id=mid)
         return _doc_with_force_constants(phonon, structure, info, settings, mid, settings.get("fc_method"),
-                                         enthalpy_per_atom, nac_params, store_force_constants, store_phonopy_yaml)
+                                         enthalpy_per_atom, nac_params, store_force_constants, store_phonopy_yaml,
+                                         residual_force=f0_max)
     except PhononFlowsError as exc:
         return failed_phonon_doc(structure, info, [str(exc.with_material(mid, "phonon"))], settings, mid, smat,
                                  enthalpy_per_atom)
@@ -406,14 +437,14 @@ def phonons_from_forces(
 
 
 def _doc_with_force_constants(phonon, structure, info, settings, mid, fc_method, enthalpy_per_atom, nac_params,
-                              store_force_constants, store_phonopy_yaml) -> PhononDoc:
+                              store_force_constants, store_phonopy_yaml, residual_force=None) -> PhononDoc:
     """The force constants of a Phonopy object whose forces are set, then its PhononDoc."""
     method = ph_core.produce_force_constants(phonon, fc_method, material_id=mid)
     return phonon_doc_from_phonopy(
         phonon, structure, info, settings, material_id=mid, fc_method=method,
         displacement=settings["displacement"], enthalpy_per_atom=enthalpy_per_atom,
         store_force_constants=store_force_constants, store_phonopy_yaml=store_phonopy_yaml,
-        nac_source=(nac_params or {}).get("source"),
+        nac_source=(nac_params or {}).get("source"), residual_force=residual_force,
     )
 
 
@@ -570,9 +601,10 @@ class PhononMaker(Maker):
         Finite displacement amplitude, Å (0.01).
     fc_method
         None (finite differences; symfc for random displacements), "finite-difference" or "symfc".
-    random_displacements, random_seed
+    random_displacements, random_seed, snapshot_factor
         With a number, that many supercells with all atoms displaced by ``displacement`` in random
-        directions (type-II dataset) and force constants by symfc.
+        directions (type-II dataset) and force constants by symfc. "auto": ``snapshot_factor``
+        (4, phonopy's) times symfc's fewest supercells for the crystal's symmetry.
     temperatures, mesh_length, cutoff_frequency, stability_tolerance, band_npoints
         300/1000 K, l = 75 Å, 0.1 THz, -0.5 THz, 101 points on the longest band segment.
     min_atoms, max_atoms
@@ -580,6 +612,14 @@ class PhononMaker(Maker):
     total_dos
         Compute the total DOS into the document (default True; a screening leaves it out unless
         asked, to save the time).
+    residual_forces
+        With random displacements, "subtract" (default): where the crystal's symmetry lets an atom
+        carry a force in the undisplaced structure (a free internal coordinate), the engine also
+        computes the undisplaced supercell and its forces are subtracted from the displaced ones
+        (phonopy's ``--fz``), so symfc fits the engine's Hessian at the structure as given
+        (``PhononDoc.residual_force_max_eV_A`` records the largest). "ignore": not computed.
+        Finite displacements need nothing (F0 cancels in phonopy's fit). Forces from
+        ``force_maker`` jobs are used as given.
     engine_enthalpy
         Record the engine's energy per atom of the unit cell as ``enthalpy_per_atom_eV`` (None:
         yes for reference engines, no for MLIPs trained on forces only).
@@ -591,7 +631,7 @@ class PhononMaker(Maker):
     force_maker: Maker | None = None
     displacement: float = ph_core.DEFAULT_DISPLACEMENT
     fc_method: str | None = None
-    random_displacements: int | None = None
+    random_displacements: int | str | None = None
     random_seed: int | None = 123
     temperatures: tuple[float, ...] = ph_core.DEFAULT_TEMPERATURES
     mesh_length: float = ph_core.DEFAULT_MESH_LENGTH
@@ -605,6 +645,8 @@ class PhononMaker(Maker):
     store_force_constants: bool = True
     store_phonopy_yaml: bool = True
     total_dos: bool = True
+    residual_forces: str = ph_core.DEFAULT_RESIDUAL_FORCES
+    snapshot_factor: float = ph_core.DEFAULT_SNAPSHOT_FACTOR
 
     def settings(self) -> dict[str, Any]:
         if self.fc_method not in (None, *ph_core.FC_METHODS):
@@ -614,7 +656,7 @@ class PhononMaker(Maker):
             random_seed=self.random_seed, temperatures=self.temperatures, mesh_length=self.mesh_length,
             cutoff_frequency=self.cutoff_frequency, stability_tolerance=self.stability_tolerance,
             band_npoints=self.band_npoints, symprec=self.symprec, min_atoms=self.min_atoms, max_atoms=self.max_atoms,
-            total_dos=self.total_dos,
+            total_dos=self.total_dos, residual_forces=self.residual_forces, snapshot_factor=self.snapshot_factor,
         )
 
     def make(

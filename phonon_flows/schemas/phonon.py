@@ -117,6 +117,12 @@ class PhononDoc(BaseModel):
         default=None, description="Force constants: finite-difference, symfc, or imported (read as such)"
     )
     n_displacements: int | None = Field(default=None, description="Number of displaced supercells used")
+    residual_force_max_eV_A: float | None = Field(
+        default=None,
+        description="Largest force (eV/Å) on an atom of the undisplaced supercell, subtracted from the displaced "
+        "supercells' forces (phonopy's --fz); None when not computed (symmetry forbids it, residual_forces "
+        "'ignore', or forces made elsewhere)",
+    )
     has_nac: bool = Field(
         default=False, description="Whether the non-analytical term correction (Born charges) was applied (= nac.applied)"
     )
