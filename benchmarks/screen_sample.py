@@ -203,8 +203,8 @@ def screening_maker(name: str, model_path: Path, args) -> Any:
 
     return ScreeningMaker(
         name=name, model=sha256(model_path), model_elements=sample_elements(), relax=False,
-        batch_size=args.batch_size,
-        engine_kwargs={"model_path": str(model_path), "device": "cpu", "default_dtype": args.dtype},
+        batch_size=args.batch_size, postprocess_workers=args.workers,
+        engine_kwargs={"model_path": str(model_path), "device": args.device, "default_dtype": args.dtype},
     )
 
 
@@ -284,6 +284,10 @@ def main(argv=None) -> dict[str, Any]:
     p.add_argument("--batch-size", type=int, default=32, help="materials per phonon job")
     p.add_argument("--dtype", default="float64", choices=("float64", "float32"))
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--device", default="cpu", help="the model's device: cpu (default), cuda or auto")
+    p.add_argument("--workers", type=int, default=0,
+                   help="ScreeningMaker(postprocess_workers=N): phonopy's work in N processes beside the model "
+                        "(on a GPU host: cpus - 1); default 0")
     p.add_argument("--name", default=None, help="campaign name (default sample-<mode>-<n>)")
     p.add_argument("--work", default=None, help="work folder (default: a temporary one)")
     p.add_argument("--model", default=str(REPO / "bench_output" / "recipe_seeded_mace.model"))

@@ -133,6 +133,8 @@ def child(config_path: str) -> int:
     class Args:
         batch_size = cfg["batch_size"]
         dtype = cfg["dtype"]
+        device = cfg.get("device", "cpu")
+        workers = cfg.get("workers", 0)
 
     flow = screening_maker(cfg["name"], Path(cfg["model"]), Args).make(cfg["inputs"],
                                                                        supercell_matrices=cfg["smats"])
@@ -196,7 +198,8 @@ def run_faults(args, rows, model_path: Path, root: Path) -> dict[str, Any]:
     nan_ids = nan_materials(list(paths), bad, args.nan_share)
     t_inputs = time.perf_counter() - t0
     cfg = {"name": args.name, "model": str(model_path), "inputs": paths, "smats": smats, "threads": args.threads,
-           "batch_size": args.batch_size, "dtype": args.dtype, "store": str(root / "store"),
+           "batch_size": args.batch_size, "dtype": args.dtype, "device": args.device, "workers": args.workers,
+           "store": str(root / "store"),
            "work": str(root / "runs"), "progress_log": str(root / "progress.log"),
            "nan_compositions": [_reduced(structures[m].composition) for m in nan_ids]}
     cfg_path = root / "faults.json"
