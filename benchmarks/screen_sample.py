@@ -226,6 +226,9 @@ def partial_report(args, rows, root: Path, store: Any = None) -> dict[str, Any]:
     done_ids = {d["output"]["material_id"] for d in docs}
     last = max((datetime.fromisoformat(d["completed_at"]) for d in docs), default=t_start)
     seconds = (last - t_start).total_seconds()
+    chunks = chunk_seconds(root, store, args.name)
+    if len(chunks) > 1:  # several runs (resumed): the sum of their computing time, not the calendar time
+        seconds = sum(c["seconds"] for c in chunks)
     done_rows = [r for r in rows if r["mp_id"] in done_ids]
     (status,) = campaign_status(store, args.name)
     out = {
@@ -234,27 +237,76 @@ def partial_report(args, rows, root: Path, store: Any = None) -> dict[str, Any]:
         "seconds_first_job_to_last_doc": seconds,
         "materials_per_minute": 60 * len(docs) / seconds if seconds > 0 else None,
         "status_counts": status.counts, "store": store_footprint(store, max(1, len(docs))),
-        "extrapolation": extrapolate(done_rows, seconds) if done_rows else None,
+        "extrapolation": extrapolate(done_rows, seconds) if done_rows else None, "runs": chunks,
     }
     out["store"]["note"] = "per material stored so far"
     return out
 
 
+def log_event(root: Path, event: str, **fields: Any) -> None:
+    """One line of ``<work>/chunks.jsonl``: when each run of the campaign in this work folder
+    started, was built and ended (a run killed for lack of time has no end)."""
+    from datetime import datetime
+
+    line = dict(event=event, t=datetime.now().isoformat(), pid=os.getpid(), loadavg=list(os.getloadavg()), **fields)
+    with (root / "chunks.jsonl").open("a") as f:
+        f.write(json.dumps(line) + "\n")
+
+
+def chunk_seconds(root: Path, store: Any, campaign: str) -> list[dict[str, Any]]:
+    """The runs of the campaign in ``root`` (``chunks.jsonl``), each with the seconds it computed:
+    start to end, or for a run that was killed, start to the last job document it stored (the pack
+    it was computing when killed was lost and is counted in the run that redid it)."""
+    from datetime import datetime
+
+    path = root / "chunks.jsonl"
+    events = [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+    starts = [e for e in events if e["event"] == "start"]
+    ends = {e["pid"]: e for e in events if e["event"] == "end"}
+    done = sorted(datetime.fromisoformat(d["completed_at"]) for d in store.docs_store.query(
+        {"metadata.phonon_flows.campaign": campaign}, properties=["completed_at"]) if d.get("completed_at"))
+    out = []
+    for i, s in enumerate(starts):
+        t0 = datetime.fromisoformat(s["t"])
+        t_next = datetime.fromisoformat(starts[i + 1]["t"]) if i + 1 < len(starts) else None
+        if s["pid"] in ends and (t_next is None or datetime.fromisoformat(ends[s["pid"]]["t"]) <= t_next):
+            t1, how = datetime.fromisoformat(ends[s["pid"]]["t"]), "ended"
+        else:
+            inside = [t for t in done if t >= t0 and (t_next is None or t < t_next)]
+            t1, how = (inside[-1] if inside else t0), "killed: to its last stored document"
+        n_docs = sum(1 for t in done if t0 <= t <= t1)
+        out.append({"start": s["t"], "seconds": (t1 - t0).total_seconds(), "how": how, "job_docs": n_docs,
+                    "resume": s.get("resume", False), "loadavg_at_start": s["loadavg"]})
+    return out
+
+
 def run_local(args, rows, model_path: Path, root: Path) -> dict[str, Any]:
     from phonon_flows.results import PhononResults
-    from phonon_flows.runner import campaign_status, run_campaign
+    from phonon_flows.runner import campaign_status, load_saved_flow, run_campaign
     from phonon_flows.store import get_store
 
-    t0 = time.perf_counter()
-    structures, smats = read_inputs(rows)
-    t_read = time.perf_counter() - t0
     store = get_store(store_dir=root / "store")
     t0 = time.perf_counter()
-    flow = screening_maker(args.name, model_path, args).make(structures, supercell_matrices=smats)
+    if args.resume:  # what `phonon-flows rerun <campaign>` does: the saved flow again, finished jobs reused
+        flow = load_saved_flow(args.name, root / "runs")
+        t_read = 0.0
+    else:
+        structures, smats = read_inputs(rows)
+        t_read = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        flow = screening_maker(args.name, model_path, args).make(structures, supercell_matrices=smats)
     t_build = time.perf_counter() - t0
+    log_event(root, "built", read_inputs_s=t_read, build_flow_s=t_build, resume=args.resume)
     t0 = time.perf_counter()
     summary = run_campaign(flow, store, progress=not args.no_progress, work_dir=root / "runs")
     t_run = time.perf_counter() - t0
+    log_event(root, "end", run_s=t_run)
+    chunks = chunk_seconds(root, store, args.name)
+    if len(chunks) > 1:  # a run stopped for lack of time and resumed: its runs' computing time, summed
+        built = [json.loads(line) for line in (root / "chunks.jsonl").read_text().splitlines()]
+        first = next(e for e in built if e["event"] == "built" and not e.get("resume"))
+        t_read, t_build = first["read_inputs_s"], first["build_flow_s"]
+        t_run = sum(c["seconds"] for c in chunks[:-1]) + t_run
     store.connect()
     res = PhononResults(store)
     t0 = time.perf_counter()
@@ -272,6 +324,7 @@ def run_local(args, rows, model_path: Path, root: Path) -> dict[str, Any]:
         "failures": status.failures, "runner_counts": summary.counts,
         "store": store_footprint(store, n), "batch_timings_s": batch_timings(store),
         "peak_rss": peak_rss_mb(), "extrapolation": extrapolate(rows, t_read + t_build + t_run),
+        "runs": chunks,
     }
 
 
@@ -297,6 +350,9 @@ def main(argv=None) -> dict[str, Any]:
     p.add_argument("--nan-share", type=float, default=0.02, help="faults: share of materials with NaN forces")
     p.add_argument("--kill-after-docs", type=int, default=3,
                    help="faults: kill the first run once this many PhononDocs are stored")
+    p.add_argument("--resume", action="store_true",
+                   help="local: run the campaign in --work again (`phonon-flows rerun`): finished jobs are reused and "
+                        "the report sums the computing time of every run (chunks.jsonl)")
     p.add_argument("--report-only", action="store_true",
                    help="local: report what the run in --work stored (a run stopped for lack of time)")
     p.add_argument("--no-progress", action="store_true")
@@ -315,6 +371,11 @@ def main(argv=None) -> dict[str, Any]:
     n_params = int(sum(p.numel() for p in torch.load(str(model_path), weights_only=False).parameters()))
     print(f"screening {len(rows)} phonondb materials ({args.mode}), model {model_path.name} "
           f"({n_params} parameters, seeded: phonons meaningless), work folder {root}", flush=True)
+    if args.resume and (args.mode != "local" or not args.work):
+        p.error("--resume needs --mode local and the --work folder of the run to resume")
+    if not args.report_only:
+        log_event(root, "start", resume=args.resume, argv=argv if argv is not None else sys.argv[1:],
+                  threads=args.threads, dtype=args.dtype)
     t0 = time.perf_counter()
     if args.report_only:
         result = partial_report(args, rows, root)
@@ -329,6 +390,9 @@ def main(argv=None) -> dict[str, Any]:
 
         result = run_faults(args, rows, model_path, root)
     wall = time.perf_counter() - t0
+    if args.resume:  # every run of the campaign, not only this last one
+        wall = result["read_inputs_s"] + result["build_flow_s"] + result["run_s"]
+        result["note"] = "resumed: wall_s is the computing time of all runs summed (result.runs)"
     if args.report_only:  # the run's own time, not the time to read its store back
         wall = result["seconds_first_job_to_last_doc"] * len(rows) / max(1, result["phonon_docs"])
         result["note"] = ("stopped before the end: wall_s and materials_per_minute_end_to_end are the measured rate "
