@@ -666,19 +666,26 @@ def _safe(text: str) -> str:
 
 
 class _Progress:
-    """A rich progress bar (or nothing)."""
+    """A rich progress bar on a terminal, plain progress lines elsewhere (a log file, a cluster
+    job's stderr: :class:`~phonon_flows.progress.LineProgress`), or nothing."""
 
     def __init__(self, enabled: bool, console: Any, total: int, campaign: str | None):
         self.enabled = enabled
         self.total = total
         self.campaign = campaign
         self.progress = None
+        self.lines = None
         self.task = None
         if enabled:
             from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+            from phonon_flows.progress import LineProgress
+
             console = console or Console(file=sys.stderr)
+            if not console.is_terminal:
+                self.lines = LineProgress(console, campaign or "campaign", total, unit="jobs")
+                return
             self.progress = Progress(
                 TextColumn("{task.fields[campaign]}", markup=False, style="bold"),
                 BarColumn(),
@@ -701,19 +708,27 @@ class _Progress:
         if self.progress is not None:
             self.progress.update(self.task, description="")
             self.progress.__exit__(*exc)
+        if self.lines is not None:
+            self.lines.close()
 
     def describe(self, text: str) -> None:
         if self.progress is not None:
             self.progress.update(self.task, description=text)
+        if self.lines is not None:
+            self.lines.update(text)
 
     def advance(self, text: str) -> None:
         if self.progress is not None:
             self.progress.update(self.task, advance=1, description=text)
+        if self.lines is not None:
+            self.lines.update(text, advance=1)
 
     def add(self, n: int) -> None:
+        self.total += n
         if self.progress is not None:
-            self.total += n
             self.progress.update(self.task, total=self.total)
+        if self.lines is not None:
+            self.lines.update(total=self.total)
 
 
 # ---------------------------------------------------------------------------------------------

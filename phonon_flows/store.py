@@ -249,7 +249,7 @@ class SafeMontyStore(MontyStore):
               hint: Any = None, skip: int = 0, limit: int = 0, **kwargs: Any):
         """maggma's ``query``, with one shortcut: a query for documents by their whole key
         (``{"blob_uuid": x}``, ``{"blob_uuid": {"$in": [...]}}``, ``{"uuid": u, "index": i}``) in a
-        collection written with keyed ``_id``\ s reads those documents by primary key instead of
+        collection written with keyed ``_id`` values reads those documents by primary key instead of
         decoding the whole collection (what loading one material's force constants cost at
         every read). Anything else is maggma's query."""
         docs = None
@@ -327,7 +327,7 @@ def _upsert(collection: Any, docs: list[dict]) -> None:
 
 def _keyed_lookup(collection: Any, criteria: dict | None) -> list[dict] | None:
     """The documents of a whole-key query read by primary key, or None when the shortcut does not
-    apply (another kind of query, or a collection not written with keyed ``_id``\ s for these
+    apply (another kind of query, or a collection not written with keyed ``_id`` values for these
     key fields). Absent keys give no document, as the scan would."""
     from itertools import permutations
 

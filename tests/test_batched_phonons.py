@@ -141,6 +141,49 @@ def test_each_finished_material_of_a_pack_logs_one_line(caplog, workers):
     assert f"({cu['k']}/10 materials of the pack)" in msg
 
 
+def test_run_without_a_terminal_writes_progress_lines(tmp_path, monkeypatch):
+    """A campaign whose stderr is a file (a cluster job, nohup) gets plain progress lines, with the
+    pack's materials as they finish and a last line at the end, instead of a bar it cannot draw."""
+    import io
+
+    from rich.console import Console
+
+    from phonon_flows import progress, runner
+    from phonon_flows.store import campaign_metadata
+
+    monkeypatch.setattr(progress, "LINE_INTERVAL_S", 0.0)
+    out = io.StringIO()
+    console = Console(file=out, width=200)
+    assert not console.is_terminal
+    s = _structures()
+    names = ["Cu", "Al"]
+    maker = BatchedPhononMaker(engine="emt", temperatures=(300.0,))
+    job = maker.make_documents([s[n] for n in names], names, [f"doc-{n}" for n in names],
+                               [campaign_metadata("pack", n, "phonon-mlip") for n in names], [SMALL] * 2)
+    store = get_store(store_dir=tmp_path / "store")
+    summary = runner.run_campaign(job, store, progress=True, console=console, work_dir=tmp_path / "runs")
+    assert summary.ok
+    lines = out.getvalue().splitlines()
+    assert any(x.startswith("campaign: 0/1 jobs, 0:00:") and "1/2 materials, last Cu done" in x for x in lines), lines
+    assert lines[-1].startswith("campaign: 1/1 jobs, 0:00:") and lines[-1].endswith("elapsed: done"), lines
+    assert "\x1b[" not in out.getvalue()  # no bar's escape codes in a log file
+
+
+def test_lines_are_rate_limited():
+    import io
+
+    from rich.console import Console
+
+    from phonon_flows.progress import LineProgress
+
+    out = io.StringIO()
+    lines = LineProgress(Console(file=out), "import", total=1000, interval=3600)
+    for _ in range(1000):
+        lines.update("entry", advance=1)
+    lines.close()
+    assert out.getvalue().splitlines() == ["import: 1/1000, 0:00:00 elapsed: entry", "import: 1000/1000, 0:00:00 elapsed: done"]
+
+
 def test_run_shows_each_finished_material_of_a_pack(tmp_path, monkeypatch):
     """`phonon-flows run` (run_campaign): the progress bar's text follows the pack material by
     material, and the job's log has one line per material."""

@@ -138,8 +138,18 @@ def _progress(items: list, show: bool, description: str) -> Iterable:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from phonon_flows.progress import LineProgress
+
+    console = Console(file=sys.stderr)
+    if not console.is_terminal:  # a log file: plain lines
+        lines = LineProgress(console, description, len(items))
+        for item in items:
+            yield item
+            lines.update(advance=1)
+        lines.close()
+        return
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=Console(file=sys.stderr), transient=False) as bar:
+                  console=console, transient=False) as bar:
         task = bar.add_task(description, total=len(items))
         for item in items:
             yield item
