@@ -351,8 +351,9 @@ def main(argv=None) -> dict[str, Any]:
     p.add_argument("--kill-after-docs", type=int, default=3,
                    help="faults: kill the first run once this many PhononDocs are stored")
     p.add_argument("--resume", action="store_true",
-                   help="local: run the campaign in --work again (`phonon-flows rerun`): finished jobs are reused and "
-                        "the report sums the computing time of every run (chunks.jsonl)")
+                   help="local or fireworks: go on with the campaign in --work, stopped for lack of time (`phonon-flows "
+                        "rerun`; on FireWorks the killed workers' Fireworks back to READY and new workers): finished "
+                        "jobs are reused and the report sums the computing time of every run (chunks.jsonl)")
     p.add_argument("--report-only", action="store_true",
                    help="local: report what the run in --work stored (a run stopped for lack of time)")
     p.add_argument("--no-progress", action="store_true")
@@ -371,8 +372,8 @@ def main(argv=None) -> dict[str, Any]:
     n_params = int(sum(p.numel() for p in torch.load(str(model_path), weights_only=False).parameters()))
     print(f"screening {len(rows)} phonondb materials ({args.mode}), model {model_path.name} "
           f"({n_params} parameters, seeded: phonons meaningless), work folder {root}", flush=True)
-    if args.resume and (args.mode != "local" or not args.work):
-        p.error("--resume needs --mode local and the --work folder of the run to resume")
+    if args.resume and (args.mode == "faults" or not args.work):
+        p.error("--resume needs --mode local or fireworks and the --work folder of the run to resume")
     if not args.report_only:
         log_event(root, "start", resume=args.resume, argv=argv if argv is not None else sys.argv[1:],
                   threads=args.threads, dtype=args.dtype)
@@ -391,7 +392,7 @@ def main(argv=None) -> dict[str, Any]:
         result = run_faults(args, rows, model_path, root)
     wall = time.perf_counter() - t0
     if args.resume:  # every run of the campaign, not only this last one
-        wall = result["read_inputs_s"] + result["build_flow_s"] + result["run_s"]
+        wall = result["read_inputs_s"] + result["build_flow_s"] + result.get("submit_s", 0.0) + result["run_s"]
         result["note"] = "resumed: wall_s is the computing time of all runs summed (result.runs)"
     if args.report_only:  # the run's own time, not the time to read its store back
         wall = result["seconds_first_job_to_last_doc"] * len(rows) / max(1, result["phonon_docs"])

@@ -65,28 +65,44 @@ def watch(procs: list, launchpad: Any, total: int, progress: bool = True) -> dic
 
 
 def run_fireworks(args, rows, model_path: Path, root: Path) -> dict[str, Any]:
-    from screen_sample import batch_timings, extrapolate, read_inputs, screening_maker, store_footprint
+    import json
 
-    from phonon_flows.fireworks import flow_to_workflow, get_launchpad, write_jobflow_config
+    from screen_sample import (
+        batch_timings, chunk_seconds, extrapolate, log_event, read_inputs, screening_maker, store_footprint,
+    )
+
+    from phonon_flows.fireworks import flow_to_workflow, get_launchpad, rerun_campaign_fireworks, write_jobflow_config
     from phonon_flows.results import PhononResults
     from phonon_flows.runner import campaign_status
     from phonon_flows.store import get_store
 
     n = len(rows)
-    with mongoeco_server(root / "mongoeco") as uri:
+    with mongoeco_server(root / "mongoeco") as uri:  # the server's SQLite file outlives it: a run can resume
         launchpad = get_launchpad(uri, "fireworks")
-        launchpad.reset("", require_password=False)
         store = get_store(mongo_uri=uri, database="jobs")
-        t0 = time.perf_counter()
-        structures, smats = read_inputs(rows)
-        t_read = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        flow = screening_maker(args.name, model_path, args).make(structures, supercell_matrices=smats)
-        t_build = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        wf = flow_to_workflow(flow)
-        launchpad.add_wf(wf)
-        t_submit = time.perf_counter() - t0
+        rerun_ids: list[int] = []
+        if args.resume:  # the workers were killed (out of time): `phonon-flows rerun <campaign> -l ... --lost-after`
+            built = next(e for e in map(json.loads, (root / "chunks.jsonl").read_text().splitlines())
+                         if e["event"] == "built" and not e.get("resume"))
+            t_read, t_build, t_submit, n_jobs = (built["read_inputs_s"], built["build_flow_s"], built["submit_s"],
+                                                 built["jobs"])
+            rerun_ids = rerun_campaign_fireworks(launchpad, args.name, store=store, lost_after=0)
+            print(f"resuming: {len(rerun_ids)} Firework(s) a killed worker left RUNNING back to READY", flush=True)
+            log_event(root, "built", resume=True, rerun_fw_ids=rerun_ids)
+        else:
+            launchpad.reset("", require_password=False)
+            t0 = time.perf_counter()
+            structures, smats = read_inputs(rows)
+            t_read = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            flow = screening_maker(args.name, model_path, args).make(structures, supercell_matrices=smats)
+            t_build = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            wf = flow_to_workflow(flow)
+            launchpad.add_wf(wf)
+            t_submit = time.perf_counter() - t0
+            n_jobs = len(flow.jobs)
+            log_event(root, "built", read_inputs_s=t_read, build_flow_s=t_build, submit_s=t_submit, jobs=n_jobs)
         n_fw = launchpad.fireworks.count_documents({})
         lp_yaml = root / "launchpad.yaml"
         lp_yaml.write_text(yaml.safe_dump({"host": uri, "uri_mode": True, "name": "fireworks", "logdir": None,
@@ -99,6 +115,10 @@ def run_fireworks(args, rows, model_path: Path, root: Path) -> dict[str, Any]:
         procs = start_workers(root, lp_yaml, env, timeout=args.worker_timeout)
         peak = watch(procs, launchpad, n_fw, progress=not args.no_progress)
         t_run = time.perf_counter() - t0
+        log_event(root, "end", run_s=t_run)
+        chunks = chunk_seconds(root, store, args.name)
+        if len(chunks) > 1:  # stopped for lack of time and resumed: the computing time of every run, summed
+            t_run = sum(c["seconds"] for c in chunks[:-1]) + t_run
 
         fws = list(launchpad.fireworks.find({}, {"fw_id": 1, "name": 1, "state": 1, "spec._category": 1}))
         launches = list(launchpad.launches.find({}, {"fw_id": 1, "fworker": 1, "state": 1, "runtime_secs": 1}))
@@ -118,7 +138,7 @@ def run_fireworks(args, rows, model_path: Path, root: Path) -> dict[str, Any]:
         compute_s = bt.get("total_s", 0.0)
         result = {
             "read_inputs_s": t_read, "build_flow_s": t_build, "submit_s": t_submit, "run_s": t_run,
-            "fireworks": n_fw, "fireworks_per_material": n_fw / n, "jobs": len(flow.jobs),
+            "fireworks": n_fw, "fireworks_per_material": n_fw / n, "jobs": n_jobs,
             "fw_states": {s: sum(1 for fw in fws if fw["state"] == s) for s in {fw["state"] for fw in fws}},
             "launches": len(launches), "fireworks_run_more_than_once": sum(1 for v in per_fw.values() if len(v) > 1),
             "launches_on_a_worker_of_another_category": wrong_category,
@@ -137,6 +157,7 @@ def run_fireworks(args, rows, model_path: Path, root: Path) -> dict[str, Any]:
             "failures": status.failures, "store": store_footprint(store, n), "batch_timings_s": bt,
             "server_sqlite_bytes": sqlite_bytes(root / "mongoeco"),
             "extrapolation": extrapolate(rows, t_read + t_build + t_submit + t_run),
+            "runs": chunks, "fireworks_rerun_after_a_kill": rerun_ids,
         }
         store.close()
         launchpad.connection.close()
