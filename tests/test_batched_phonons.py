@@ -141,6 +141,17 @@ def test_each_finished_material_of_a_pack_logs_one_line(caplog, workers):
     assert f"({cu['k']}/10 materials of the pack)" in msg
 
 
+def _cu_al_pack():
+    """One pack job of Cu and Al (EMT), with the campaign metadata the runner's progress reads."""
+    from phonon_flows.store import campaign_metadata
+
+    s = _structures()
+    names = ["Cu", "Al"]
+    maker = BatchedPhononMaker(engine="emt", temperatures=(300.0,))
+    return maker.make_documents([s[n] for n in names], names, [f"doc-{n}" for n in names],
+                                [campaign_metadata("pack", n, "phonon-mlip") for n in names], [SMALL] * 2)
+
+
 def test_run_without_a_terminal_writes_progress_lines(tmp_path, monkeypatch):
     """A campaign whose stderr is a file (a cluster job, nohup) gets plain progress lines, with the
     pack's materials as they finish and a last line at the end, instead of a bar it cannot draw."""
@@ -149,17 +160,12 @@ def test_run_without_a_terminal_writes_progress_lines(tmp_path, monkeypatch):
     from rich.console import Console
 
     from phonon_flows import progress, runner
-    from phonon_flows.store import campaign_metadata
 
     monkeypatch.setattr(progress, "LINE_INTERVAL_S", 0.0)
     out = io.StringIO()
     console = Console(file=out, width=200)
     assert not console.is_terminal
-    s = _structures()
-    names = ["Cu", "Al"]
-    maker = BatchedPhononMaker(engine="emt", temperatures=(300.0,))
-    job = maker.make_documents([s[n] for n in names], names, [f"doc-{n}" for n in names],
-                               [campaign_metadata("pack", n, "phonon-mlip") for n in names], [SMALL] * 2)
+    job = _cu_al_pack()
     store = get_store(store_dir=tmp_path / "store")
     summary = runner.run_campaign(job, store, progress=True, console=console, work_dir=tmp_path / "runs")
     assert summary.ok
@@ -188,7 +194,6 @@ def test_run_shows_each_finished_material_of_a_pack(tmp_path, monkeypatch):
     """`phonon-flows run` (run_campaign): the progress bar's text follows the pack material by
     material, and the job's log has one line per material."""
     from phonon_flows import runner
-    from phonon_flows.store import campaign_metadata
 
     seen: list[str] = []
 
@@ -197,11 +202,7 @@ def test_run_shows_each_finished_material_of_a_pack(tmp_path, monkeypatch):
             seen.append(text)
 
     monkeypatch.setattr(runner, "_Progress", Bar)
-    s = _structures()
-    names = ["Cu", "Al"]
-    maker = BatchedPhononMaker(engine="emt", temperatures=(300.0,))
-    job = maker.make_documents([s[n] for n in names], names, [f"doc-{n}" for n in names],
-                               [campaign_metadata("pack", n, "phonon-mlip") for n in names], [SMALL] * 2)
+    job = _cu_al_pack()
     store = get_store(store_dir=tmp_path / "store")
     summary = runner.run_campaign(job, store, progress=False, work_dir=tmp_path / "runs")
     assert summary.ok
