@@ -254,14 +254,29 @@ def log_event(root: Path, event: str, **fields: Any) -> None:
         f.write(json.dumps(line) + "\n")
 
 
+def read_events(root: Path) -> list[dict[str, Any]]:
+    """The lines of ``<work>/chunks.jsonl`` (none before the first run)."""
+    path = root / "chunks.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+
+def first_build(root: Path) -> dict[str, Any]:
+    """The ``built`` event of the campaign's first run (its read, build and submit times)."""
+    return next(e for e in read_events(root) if e["event"] == "built" and not e.get("resume"))
+
+
+def summed_run_seconds(chunks: list[dict[str, Any]], t_run: float) -> float:
+    """This run's seconds plus the computing seconds of the runs before it (a resumed campaign)."""
+    return sum(c["seconds"] for c in chunks[:-1]) + t_run
+
+
 def chunk_seconds(root: Path, store: Any, campaign: str) -> list[dict[str, Any]]:
     """The runs of the campaign in ``root`` (``chunks.jsonl``), each with the seconds it computed:
     start to end, or for a run that was killed, start to the last job document it stored (the pack
     it was computing when killed was lost and is counted in the run that redid it)."""
     from datetime import datetime
 
-    path = root / "chunks.jsonl"
-    events = [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+    events = read_events(root)
     starts = [e for e in events if e["event"] == "start"]
     ends = {e["pid"]: e for e in events if e["event"] == "end"}
     done = sorted(datetime.fromisoformat(d["completed_at"]) for d in store.docs_store.query(
@@ -304,10 +319,9 @@ def run_local(args, rows, model_path: Path, root: Path) -> dict[str, Any]:
     log_event(root, "end", run_s=t_run)
     chunks = chunk_seconds(root, store, args.name)
     if len(chunks) > 1:  # a run stopped for lack of time and resumed: its runs' computing time, summed
-        built = [json.loads(line) for line in (root / "chunks.jsonl").read_text().splitlines()]
-        first = next(e for e in built if e["event"] == "built" and not e.get("resume"))
+        first = first_build(root)
         t_read, t_build = first["read_inputs_s"], first["build_flow_s"]
-        t_run = sum(c["seconds"] for c in chunks[:-1]) + t_run
+        t_run = summed_run_seconds(chunks, t_run)
     store.connect()
     res = PhononResults(store)
     t0 = time.perf_counter()
@@ -365,6 +379,8 @@ def main(argv=None) -> dict[str, Any]:
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     args.name = args.name or f"sample-{args.mode}-{args.n}"
+    if args.resume and (args.mode == "faults" or not args.work):
+        p.error("--resume needs --mode local or fireworks and the --work folder of the run to resume")
 
     import torch
 
@@ -382,8 +398,6 @@ def main(argv=None) -> dict[str, Any]:
     n_params = int(sum(p.numel() for p in torch.load(str(model_path), weights_only=False).parameters()))
     print(f"screening {len(rows)} phonondb materials ({args.mode}), model {model_path.name} "
           f"({n_params} parameters, seeded: phonons meaningless), work folder {root}", flush=True)
-    if args.resume and (args.mode == "faults" or not args.work):
-        p.error("--resume needs --mode local or fireworks and the --work folder of the run to resume")
     if not args.report_only:
         log_event(root, "start", resume=args.resume, argv=argv if argv is not None else sys.argv[1:],
                   threads=args.threads, dtype=args.dtype)

@@ -65,10 +65,9 @@ def watch(procs: list, launchpad: Any, total: int, progress: bool = True) -> dic
 
 
 def run_fireworks(args, rows, model_path: Path, root: Path) -> dict[str, Any]:
-    import json
-
     from screen_sample import (
-        batch_timings, chunk_seconds, extrapolate, log_event, read_inputs, screening_maker, store_footprint,
+        batch_timings, chunk_seconds, extrapolate, first_build, log_event, read_inputs, screening_maker,
+        store_footprint, summed_run_seconds,
     )
 
     from phonon_flows.fireworks import flow_to_workflow, get_launchpad, rerun_campaign_fireworks, write_jobflow_config
@@ -82,8 +81,7 @@ def run_fireworks(args, rows, model_path: Path, root: Path) -> dict[str, Any]:
         store = get_store(mongo_uri=uri, database="jobs")
         rerun_ids: list[int] = []
         if args.resume:  # the workers were killed (out of time): `phonon-flows rerun <campaign> -l ... --lost-after`
-            built = next(e for e in map(json.loads, (root / "chunks.jsonl").read_text().splitlines())
-                         if e["event"] == "built" and not e.get("resume"))
+            built = first_build(root)
             t_read, t_build, t_submit, n_jobs = (built["read_inputs_s"], built["build_flow_s"], built["submit_s"],
                                                  built["jobs"])
             rerun_ids = rerun_campaign_fireworks(launchpad, args.name, store=store, lost_after=0)
@@ -118,7 +116,7 @@ def run_fireworks(args, rows, model_path: Path, root: Path) -> dict[str, Any]:
         log_event(root, "end", run_s=t_run)
         chunks = chunk_seconds(root, store, args.name)
         if len(chunks) > 1:  # stopped for lack of time and resumed: the computing time of every run, summed
-            t_run = sum(c["seconds"] for c in chunks[:-1]) + t_run
+            t_run = summed_run_seconds(chunks, t_run)
 
         fws = list(launchpad.fireworks.find({}, {"fw_id": 1, "name": 1, "state": 1, "spec._category": 1}))
         launches = list(launchpad.launches.find({}, {"fw_id": 1, "fworker": 1, "state": 1, "runtime_secs": 1}))

@@ -17,8 +17,7 @@ LINE_INTERVAL_S = 30.0
 
 
 class LineProgress:
-    """``k/n`` progress written as plain lines to ``console`` (a rich Console, or any object with
-    ``print``): one line when ``interval`` seconds have passed since the last, and one at the end."""
+    """``k/n`` progress written as plain lines to ``console`` (a rich Console): one line when ``interval`` seconds have passed since the last, and one at the end."""
 
     def __init__(self, console: Any, label: str, total: int, interval: float | None = None, unit: str = ""):
         self.console = console
