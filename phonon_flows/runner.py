@@ -42,6 +42,7 @@ from jobflow.core.flow import get_flow
 from jobflow.core.reference import OnMissing
 
 from phonon_flows.errors import InputError, PhononFlowsError
+from phonon_flows.progress import LineProgress
 from phonon_flows.schemas.batch import PACK_PROGRESS
 from phonon_flows.schemas.campaign import (
     CAMPAIGN_KIND,
@@ -679,8 +680,6 @@ class _Progress:
         if enabled:
             from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            from phonon_flows.progress import LineProgress
 
             console = console or Console(file=sys.stderr)
             if not console.is_terminal:

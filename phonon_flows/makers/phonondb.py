@@ -25,6 +25,7 @@ from phonon_flows.makers.phonons import (
     phonondb_phonon_doc,
     store_phonon_doc,
 )
+from phonon_flows.progress import LineProgress
 from phonon_flows.schemas.common import MaterialError
 from phonon_flows.schemas.forces import FORCE_DATA_FIELDS, ForceDoc
 from phonon_flows.schemas.phonon import PhononDoc
@@ -137,8 +138,6 @@ def _progress(items: list, show: bool, description: str) -> Iterable:
         return
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from phonon_flows.progress import LineProgress
 
     console = Console(file=sys.stderr)
     if not console.is_terminal:  # a log file: plain lines
