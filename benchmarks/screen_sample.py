@@ -24,6 +24,10 @@ The supercells are phonondb's own (``DIM`` of each entry: 20 to 306 atoms).
 ``--n N`` screens a seeded random subset of N materials (the timings extrapolate to all 1,000 by
 the sum over materials of displaced supercells x atoms, from ``index.json``). Writes JSON to
 ``--out``. Run ``python benchmarks/screen_sample.py --mode local --n 50``.
+
+A run longer than a session's machine lasts is done in parts: ``--part K/P`` screens part K of P
+disjoint parts of about equal cost, each its own campaign and store, and ``--combine A.json B.json
+... --out ALL.json`` sums the parts' reports into one (refusing parts that overlap or repeat).
 """
 
 from __future__ import annotations
@@ -68,6 +72,86 @@ def sample_entries(n: int | None, seed: int = SEED, pick: str = "random") -> lis
         rng = np.random.default_rng(seed)
         rows = [rows[i] for i in sorted(rng.choice(len(rows), size=n, replace=False))]
     return rows
+
+
+def split_part(rows: list[dict[str, Any]], part: int, parts: int) -> list[dict[str, Any]]:
+    """Part ``part`` (1-based) of ``parts`` disjoint parts of ``rows`` of about equal force-call cost:
+    the rows in order of cost, dealt out in turn, then back in their own order. For a campaign that
+    does not fit one machine's session: each part is its own campaign and store."""
+    if not 1 <= part <= parts:
+        raise ValueError(f"part {part} of {parts}: the part must be between 1 and {parts}")
+    by_cost = sorted(range(len(rows)), key=lambda i: (cost_proxy(rows[i]), rows[i]["mp_id"]))
+    mine = {i for k, i in enumerate(by_cost) if k % parts == part - 1}
+    return [row for i, row in enumerate(rows) if i in mine]
+
+
+def parse_part(text: str) -> tuple[int, int]:
+    """``"2/4"`` -> (2, 4)."""
+    try:
+        k, p = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--part {text!r}: write it as K/P, e.g. 1/4") from None
+    if not 1 <= k <= p:
+        raise argparse.ArgumentTypeError(f"--part {text!r}: K must be between 1 and P")
+    return k, p
+
+
+def combine_parts(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """One report from the reports of the parts of one campaign (``--part K/P``, each its own
+    campaign and store): materials and documents summed, wall time summed, store bytes per material
+    over all of them, the largest peak memory. Refuses parts that overlap, repeat, or mix modes,
+    models or sizes."""
+    if not reports:
+        raise ValueError("no part reports to combine")
+    keys = {(r["mode"], r["model"]["file"], r["model"]["dtype"], r["part"]["parts"], r["part"]["of_n"]) for r in reports}
+    if len(keys) != 1:
+        raise ValueError(f"the part reports are not parts of one run (mode, model, dtype, parts, n differ): {sorted(keys)}")
+    mode, _, _, parts, of_n = keys.pop()
+    numbers = sorted(r["part"]["part"] for r in reports)
+    if len(set(numbers)) != len(numbers):
+        raise ValueError(f"part reports repeat a part: {numbers}")
+    materials = [m for r in reports for m in r["materials"]]
+    if len(set(materials)) != len(materials):
+        raise ValueError("the parts share materials: they were not split by the same --part P")
+    results = [r["result"] for r in reports]
+    n = len(materials)
+    wall = sum(r["wall_s"] for r in reports)
+    store_keys = ("docs_documents", "docs_bytes", "data_documents", "data_bytes")
+    store = {k: int(sum(res["store"].get(k) or 0 for res in results)) for k in store_keys}
+    store.update({f"{k}_per_material": store[k] / max(1, n) for k in store_keys})
+    store["data_store"], store["docs_store"] = results[0]["store"]["data_store"], results[0]["store"]["docs_store"]
+    timings: dict[str, float] = {}
+    for res in results:
+        for k, v in res.get("batch_timings_s", {}).items():
+            if k != "forces_share_of_batch_jobs":
+                timings[k] = timings.get(k, 0.0) + v
+    if timings.get("total_s"):
+        timings["forces_share_of_batch_jobs"] = timings.get("forces_s", 0.0) / timings["total_s"]
+    count = lambda key: int(sum(res.get(key, 0) for res in results))  # noqa: E731
+    combined = dict(reports[0], command=[r["command"] for r in reports], n_materials=n, materials=materials,
+                    campaign=[r["campaign"] for r in reports],
+                    phonondb_displacements=int(sum(r["phonondb_displacements"] for r in reports)),
+                    supercell_atoms={"min": min(r["supercell_atoms"]["min"] for r in reports),
+                                     "max": max(r["supercell_atoms"]["max"] for r in reports)},
+                    wall_s=wall, materials_per_minute_end_to_end=60 * n / wall,
+                    machine=[r["machine"] for r in reports])
+    combined["part"] = {"parts": parts, "of_n": of_n, "parts_done": numbers, "complete": numbers == list(range(1, parts + 1)) and n == of_n,
+                        "note": "each part its own campaign and store, run one after another (a session's work folder "
+                                "does not outlive it); wall_s is the sum of the parts' wall times"}
+    combined["result"] = {
+        "phonon_docs": count("phonon_docs"), "failed_docs": count("failed_docs"), "stable": count("stable"),
+        "jobs": count("jobs"), "jobs_per_material": count("jobs") / max(1, n),
+        "read_inputs_s": sum(res["read_inputs_s"] for res in results),
+        "build_flow_s": sum(res["build_flow_s"] for res in results), "run_s": sum(res["run_s"] for res in results),
+        "store": store, "batch_timings_s": timings,
+        "peak_rss": {"this_process_mb": max(res["peak_rss"]["this_process_mb"] for res in results),
+                     "largest_child_mb": max(res["peak_rss"]["largest_child_mb"] for res in results)},
+        "parts": [{"part": r["part"]["part"], "n_materials": r["n_materials"], "wall_s": r["wall_s"],
+                   "phonon_docs": r["result"].get("phonon_docs"), "loadavg_at_start": r["machine"]["loadavg"]}
+                  for r in sorted(reports, key=lambda r: r["part"]["part"])],
+    }
+    combined["mode"] = mode
+    return combined
 
 
 def cost_proxy(row: dict[str, Any]) -> float:
@@ -376,9 +460,26 @@ def main(argv=None) -> dict[str, Any]:
                         "jobs are reused and the report sums the computing time of every run (chunks.jsonl)")
     p.add_argument("--report-only", action="store_true",
                    help="local: report what the run in --work stored (a run stopped for lack of time)")
+    p.add_argument("--part", type=parse_part, default=None, metavar="K/P",
+                   help="local or fireworks: screen only part K of P disjoint parts of the --n materials, of about "
+                        "equal cost, as its own campaign (a run longer than one session, done in parts)")
+    p.add_argument("--combine", nargs="+", default=None, metavar="PART_JSON",
+                   help="write one report (--out) from the JSON reports of the parts of one run, and stop")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
-    args.name = args.name or f"sample-{args.mode}-{args.n}"
+    if args.combine:
+        if not args.out:
+            p.error("--combine needs --out")
+        combined = combine_parts([json.loads(Path(f).read_text()) for f in args.combine])
+        Path(args.out).write_text(json.dumps(combined, indent=2, default=str))
+        print(json.dumps({k: combined[k] for k in ("mode", "n_materials", "wall_s", "materials_per_minute_end_to_end")}
+                         | {"complete": combined["part"]["complete"]}))
+        print(f"written {args.out}")
+        return combined
+    if args.part and args.mode == "faults":
+        p.error("--part needs --mode local or fireworks")
+    tag = f"-part{args.part[0]}of{args.part[1]}" if args.part else ""
+    args.name = args.name or f"sample-{args.mode}-{args.n}{tag}"
     if args.resume and (args.mode == "faults" or not args.work):
         p.error("--resume needs --mode local or fireworks and the --work folder of the run to resume")
 
@@ -386,6 +487,9 @@ def main(argv=None) -> dict[str, Any]:
 
     torch.set_num_threads(args.threads)
     rows = sample_entries(args.n, pick=args.pick)
+    of_n = len(rows)
+    if args.part:
+        rows = split_part(rows, *args.part)
     root = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix=f"screen_{args.mode}_"))
     root.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -426,6 +530,7 @@ def main(argv=None) -> dict[str, Any]:
         "benchmark": "screen_sample", "mode": args.mode,
         "command": "python benchmarks/screen_sample.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "n_materials": len(rows), "campaign": args.name,
+        **({"part": {"part": args.part[0], "parts": args.part[1], "of_n": of_n}} if args.part else {}),
         "materials": [r["mp_id"] for r in rows],
         "supercell_atoms": {"min": min(r["atoms_supercell"] for r in rows),
                             "max": max(r["atoms_supercell"] for r in rows),
@@ -441,7 +546,7 @@ def main(argv=None) -> dict[str, Any]:
         "wall_s": wall, "materials_per_minute_end_to_end": 60 * len(rows) / wall,
         "machine": machine(), "result": result,
     }
-    out = Path(args.out) if args.out else HERE / "results" / f"screen_{args.mode}_{len(rows)}.json"
+    out = Path(args.out) if args.out else HERE / "results" / f"screen_{args.mode}_{of_n}{tag.replace('-', '_')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2, default=str))
     print(json.dumps({k: report[k] for k in ("mode", "n_materials", "wall_s", "materials_per_minute_end_to_end")}))

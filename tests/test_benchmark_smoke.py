@@ -149,3 +149,61 @@ def test_screen_covered_summary_splits_trained_and_new_compositions():
     assert s["A_vib_300_mae_meV"] == pytest.approx((1.0 + 0.5 + 10.0) / 3) and s["A_vib_compared"] == 3
     assert s["composition_trained"]["n_compared"] == 2 and s["composition_trained"]["stability_agreement"] == "2/2"
     assert s["composition_new"]["n_compared"] == 2 and s["composition_new"]["freq_mae_THz_median"] == pytest.approx(5.0)
+
+
+def _rows(n: int) -> list[dict]:
+    return [{"mp_id": f"mp-{i}", "displacements": 1 + i % 7, "atoms_supercell": 20 + 10 * (i % 5)} for i in range(n)]
+
+
+def _part_report(screen, rows, part, parts, of_n, seconds):
+    return {"mode": "local", "command": f"--part {part}/{parts}", "campaign": f"c-part{part}of{parts}",
+            "n_materials": len(rows), "materials": [r["mp_id"] for r in rows],
+            "part": {"part": part, "parts": parts, "of_n": of_n},
+            "phonondb_displacements": sum(r["displacements"] for r in rows),
+            "supercell_atoms": {"min": min(r["atoms_supercell"] for r in rows),
+                                "max": max(r["atoms_supercell"] for r in rows)},
+            "model": {"file": "m.model", "dtype": "float32"}, "wall_s": seconds,
+            "machine": {"loadavg": [0.1, 0.1, 0.1]},
+            "result": {"phonon_docs": len(rows), "failed_docs": 1, "stable": 2, "jobs": 3, "read_inputs_s": 1.0,
+                       "build_flow_s": 2.0, "run_s": seconds - 3.0,
+                       "store": {"docs_documents": 10, "docs_bytes": 1000, "data_documents": 5,
+                                 "data_bytes": 5000, "data_store": "S", "docs_store": "D"},
+                       "batch_timings_s": {"forces_s": 0.5 * seconds, "total_s": seconds},
+                       "peak_rss": {"this_process_mb": 100.0 * part, "largest_child_mb": 0.0}}}
+
+
+def test_screen_sample_parts_are_disjoint_balanced_and_combine():
+    sys.path.insert(0, str(BENCH_DIR))
+    try:
+        screen = _load("screen_sample")
+    finally:
+        sys.path.remove(str(BENCH_DIR))
+    rows = _rows(103)
+    parts = [screen.split_part(rows, k, 4) for k in range(1, 5)]
+    ids = [r["mp_id"] for part in parts for r in part]
+    assert sorted(ids) == sorted(r["mp_id"] for r in rows) and len(set(ids)) == len(rows)
+    costs = [sum(screen.cost_proxy(r) for r in part) for part in parts]
+    assert max(costs) / min(costs) < 1.15, costs  # about equal cost, not only equal counts
+    assert screen.parse_part("2/4") == (2, 4)
+    with pytest.raises(Exception, match="between 1 and P"):
+        screen.parse_part("5/4")
+
+    reports = [_part_report(screen, part, k, 4, 103, 60.0 * k) for k, part in enumerate(parts, start=1)]
+    combined = screen.combine_parts(reports[:2])
+    assert not combined["part"]["complete"] and combined["part"]["parts_done"] == [1, 2]
+    combined = screen.combine_parts(reports[::-1])
+    assert combined["part"]["complete"] and combined["n_materials"] == 103
+    assert combined["wall_s"] == pytest.approx(600.0)
+    assert combined["materials_per_minute_end_to_end"] == pytest.approx(103 / 10)
+    assert combined["result"]["phonon_docs"] == 103 and combined["result"]["failed_docs"] == 4
+    assert combined["result"]["store"]["data_bytes_per_material"] == pytest.approx(20000 / 103)
+    assert combined["result"]["batch_timings_s"]["forces_share_of_batch_jobs"] == pytest.approx(0.5)
+    assert combined["result"]["peak_rss"]["this_process_mb"] == 400.0
+    with pytest.raises(ValueError, match="repeat a part"):
+        screen.combine_parts([reports[0], reports[0]])
+    other = _part_report(screen, parts[0], 2, 4, 103, 1.0)
+    with pytest.raises(ValueError, match="share materials"):
+        screen.combine_parts([reports[0], other])
+    mixed = dict(reports[1], model={"file": "m.model", "dtype": "float64"})
+    with pytest.raises(ValueError, match="not parts of one run"):
+        screen.combine_parts([reports[0], mixed])
