@@ -186,14 +186,20 @@ def latencies(store: Any, n: int) -> dict[str, Any]:
 
     res = PhononResults(store)
     probe = f"syn-{n // 2:06d}"
-    return {
-        "find stable, A_vib<=0 at 300 K, sorted by S_vib, limit 50": timed(
-            lambda: res.find(campaign="scale", stable=True, A_vib=(None, 0.0), sort="-S_vib", limit=50)),
-        "find by material_id": timed(lambda: res.find(material_id=probe)),
-        "find chemsys Cu (all of them)": timed(lambda: res.find(chemsys="Cu")),
-        "count campaign": timed(lambda: res.count(campaign="scale")),
-        "to_dataframe campaign (half the materials)": timed(lambda: res.to_dataframe(campaign="scale"), repeat=1),
+    queries = {
+        "find stable, A_vib<=0 at 300 K, sorted by S_vib, limit 50": (
+            lambda: res.find(campaign="scale", stable=True, A_vib=(None, 0.0), sort="-S_vib", limit=50), 3),
+        "find by material_id": (lambda: res.find(material_id=probe), 3),
+        "find chemsys Cu (all of them)": (lambda: res.find(chemsys="Cu"), 3),
+        "count campaign": (lambda: res.count(campaign="scale"), 3),
+        "to_dataframe campaign (half the materials)": (lambda: res.to_dataframe(campaign="scale"), 1),
     }
+    out = {}
+    for name, (query, repeat) in queries.items():  # one line each, so that a slow query is named as it runs
+        print(f"    {name} ...", end=" ", flush=True)
+        out[name] = timed(query, repeat=repeat)
+        print(f"{out[name]['median_s'] * 1e3:.1f} ms", flush=True)
+    return out
 
 
 def scale_run(kind: str, store: Any, templates: list[dict], sizes: list[int], full_data: int,

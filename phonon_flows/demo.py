@@ -429,9 +429,13 @@ def run_dft_demo(
     work_dir: str | Path | None = None,
     progress: bool = True,
     console: Any = None,
+    hyperparameters: Mapping[str, Any] | None = None,
+    training_threads: int = DFT_DEMO_TRAINING_THREADS,
 ) -> DftDemoResult:
     """Run the campaign on the shipped phonondb materials, then measure each group against DFT:
-    training materials, held-out polymorphs of trained compositions, unseen compositions."""
+    training materials, held-out polymorphs of trained compositions, unseen compositions.
+    ``hyperparameters`` override the demo's MACE settings (e.g. ``{"hidden_irreps": "16x0e +
+    16x1o"}``), ``training_threads`` the training process's CPU threads."""
     t0 = time.perf_counter()
     materials = demo_dft_materials(folder)
     train = ids_of(materials, DFT_DEMO_TRAIN)
@@ -439,7 +443,8 @@ def run_dft_demo(
     unseen = ids_of(materials, DFT_DEMO_HOLDOUT_UNSEEN)
     enthalpies = read_enthalpies(enthalpies_file, materials)
     maker = phonondb_campaign_maker(materials, known + unseen, name=name, epochs=epochs, enthalpies=enthalpies,
-                                    dft_training=dft_training)
+                                    dft_training=dft_training, hyperparameters=hyperparameters,
+                                    training_kwargs={"num_threads": training_threads})
     flow = maker.make({mid: m.structure for mid, m in materials.items()})
     summary = run_campaign(flow, store, progress=progress, resume=resume, work_dir=work_dir, console=console)
     ref = campaign_outputs(store, name, "phonon-reference")

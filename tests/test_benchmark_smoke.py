@@ -207,3 +207,18 @@ def test_screen_sample_parts_are_disjoint_balanced_and_combine():
     mixed = dict(reports[1], model={"file": "m.model", "dtype": "float64"})
     with pytest.raises(ValueError, match="not parts of one run"):
         screen.combine_parts([reports[0], mixed])
+
+
+def test_dft_demo_settings_builds_valid_mace_overrides():
+    import argparse
+
+    from phonon_flows.schemas.training import MaceHyperparameters
+
+    settings = _load("dft_demo_settings")
+    ns = dict(hidden_irreps=None, correlation=None, r_max=None, lr=None, mlp_irreps=None, radial_mlp=None)
+    assert settings.settings_from_args(argparse.Namespace(**ns)) == {}  # nothing given: the demo's own settings
+    hp = settings.settings_from_args(argparse.Namespace(**dict(ns, hidden_irreps="16x0e + 16x1o", correlation=3,
+                                                                   radial_mlp="[32, 32]")))
+    args = MaceHyperparameters.preset("small", **hp).to_mace_args("train.xyz", "work")
+    assert "--hidden_irreps=16x0e + 16x1o" in args and "--correlation=3" in args
+    assert "--MLP_irreps=16x0e" in args and "--radial_MLP=[32, 32]" in args and "--max_ell=2" in args
