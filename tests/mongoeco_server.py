@@ -21,10 +21,39 @@ import signal
 import sys
 
 
+def _skip_id_scan_for_exact_ids(engine_cls) -> None:
+    """Make an insert cost O(1) instead of O(collection size), as on MongoDB.
+
+    mongoeco (4.11) checks each inserted document's ``_id`` against every stored document of the
+    collection, decoding each (``scan_payload_id=True`` on every insert), so that numeric ids that
+    are equal but typed differently (1 and 1.0) collide. For an ``_id`` with no number in it
+    (ObjectId, string: what pymongo, GridFS and maggma write) equality is exact, and the primary-key
+    lookup mongoeco does first already decides it; the scan is skipped for those ids only. Without
+    this, a store growing by GridFS chunks makes each write slower: measured, 37 ms per 200-kB insert
+    into an empty collection and 360 ms at 500 documents.
+    """
+    from mongoeco.core.identity import id_contains_numeric_value
+
+    original = engine_cls._validate_document_against_unique_indexes
+    if getattr(original, "_exact_id_fast_path", False):
+        return
+
+    def validate(self, db_name, coll_name, document, *, exclude_storage_key=None, skip_id_check=False,
+                 scan_payload_id=False):
+        if scan_payload_id and "_id" in document and not id_contains_numeric_value(document["_id"]):
+            scan_payload_id = False
+        return original(self, db_name, coll_name, document, exclude_storage_key=exclude_storage_key,
+                        skip_id_check=skip_id_check, scan_payload_id=scan_payload_id)
+
+    validate._exact_id_fast_path = True
+    engine_cls._validate_document_against_unique_indexes = validate
+
+
 async def _serve(db_path: str, host: str, port: int, dialect: str) -> None:
     from mongoeco.engines.sqlite import SQLiteEngine
     from mongoeco.wire.proxy import AsyncMongoEcoProxyServer
 
+    _skip_id_scan_for_exact_ids(SQLiteEngine)
     engine = SQLiteEngine(db_path)
     proxy = AsyncMongoEcoProxyServer(engine=engine, host=host, port=port, mongodb_dialect=dialect)
     stop = asyncio.Event()

@@ -12,6 +12,8 @@ import multiprocessing as mp
 import time
 import traceback
 
+import pytest
+
 from phonon_flows.store import get_store
 
 ROUNDS = 6
@@ -101,3 +103,28 @@ def test_two_processes_open_a_new_embedded_store_at_once(tmp_path):
         store = get_store(store_dir=tmp_path / f"s{r}", connect=True)
         assert sorted(d["worker"] for d in store.docs_store.query({})) == [0, 1]
         store.close()
+
+
+def test_test_server_still_refuses_duplicate_ids_after_its_insert_fast_path(mongo_uri, mongo_db_name):
+    """tests/mongoeco_server.py skips mongoeco's scan of every stored document on insert for ids
+    with no number in them (ObjectId, str): duplicates must still be refused, numeric ids that are
+    equal but typed differently (1 and 1.0) too, and a unique index still holds."""
+    import pymongo
+    from bson import ObjectId
+    from pymongo.errors import DuplicateKeyError
+
+    coll = pymongo.MongoClient(mongo_uri)[mongo_db_name]["ids"]
+    oid = ObjectId()
+    coll.insert_one({"_id": oid})
+    coll.insert_one({"_id": "a"})
+    coll.insert_one({"_id": 1})
+    for dup in (oid, "a", 1.0):
+        with pytest.raises(DuplicateKeyError):
+            coll.insert_one({"_id": dup})
+    assert coll.count_documents({}) == 3
+    chunks = pymongo.MongoClient(mongo_uri)[mongo_db_name]["chunks"]
+    chunks.create_index([("files_id", 1), ("n", 1)], unique=True)
+    chunks.insert_one({"files_id": 7, "n": 0})
+    with pytest.raises(DuplicateKeyError):
+        chunks.insert_one({"files_id": 7, "n": 0})
+    assert chunks.count_documents({}) == 1
