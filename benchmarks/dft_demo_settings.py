@@ -28,15 +28,8 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """MACE overrides of the demo's settings, from the command line (only those given)."""
     from phonon_flows.schemas.training import PRESETS
 
-    hp: dict[str, Any] = {}
-    if args.hidden_irreps:
-        hp["hidden_irreps"] = args.hidden_irreps
-    if args.correlation:
-        hp["correlation"] = args.correlation
-    if args.r_max:
-        hp["r_max"] = args.r_max
-    if args.lr:
-        hp["lr"] = args.lr
+    hp: dict[str, Any] = {key: getattr(args, key) for key in ("hidden_irreps", "correlation", "r_max", "lr")
+                          if getattr(args, key)}
     extra = dict(PRESETS["small"]["extra"])
     if args.hidden_irreps:  # the readout MLP follows the channels unless given
         channels = args.hidden_irreps.split("x")[0].strip()
