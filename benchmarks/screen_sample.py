@@ -96,6 +96,24 @@ def parse_part(text: str) -> tuple[int, int]:
     return k, p
 
 
+#: numbers of a part's result that add up over the parts
+_SUMMED_RESULT_KEYS = ("phonon_docs", "failed_docs", "stable", "jobs", "read_inputs_s", "build_flow_s", "submit_s", "run_s",
+                       "fireworks", "launches", "fireworks_run_more_than_once", "launch_runtime_s_sum",
+                       "batch_job_compute_s", "to_dataframe_s")
+
+
+def _sum_leaves(dicts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Nested dicts of counts added up leaf by leaf (a key missing in one counts as 0)."""
+    out: dict[str, Any] = {}
+    for d in dicts:
+        for key, value in d.items():
+            if isinstance(value, dict):
+                out[key] = _sum_leaves([out.get(key, {}), value])
+            else:
+                out[key] = out.get(key, 0) + value
+    return out
+
+
 def combine_parts(reports: list[dict[str, Any]]) -> dict[str, Any]:
     """One report from the reports of the parts of one campaign (``--part K/P``, each its own
     campaign and store): materials and documents summed, wall time summed, store bytes per material
@@ -127,7 +145,6 @@ def combine_parts(reports: list[dict[str, Any]]) -> dict[str, Any]:
                 timings[k] = timings.get(k, 0.0) + v
     if timings.get("total_s"):
         timings["forces_share_of_batch_jobs"] = timings.get("forces_s", 0.0) / timings["total_s"]
-    count = lambda key: int(sum(res.get(key, 0) for res in results))  # noqa: E731
     combined = dict(reports[0], command=[r["command"] for r in reports], n_materials=n, materials=materials,
                     campaign=[r["campaign"] for r in reports],
                     phonondb_displacements=int(sum(r["phonondb_displacements"] for r in reports)),
@@ -138,18 +155,34 @@ def combine_parts(reports: list[dict[str, Any]]) -> dict[str, Any]:
     combined["part"] = {"parts": parts, "of_n": of_n, "parts_done": numbers, "complete": numbers == list(range(1, parts + 1)) and n == of_n,
                         "note": "each part its own campaign and store, run one after another (a session's work folder "
                                 "does not outlive it); wall_s is the sum of the parts' wall times"}
+    summed = {key: sum(res[key] for res in results) for key in _SUMMED_RESULT_KEYS if all(key in res for res in results)}
+    stage_s = sum(summed.get(k, 0.0) for k in ("read_inputs_s", "build_flow_s", "submit_s", "run_s"))
     combined["result"] = {
-        "phonon_docs": count("phonon_docs"), "failed_docs": count("failed_docs"), "stable": count("stable"),
-        "jobs": count("jobs"), "jobs_per_material": count("jobs") / max(1, n),
-        "read_inputs_s": sum(res["read_inputs_s"] for res in results),
-        "build_flow_s": sum(res["build_flow_s"] for res in results), "run_s": sum(res["run_s"] for res in results),
+        **summed, "jobs_per_material": summed.get("jobs", 0) / max(1, n),
+        "materials_per_minute": 60 * n / stage_s if stage_s else None,
         "store": store, "batch_timings_s": timings,
-        "peak_rss": {"this_process_mb": max(res["peak_rss"]["this_process_mb"] for res in results),
-                     "largest_child_mb": max(res["peak_rss"]["largest_child_mb"] for res in results)},
+        "status_counts": _sum_leaves([res.get("status_counts", {}) for res in results]),
+        "status_by_stage": _sum_leaves([res.get("status_by_stage", {}) for res in results]),
+        "failures": [f for res in results for f in res.get("failures", [])],
         "parts": [{"part": r["part"]["part"], "n_materials": r["n_materials"], "wall_s": r["wall_s"],
                    "phonon_docs": r["result"].get("phonon_docs"), "loadavg_at_start": r["machine"]["loadavg"]}
                   for r in sorted(reports, key=lambda r: r["part"]["part"])],
     }
+    for key in ("peak_rss", "peak_rss_mb"):  # local: this process + children; FireWorks: each worker
+        if all(key in res for res in results):
+            names = sorted({name for res in results for name in res[key]})
+            combined["result"][key] = {name: max(res[key].get(name, 0.0) for res in results) for name in names}
+    if mode == "fireworks":
+        result = combined["result"]
+        result["fireworks_per_material"] = summed.get("fireworks", 0) / max(1, n)
+        result["fw_states"] = _sum_leaves([res.get("fw_states", {}) for res in results])
+        result["launches_on_a_worker_of_another_category"] = [
+            name for res in results for name in res.get("launches_on_a_worker_of_another_category", [])]
+        result["worker_returncodes"] = [res.get("worker_returncodes") for res in results]
+        run_s, compute_s = summed.get("run_s", 0.0), summed.get("batch_job_compute_s", 0.0)
+        result["overhead_share_of_total"] = max(0.0, (run_s - compute_s) / run_s) if run_s else None
+        result["overhead_per_material_s"] = max(0.0, run_s - compute_s) / max(1, n)
+        result["server_sqlite_bytes_largest_part"] = max(res.get("server_sqlite_bytes") or 0 for res in results)
     combined["mode"] = mode
     return combined
 

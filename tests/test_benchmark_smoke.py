@@ -209,6 +209,44 @@ def test_screen_sample_parts_are_disjoint_balanced_and_combine():
         screen.combine_parts([reports[0], mixed])
 
 
+def _fireworks_part_report(screen, rows, part, parts, of_n, seconds):
+    report = _part_report(screen, rows, part, parts, of_n, seconds)
+    result = report["result"]
+    del result["peak_rss"], result["stable"]
+    result.update(submit_s=0.5, run_s=seconds - 3.5, fireworks=3, launches=3, fireworks_run_more_than_once=0,
+                  batch_job_compute_s=0.9 * (seconds - 3.5), fw_states={"COMPLETED": 3},
+                  launches_on_a_worker_of_another_category=[], worker_returncodes={"gpu-1": 0, "cpu-1": 0},
+                  peak_rss_mb={"gpu-1": 100.0 * part, "cpu-1": 50.0, "submitting_process": 10.0},
+                  status_counts={"done": len(rows), "failed": part - 1},
+                  status_by_stage={"phonon-mlip": {"done": len(rows)}}, failures=[f"f{part}"] * (part - 1),
+                  server_sqlite_bytes=1000 * part)
+    report["mode"] = "fireworks"
+    return report
+
+
+def test_screen_sample_combines_fireworks_parts():
+    """The FireWorks parts' own numbers (Fireworks, launches, worker memory, overhead) add up."""
+    sys.path.insert(0, str(BENCH_DIR))
+    try:
+        screen = _load("screen_sample")
+    finally:
+        sys.path.remove(str(BENCH_DIR))
+    rows = _rows(40)
+    reports = [_fireworks_part_report(screen, screen.split_part(rows, k, 2), k, 2, 40, 100.0 * k) for k in (1, 2)]
+    combined = screen.combine_parts(reports)
+    result = combined["result"]
+    assert combined["mode"] == "fireworks" and combined["part"]["complete"]
+    assert result["fireworks"] == 6 and result["launches"] == 6 and result["fireworks_per_material"] == pytest.approx(6 / 40)
+    assert result["fw_states"] == {"COMPLETED": 6} and result["fireworks_run_more_than_once"] == 0
+    assert result["peak_rss_mb"] == {"cpu-1": 50.0, "gpu-1": 200.0, "submitting_process": 10.0}
+    assert result["run_s"] == pytest.approx(96.5 + 196.5)
+    assert result["overhead_share_of_total"] == pytest.approx(0.1)
+    assert result["materials_per_minute"] == pytest.approx(60 * 40 / 300.0)
+    assert result["status_counts"] == {"done": 40, "failed": 1} and result["failures"] == ["f2"]
+    assert result["status_by_stage"] == {"phonon-mlip": {"done": 40}}
+    assert result["server_sqlite_bytes_largest_part"] == 2000 and "stable" not in result
+
+
 def test_dft_demo_settings_builds_valid_mace_overrides():
     import argparse
 
