@@ -492,7 +492,8 @@ def main(argv=None) -> dict[str, Any]:
                         "rerun`; on FireWorks the killed workers' Fireworks back to READY and new workers): finished "
                         "jobs are reused and the report sums the computing time of every run (chunks.jsonl)")
     p.add_argument("--report-only", action="store_true",
-                   help="local: report what the run in --work stored (a run stopped for lack of time)")
+                   help="local: report what the run in --work stored (a run stopped for lack of time); fireworks: "
+                        "report a finished run from its --work folder (its workers done, its report step not)")
     p.add_argument("--part", type=parse_part, default=None, metavar="K/P",
                    help="local or fireworks: screen only part K of P disjoint parts of the --n materials, of about "
                         "equal cost, as its own campaign (a run longer than one session, done in parts)")
@@ -539,7 +540,11 @@ def main(argv=None) -> dict[str, Any]:
         log_event(root, "start", resume=args.resume, argv=argv if argv is not None else sys.argv[1:],
                   threads=args.threads, dtype=args.dtype)
     t0 = time.perf_counter()
-    if args.report_only:
+    if args.report_only and args.mode == "fireworks":
+        from screen_sample_fireworks import report_fireworks
+
+        result = report_fireworks(args, rows, root)
+    elif args.report_only:
         result = partial_report(args, rows, root)
     elif args.mode == "local":
         result = run_local(args, rows, model_path, root)
@@ -555,7 +560,9 @@ def main(argv=None) -> dict[str, Any]:
     if args.resume:  # every run of the campaign, not only this last one
         wall = result["read_inputs_s"] + result["build_flow_s"] + result.get("submit_s", 0.0) + result["run_s"]
         result["note"] = "resumed: wall_s is the computing time of all runs summed (result.runs)"
-    if args.report_only:  # the run's own time, not the time to read its store back
+    if args.report_only and args.mode == "fireworks":  # the run's own time, not the time to read it back
+        wall = result["read_inputs_s"] + result["build_flow_s"] + result["submit_s"] + result["run_s"]
+    elif args.report_only:  # the run's own time, not the time to read its store back
         wall = result["seconds_first_job_to_last_doc"] * len(rows) / max(1, result["phonon_docs"])
         result["note"] = ("stopped before the end: wall_s and materials_per_minute_end_to_end are the measured rate "
                           "over the materials stored, scaled to the n asked")

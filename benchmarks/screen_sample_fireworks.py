@@ -13,6 +13,7 @@ separately), and that every Firework ran exactly once on a worker of its categor
 from __future__ import annotations
 
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -65,14 +66,9 @@ def watch(procs: list, launchpad: Any, total: int, progress: bool = True) -> dic
 
 
 def run_fireworks(args, rows, model_path: Path, root: Path) -> dict[str, Any]:
-    from screen_sample import (
-        batch_timings, chunk_seconds, extrapolate, first_build, log_event, read_inputs, screening_maker,
-        store_footprint, summed_run_seconds,
-    )
+    from screen_sample import first_build, log_event, read_inputs, screening_maker
 
     from phonon_flows.fireworks import flow_to_workflow, get_launchpad, rerun_campaign_fireworks, write_jobflow_config
-    from phonon_flows.results import PhononResults
-    from phonon_flows.runner import campaign_status
     from phonon_flows.store import get_store
 
     n = len(rows)
@@ -114,49 +110,94 @@ def run_fireworks(args, rows, model_path: Path, root: Path) -> dict[str, Any]:
         peak = watch(procs, launchpad, n_fw, progress=not args.no_progress)
         t_run = time.perf_counter() - t0
         log_event(root, "end", run_s=t_run)
-        chunks = chunk_seconds(root, store, args.name)
-        if len(chunks) > 1:  # stopped for lack of time and resumed: the computing time of every run, summed
-            t_run = summed_run_seconds(chunks, t_run)
-
-        fws = list(launchpad.fireworks.find({}, {"fw_id": 1, "name": 1, "state": 1, "spec._category": 1}))
-        launches = list(launchpad.launches.find({}, {"fw_id": 1, "fworker": 1, "state": 1, "runtime_secs": 1}))
-        per_fw: dict[int, list] = {}
-        for la in launches:
-            per_fw.setdefault(la["fw_id"], []).append(la)
-        wrong_category = [fw["name"] for fw in fws for la in per_fw.get(fw["fw_id"], [])
-                          if la["fworker"]["category"] != fw["spec"]["_category"]]
-        job_seconds = sum(float(la.get("runtime_secs") or 0) for la in launches)
-        store.connect()
-        bt = batch_timings(store)
-        res = PhononResults(store)
-        t0 = time.perf_counter()
-        frame = res.to_dataframe(campaign=args.name, failed=None)
-        t_df = time.perf_counter() - t0
-        (status,) = campaign_status(store, args.name)
-        compute_s = bt.get("total_s", 0.0)
-        result = {
-            "read_inputs_s": t_read, "build_flow_s": t_build, "submit_s": t_submit, "run_s": t_run,
-            "fireworks": n_fw, "fireworks_per_material": n_fw / n, "jobs": n_jobs,
-            "fw_states": {s: sum(1 for fw in fws if fw["state"] == s) for s in {fw["state"] for fw in fws}},
-            "launches": len(launches), "fireworks_run_more_than_once": sum(1 for v in per_fw.values() if len(v) > 1),
-            "launches_on_a_worker_of_another_category": wrong_category,
-            "worker_returncodes": {name: p.returncode for name, p in procs},
-            "peak_rss_mb": {**peak, "submitting_process": __import__("resource").getrusage(
-                __import__("resource").RUSAGE_SELF).ru_maxrss / 1024},
-            "materials_per_minute": 60 * n / (t_read + t_build + t_submit + t_run),
-            "launch_runtime_s_sum": job_seconds, "batch_job_compute_s": compute_s,
-            "overhead_share_of_total": max(0.0, (t_run - compute_s) / t_run) if t_run else None,
-            "overhead_per_material_s": max(0.0, t_run - compute_s) / n,
-            "overhead_note": "wall time of the worker run minus the time the phonon jobs spent computing "
-                             "(PhononBatchDoc timings: model load, phonopy, forces, document writes), over the "
-                             "run's wall time: FireWorks (polling, launches, reservations) + jobflow + store",
-            "phonon_docs": int(len(frame)), "failed_docs": int(frame["failed"].sum()) if len(frame) else 0,
-            "to_dataframe_s": t_df, "status_counts": status.counts, "status_by_stage": status.by_stage,
-            "failures": status.failures, "store": store_footprint(store, n), "batch_timings_s": bt,
-            "server_sqlite_bytes": sqlite_bytes(root / "mongoeco"),
-            "extrapolation": extrapolate(rows, t_read + t_build + t_submit + t_run),
-            "runs": chunks, "fireworks_rerun_after_a_kill": rerun_ids,
-        }
-        store.close()
+        workers = {"returncodes": {name: p.returncode for name, p in procs},
+                   "peak_rss_mb": {**peak, "submitting_process": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}
+        result = fireworks_result(args, rows, root, launchpad, store, (t_read, t_build, t_submit, n_jobs), t_run,
+                                  workers=workers, rerun_ids=rerun_ids)
         launchpad.connection.close()
+    return result
+
+
+def fireworks_result(args, rows, root: Path, launchpad: Any, store: Any, built: tuple, t_run: float,
+                     workers: dict[str, Any] | None = None, rerun_ids: list[int] | tuple = ()) -> dict[str, Any]:
+    """The report of the FireWorks campaign in ``root``, read from its LaunchPad and job store (on
+    the running test server): Fireworks, launches, the job store's footprint, the campaign's status.
+    ``built`` = (read, build, submit seconds, jobs); ``workers``: the workers' return codes and peak
+    memory, known only to the process that watched them."""
+    from screen_sample import batch_timings, chunk_seconds, extrapolate, store_footprint, summed_run_seconds
+
+    from phonon_flows.results import PhononResults
+    from phonon_flows.runner import campaign_status
+
+    t_read, t_build, t_submit, n_jobs = built
+    n = len(rows)
+    n_fw = launchpad.fireworks.count_documents({})
+    store.connect()  # before any read of it (chunk_seconds reads the job documents' times)
+    chunks = chunk_seconds(root, store, args.name)
+    if len(chunks) > 1:  # stopped for lack of time and resumed: the computing time of every run, summed
+        t_run = summed_run_seconds(chunks, t_run)
+
+    fws = list(launchpad.fireworks.find({}, {"fw_id": 1, "name": 1, "state": 1, "spec._category": 1}))
+    launches = list(launchpad.launches.find({}, {"fw_id": 1, "fworker": 1, "state": 1, "runtime_secs": 1}))
+    per_fw: dict[int, list] = {}
+    for la in launches:
+        per_fw.setdefault(la["fw_id"], []).append(la)
+    wrong_category = [fw["name"] for fw in fws for la in per_fw.get(fw["fw_id"], [])
+                      if la["fworker"]["category"] != fw["spec"]["_category"]]
+    job_seconds = sum(float(la.get("runtime_secs") or 0) for la in launches)
+    bt = batch_timings(store)
+    res = PhononResults(store)
+    t0 = time.perf_counter()
+    frame = res.to_dataframe(campaign=args.name, failed=None)
+    t_df = time.perf_counter() - t0
+    (status,) = campaign_status(store, args.name)
+    compute_s = bt.get("total_s", 0.0)
+    result = {
+        "read_inputs_s": t_read, "build_flow_s": t_build, "submit_s": t_submit, "run_s": t_run,
+        "fireworks": n_fw, "fireworks_per_material": n_fw / n, "jobs": n_jobs,
+        "fw_states": {s: sum(1 for fw in fws if fw["state"] == s) for s in {fw["state"] for fw in fws}},
+        "launches": len(launches), "fireworks_run_more_than_once": sum(1 for v in per_fw.values() if len(v) > 1),
+        "launches_on_a_worker_of_another_category": wrong_category,
+        "worker_returncodes": workers["returncodes"] if workers else None,
+        "peak_rss_mb": workers["peak_rss_mb"] if workers else None,
+        "materials_per_minute": 60 * n / (t_read + t_build + t_submit + t_run),
+        "launch_runtime_s_sum": job_seconds, "batch_job_compute_s": compute_s,
+        "overhead_share_of_total": max(0.0, (t_run - compute_s) / t_run) if t_run else None,
+        "overhead_per_material_s": max(0.0, t_run - compute_s) / n,
+        "overhead_note": "wall time of the worker run minus the time the phonon jobs spent computing "
+                         "(PhononBatchDoc timings: model load, phonopy, forces, document writes), over the "
+                         "run's wall time: FireWorks (polling, launches, reservations) + jobflow + store",
+        "phonon_docs": int(len(frame)), "failed_docs": int(frame["failed"].sum()) if len(frame) else 0,
+        "to_dataframe_s": t_df, "status_counts": status.counts, "status_by_stage": status.by_stage,
+        "failures": status.failures, "store": store_footprint(store, n), "batch_timings_s": bt,
+        "server_sqlite_bytes": sqlite_bytes(root / "mongoeco"),
+        "extrapolation": extrapolate(rows, t_read + t_build + t_submit + t_run),
+        "runs": chunks, "fireworks_rerun_after_a_kill": rerun_ids,
+    }
+    store.close()
+    return result
+
+
+def report_fireworks(args, rows, root: Path) -> dict[str, Any]:
+    """``--report-only`` for ``--mode fireworks``: the report of a run whose workers finished but
+    whose own report step did not, read back from its work folder (the test server's SQLite file
+    and ``chunks.jsonl``). The workers' peak memory and return codes are not known afterwards."""
+    from screen_sample import first_build, read_events
+
+    from phonon_flows.fireworks import get_launchpad
+    from phonon_flows.store import get_store
+
+    built = first_build(root)
+    ends = [e for e in read_events(root) if e["event"] == "end"]
+    if not ends:
+        raise SystemExit(f"{root}: the FireWorks run has no end (its workers did not finish): use --resume")
+    with mongoeco_server(root / "mongoeco") as uri:
+        launchpad = get_launchpad(uri, "fireworks")
+        store = get_store(mongo_uri=uri, database="jobs")
+        result = fireworks_result(args, rows, root, launchpad, store,
+                                  (built["read_inputs_s"], built["build_flow_s"], built["submit_s"], built["jobs"]),
+                                  ends[-1]["run_s"])
+        launchpad.connection.close()
+    result["note"] = ("read back from the work folder after the run (--report-only): the workers' peak memory and "
+                      "return codes were not recorded")
     return result

@@ -260,3 +260,54 @@ def test_dft_demo_settings_builds_valid_mace_overrides():
     args = MaceHyperparameters.preset("small", **hp).to_mace_args("train.xyz", "work")
     assert "--hidden_irreps=16x0e + 16x1o" in args and "--correlation=3" in args
     assert "--MLP_irreps=16x0e" in args and "--radial_MLP=[32, 32]" in args and "--max_ell=2" in args
+
+
+def _mini_phonondb(folder: Path, names: list[str]) -> Path:
+    """A phonondb folder laid out as ../shared/data/phonondb (index.json + sample-1000/) from
+    entries shipped in the package (CC-BY-4.0, see phonon_flows/data/phonondb/LICENSE.md)."""
+    from phonon_flows.core.phonondb import read_phonondb_entry
+
+    shipped = Path(__file__).resolve().parents[1] / "phonon_flows" / "data" / "phonondb"
+    (folder / "sample-1000").mkdir(parents=True)
+    rows = []
+    for name in names:
+        src = shipped / name
+        (folder / "sample-1000" / name).write_bytes(src.read_bytes())
+        entry = read_phonondb_entry(src)
+        n_super = int(round(abs(np.linalg.det(entry.supercell_matrix)))) * len(entry.unitcell)
+        rows.append({"file": name, "mp_id": entry.mp_id, "formula": entry.formula,
+                     "elements": sorted(set(entry.unitcell.symbols)), "atoms_supercell": n_super,
+                     "displacements": len(entry.force_sets["first_atoms"]), "born": entry.born_text is not None})
+    (folder / "index.json").write_text(json.dumps(rows))
+    return folder
+
+
+@pytest.mark.parametrize("mode", ["local", "fireworks"])
+def test_screen_sample_runs_end_to_end(tmp_path, mode, mongo_uri):
+    """``screen_sample.py`` as the 1,000-material runs call it (a part of a run, a cheap model), on 2
+    shipped crystals: the report is written and holds every material once, and a FireWorks run's
+    report can be read back from its work folder (``--report-only``)."""
+    data = _mini_phonondb(tmp_path / "phonondb", ["materials-id-1479-bp-f-43m-216.tar.lzma",
+                                                  "materials-id-149-si-fd-3m-227.tar.lzma"])
+    sys.path.insert(0, str(BENCH_DIR))
+    try:
+        _load("make_model")
+        screen = _load("screen_sample")
+        screen.DATA = data
+        args = ["--mode", mode, "--n", "2", "--part", "1/1", "--hidden-irreps", "4x0e + 4x1o", "--r-max", "3.0",
+                "--dtype", "float32", "--batch-size", "2", "--model", str(tmp_path / "m.model"),
+                "--work", str(tmp_path / "work"), "--no-progress"]
+        report = screen.main([*args, "--out", str(tmp_path / "run.json")])
+        result = report["result"]
+        assert report["n_materials"] == 2 and sorted(report["materials"]) == ["mp-1479", "mp-149"]
+        assert result["phonon_docs"] == 2 and result["failed_docs"] == 0
+        assert report["part"] == {"part": 1, "parts": 1, "of_n": 2}
+        if mode == "fireworks":
+            assert result["fw_states"] == {"COMPLETED": result["fireworks"]} and result["fireworks_run_more_than_once"] == 0
+            assert set(result["peak_rss_mb"]) == {"gpu-1", "cpu-1", "submitting_process"}
+            again = screen.main([*args, "--report-only", "--out", str(tmp_path / "again.json")])
+            assert again["result"]["phonon_docs"] == 2 and again["result"]["peak_rss_mb"] is None
+            assert again["result"]["run_s"] == pytest.approx(result["run_s"])
+            assert json.loads((tmp_path / "again.json").read_text())["result"]["fireworks"] == result["fireworks"]
+    finally:
+        sys.path.remove(str(BENCH_DIR))
