@@ -164,6 +164,7 @@ def combine_parts(reports: list[dict[str, Any]]) -> dict[str, Any]:
         "status_counts": _sum_leaves([res.get("status_counts", {}) for res in results]),
         "status_by_stage": _sum_leaves([res.get("status_by_stage", {}) for res in results]),
         "failures": [f for res in results for f in res.get("failures", [])],
+        "pack_timings_s": [dict(pack, part=r["part"]["part"]) for r in reports for pack in r["result"].get("pack_timings_s", [])],
         "parts": [{"part": r["part"]["part"], "n_materials": r["n_materials"], "wall_s": r["wall_s"],
                    "phonon_docs": r["result"].get("phonon_docs"), "loadavg_at_start": r["machine"]["loadavg"]}
                   for r in sorted(reports, key=lambda r: r["part"]["part"])],
@@ -301,6 +302,18 @@ def batch_timings(store: Any) -> dict[str, float]:
     if out.get("total_s"):
         out["forces_share_of_batch_jobs"] = out.get("forces_s", 0.0) / out["total_s"]
     return out
+
+
+def pack_timings(store: Any) -> list[dict[str, Any]]:
+    """Each pack's (PhononBatchDoc's) seconds per stage, in the order the packs finished: whether a
+    stage (the store writes) grows as the store fills."""
+    from phonon_flows.schemas.batch import PHONON_BATCH_KIND
+
+    docs = store.docs_store.query({"output.kind": PHONON_BATCH_KIND},
+                                  properties=["output.timings", "output.material_ids", "completed_at"])
+    rows = [{"completed_at": str(d.get("completed_at")), "materials": len(d["output"].get("material_ids") or []),
+             **{k: round(float(v), 3) for k, v in (d["output"].get("timings") or {}).items()}} for d in docs]
+    return sorted(rows, key=lambda r: r["completed_at"])
 
 
 def machine() -> dict[str, Any]:
@@ -454,7 +467,7 @@ def run_local(args, rows, model_path: Path, root: Path) -> dict[str, Any]:
         "stable": int(frame["dynamically_stable"].fillna(False).sum()) if len(frame) else 0,
         "to_dataframe_s": t_df, "status_counts": status.counts, "status_by_stage": status.by_stage,
         "failures": status.failures, "runner_counts": summary.counts,
-        "store": store_footprint(store, n), "batch_timings_s": batch_timings(store),
+        "store": store_footprint(store, n), "batch_timings_s": batch_timings(store), "pack_timings_s": pack_timings(store),
         "peak_rss": peak_rss_mb(), "extrapolation": extrapolate(rows, t_read + t_build + t_run),
         "runs": chunks,
     }

@@ -124,7 +124,9 @@ def fireworks_result(args, rows, root: Path, launchpad: Any, store: Any, built: 
     the running test server): Fireworks, launches, the job store's footprint, the campaign's status.
     ``built`` = (read, build, submit seconds, jobs); ``workers``: the workers' return codes and peak
     memory, known only to the process that watched them."""
-    from screen_sample import batch_timings, chunk_seconds, extrapolate, store_footprint, summed_run_seconds
+    from screen_sample import (
+        batch_timings, chunk_seconds, extrapolate, pack_timings, store_footprint, summed_run_seconds,
+    )
 
     from phonon_flows.results import PhononResults
     from phonon_flows.runner import campaign_status
@@ -170,6 +172,7 @@ def fireworks_result(args, rows, root: Path, launchpad: Any, store: Any, built: 
         "phonon_docs": int(len(frame)), "failed_docs": int(frame["failed"].sum()) if len(frame) else 0,
         "to_dataframe_s": t_df, "status_counts": status.counts, "status_by_stage": status.by_stage,
         "failures": status.failures, "store": store_footprint(store, n), "batch_timings_s": bt,
+        "pack_timings_s": pack_timings(store),
         "server_sqlite_bytes": sqlite_bytes(root / "mongoeco"),
         "extrapolation": extrapolate(rows, t_read + t_build + t_submit + t_run),
         "runs": chunks, "fireworks_rerun_after_a_kill": rerun_ids,

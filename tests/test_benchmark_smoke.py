@@ -302,6 +302,8 @@ def test_screen_sample_runs_end_to_end(tmp_path, mode, mongo_uri):
         assert report["n_materials"] == 2 and sorted(report["materials"]) == ["mp-1479", "mp-149"]
         assert result["phonon_docs"] == 2 and result["failed_docs"] == 0
         assert report["part"] == {"part": 1, "parts": 1, "of_n": 2}
+        assert [pack["materials"] for pack in result["pack_timings_s"]] == [2]
+        assert result["pack_timings_s"][0]["total_s"] == pytest.approx(result["batch_timings_s"]["total_s"], abs=2e-3)
         if mode == "fireworks":
             assert result["fw_states"] == {"COMPLETED": result["fireworks"]} and result["fireworks_run_more_than_once"] == 0
             assert set(result["peak_rss_mb"]) == {"gpu-1", "cpu-1", "submitting_process"}
