@@ -134,7 +134,7 @@ def combine_parts(reports: list[dict[str, Any]]) -> dict[str, Any]:
     results = [r["result"] for r in reports]
     n = len(materials)
     wall = sum(r["wall_s"] for r in reports)
-    store_keys = ("docs_documents", "docs_bytes", "data_documents", "data_bytes")
+    store_keys = ("docs_documents", "docs_bytes", "data_documents", "data_chunks", "data_bytes")
     store = {k: int(sum(res["store"].get(k) or 0 for res in results)) for k in store_keys}
     store.update({f"{k}_per_material": store[k] / max(1, n) for k in store_keys})
     store["data_store"], store["docs_store"] = results[0]["store"]["data_store"], results[0]["store"]["docs_store"]
@@ -170,9 +170,11 @@ def combine_parts(reports: list[dict[str, Any]]) -> dict[str, Any]:
                   for r in sorted(reports, key=lambda r: r["part"]["part"])],
     }
     for key in ("peak_rss", "peak_rss_mb"):  # local: this process + children; FireWorks: each worker
-        if all(key in res for res in results):
-            names = sorted({name for res in results for name in res[key]})
-            combined["result"][key] = {name: max(res[key].get(name, 0.0) for res in results) for name in names}
+        known = [(r["part"]["part"], r["result"][key]) for r in reports if r["result"].get(key)]
+        if known:  # a part reported with --report-only has no record of its workers' memory
+            names = sorted({name for _, peak in known for name in peak})
+            combined["result"][key] = {name: max(peak.get(name, 0.0) for _, peak in known) for name in names}
+            combined["result"][f"{key}_of_parts"] = [k for k, _ in known]
     if mode == "fireworks":
         result = combined["result"]
         result["fireworks_per_material"] = summed.get("fireworks", 0) / max(1, n)

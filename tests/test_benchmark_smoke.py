@@ -233,6 +233,8 @@ def test_screen_sample_combines_fireworks_parts():
         sys.path.remove(str(BENCH_DIR))
     rows = _rows(40)
     reports = [_fireworks_part_report(screen, screen.split_part(rows, k, 2), k, 2, 40, 100.0 * k) for k in (1, 2)]
+    read_back = dict(reports[0], result=dict(reports[0]["result"], peak_rss_mb=None))  # --report-only
+    assert screen.combine_parts([read_back, reports[1]])["result"]["peak_rss_mb_of_parts"] == [2]
     combined = screen.combine_parts(reports)
     result = combined["result"]
     assert combined["mode"] == "fireworks" and combined["part"]["complete"]
