@@ -151,6 +151,17 @@ def test_screen_covered_summary_splits_trained_and_new_compositions():
     assert s["composition_new"]["n_compared"] == 2 and s["composition_new"]["freq_mae_THz_median"] == pytest.approx(5.0)
 
 
+@pytest.fixture
+def screen():
+    """benchmarks/screen_sample.py as a module (its sibling modules importable while the test runs)."""
+    sys.path.insert(0, str(BENCH_DIR))
+    try:
+        _load("make_model")
+        yield _load("screen_sample")
+    finally:
+        sys.path.remove(str(BENCH_DIR))
+
+
 def _rows(n: int) -> list[dict]:
     return [{"mp_id": f"mp-{i}", "displacements": 1 + i % 7, "atoms_supercell": 20 + 10 * (i % 5)} for i in range(n)]
 
@@ -172,12 +183,7 @@ def _part_report(screen, rows, part, parts, of_n, seconds):
                        "peak_rss": {"this_process_mb": 100.0 * part, "largest_child_mb": 0.0}}}
 
 
-def test_screen_sample_parts_are_disjoint_balanced_and_combine():
-    sys.path.insert(0, str(BENCH_DIR))
-    try:
-        screen = _load("screen_sample")
-    finally:
-        sys.path.remove(str(BENCH_DIR))
+def test_screen_sample_parts_are_disjoint_balanced_and_combine(screen):
     rows = _rows(103)
     parts = [screen.split_part(rows, k, 4) for k in range(1, 5)]
     ids = [r["mp_id"] for part in parts for r in part]
@@ -224,13 +230,8 @@ def _fireworks_part_report(screen, rows, part, parts, of_n, seconds):
     return report
 
 
-def test_screen_sample_combines_fireworks_parts():
+def test_screen_sample_combines_fireworks_parts(screen):
     """The FireWorks parts' own numbers (Fireworks, launches, worker memory, overhead) add up."""
-    sys.path.insert(0, str(BENCH_DIR))
-    try:
-        screen = _load("screen_sample")
-    finally:
-        sys.path.remove(str(BENCH_DIR))
     rows = _rows(40)
     reports = [_fireworks_part_report(screen, screen.split_part(rows, k, 2), k, 2, 40, 100.0 * k) for k in (1, 2)]
     read_back = dict(reports[0], result=dict(reports[0]["result"], peak_rss_mb=None))  # --report-only
@@ -285,33 +286,27 @@ def _mini_phonondb(folder: Path, names: list[str]) -> Path:
 
 
 @pytest.mark.parametrize("mode", ["local", "fireworks"])
-def test_screen_sample_runs_end_to_end(tmp_path, mode, mongo_uri):
+def test_screen_sample_runs_end_to_end(tmp_path, mode, mongo_uri, screen):
     """``screen_sample.py`` as the 1,000-material runs call it (a part of a run, a cheap model), on 2
     shipped crystals: the report is written and holds every material once, and a FireWorks run's
     report can be read back from its work folder (``--report-only``)."""
     data = _mini_phonondb(tmp_path / "phonondb", ["materials-id-1479-bp-f-43m-216.tar.lzma",
                                                   "materials-id-149-si-fd-3m-227.tar.lzma"])
-    sys.path.insert(0, str(BENCH_DIR))
-    try:
-        _load("make_model")
-        screen = _load("screen_sample")
-        screen.DATA = data
-        args = ["--mode", mode, "--n", "2", "--part", "1/1", "--hidden-irreps", "4x0e + 4x1o", "--r-max", "3.0",
-                "--dtype", "float32", "--batch-size", "2", "--model", str(tmp_path / "m.model"),
-                "--work", str(tmp_path / "work"), "--no-progress"]
-        report = screen.main([*args, "--out", str(tmp_path / "run.json")])
-        result = report["result"]
-        assert report["n_materials"] == 2 and sorted(report["materials"]) == ["mp-1479", "mp-149"]
-        assert result["phonon_docs"] == 2 and result["failed_docs"] == 0
-        assert report["part"] == {"part": 1, "parts": 1, "of_n": 2}
-        assert [pack["materials"] for pack in result["pack_timings_s"]] == [2]
-        assert result["pack_timings_s"][0]["total_s"] == pytest.approx(result["batch_timings_s"]["total_s"], abs=2e-3)
-        if mode == "fireworks":
-            assert result["fw_states"] == {"COMPLETED": result["fireworks"]} and result["fireworks_run_more_than_once"] == 0
-            assert set(result["peak_rss_mb"]) == {"gpu-1", "cpu-1", "submitting_process"}
-            again = screen.main([*args, "--report-only", "--out", str(tmp_path / "again.json")])
-            assert again["result"]["phonon_docs"] == 2 and again["result"]["peak_rss_mb"] is None
-            assert again["result"]["run_s"] == pytest.approx(result["run_s"])
-            assert json.loads((tmp_path / "again.json").read_text())["result"]["fireworks"] == result["fireworks"]
-    finally:
-        sys.path.remove(str(BENCH_DIR))
+    screen.DATA = data
+    args = ["--mode", mode, "--n", "2", "--part", "1/1", "--hidden-irreps", "4x0e + 4x1o", "--r-max", "3.0",
+            "--dtype", "float32", "--batch-size", "2", "--model", str(tmp_path / "m.model"),
+            "--work", str(tmp_path / "work"), "--no-progress"]
+    report = screen.main([*args, "--out", str(tmp_path / "run.json")])
+    result = report["result"]
+    assert report["n_materials"] == 2 and sorted(report["materials"]) == ["mp-1479", "mp-149"]
+    assert result["phonon_docs"] == 2 and result["failed_docs"] == 0
+    assert report["part"] == {"part": 1, "parts": 1, "of_n": 2}
+    assert [pack["materials"] for pack in result["pack_timings_s"]] == [2]
+    assert result["pack_timings_s"][0]["total_s"] == pytest.approx(result["batch_timings_s"]["total_s"], abs=2e-3)
+    if mode == "fireworks":
+        assert result["fw_states"] == {"COMPLETED": result["fireworks"]} and result["fireworks_run_more_than_once"] == 0
+        assert set(result["peak_rss_mb"]) == {"gpu-1", "cpu-1", "submitting_process"}
+        again = screen.main([*args, "--report-only", "--out", str(tmp_path / "again.json")])
+        assert again["result"]["phonon_docs"] == 2 and again["result"]["peak_rss_mb"] is None
+        assert again["result"]["run_s"] == pytest.approx(result["run_s"])
+        assert json.loads((tmp_path / "again.json").read_text())["result"]["fireworks"] == result["fireworks"]
