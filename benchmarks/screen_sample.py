@@ -294,13 +294,14 @@ def extrapolate(rows: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
             "estimated_hours_all_1000": seconds * total / done / 3600 if done else None}
 
 
-def batch_timings(store: Any) -> dict[str, float]:
-    from phonon_flows.schemas.batch import PHONON_BATCH_KIND
-
+def batch_timings(store: Any = None, packs: list[dict[str, Any]] | None = None) -> dict[str, float]:
+    """Seconds per stage summed over the packs (``packs`` from :func:`pack_timings`, else read from
+    ``store``), and the force calls' share of them."""
     out: dict[str, float] = {}
-    for d in store.docs_store.query({"output.kind": PHONON_BATCH_KIND}, properties=["output.timings"]):
-        for k, v in (d.get("output", {}).get("timings") or {}).items():
-            out[k] = out.get(k, 0.0) + float(v)
+    for pack in pack_timings(store) if packs is None else packs:
+        for k, v in pack.items():
+            if k not in ("completed_at", "materials"):
+                out[k] = out.get(k, 0.0) + float(v)
     if out.get("total_s"):
         out["forces_share_of_batch_jobs"] = out.get("forces_s", 0.0) / out["total_s"]
     return out
@@ -460,6 +461,7 @@ def run_local(args, rows, model_path: Path, root: Path) -> dict[str, Any]:
     frame = res.to_dataframe(campaign=args.name, failed=None)
     t_df = time.perf_counter() - t0
     (status,) = campaign_status(store, args.name)
+    packs = pack_timings(store)
     n = len(rows)
     return {
         "read_inputs_s": t_read, "build_flow_s": t_build, "run_s": t_run,
@@ -469,7 +471,7 @@ def run_local(args, rows, model_path: Path, root: Path) -> dict[str, Any]:
         "stable": int(frame["dynamically_stable"].fillna(False).sum()) if len(frame) else 0,
         "to_dataframe_s": t_df, "status_counts": status.counts, "status_by_stage": status.by_stage,
         "failures": status.failures, "runner_counts": summary.counts,
-        "store": store_footprint(store, n), "batch_timings_s": batch_timings(store), "pack_timings_s": pack_timings(store),
+        "store": store_footprint(store, n), "batch_timings_s": batch_timings(packs=packs), "pack_timings_s": packs,
         "peak_rss": peak_rss_mb(), "extrapolation": extrapolate(rows, t_read + t_build + t_run),
         "runs": chunks,
     }

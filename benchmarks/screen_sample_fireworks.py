@@ -147,7 +147,8 @@ def fireworks_result(args, rows, root: Path, launchpad: Any, store: Any, built: 
     wrong_category = [fw["name"] for fw in fws for la in per_fw.get(fw["fw_id"], [])
                       if la["fworker"]["category"] != fw["spec"]["_category"]]
     job_seconds = sum(float(la.get("runtime_secs") or 0) for la in launches)
-    bt = batch_timings(store)
+    packs = pack_timings(store)
+    bt = batch_timings(packs=packs)
     res = PhononResults(store)
     t0 = time.perf_counter()
     frame = res.to_dataframe(campaign=args.name, failed=None)
@@ -172,7 +173,7 @@ def fireworks_result(args, rows, root: Path, launchpad: Any, store: Any, built: 
         "phonon_docs": int(len(frame)), "failed_docs": int(frame["failed"].sum()) if len(frame) else 0,
         "to_dataframe_s": t_df, "status_counts": status.counts, "status_by_stage": status.by_stage,
         "failures": status.failures, "store": store_footprint(store, n), "batch_timings_s": bt,
-        "pack_timings_s": pack_timings(store),
+        "pack_timings_s": packs,
         "server_sqlite_bytes": sqlite_bytes(root / "mongoeco"),
         "extrapolation": extrapolate(rows, t_read + t_build + t_submit + t_run),
         "runs": chunks, "fireworks_rerun_after_a_kill": rerun_ids,

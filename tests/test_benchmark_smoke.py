@@ -4,6 +4,7 @@ frequencies, and the JSON report holds what `make bench` promises. No timing is 
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import sys
@@ -23,14 +24,21 @@ def _load(name: str):
     return module
 
 
-@pytest.fixture(scope="module")
-def bench():
+@contextlib.contextmanager
+def _benchmark(name: str):
+    """benchmarks/<name>.py as a module, with its sibling modules importable while it is in use."""
     sys.path.insert(0, str(BENCH_DIR))
     try:
         _load("make_model")
-        yield _load("phonon_throughput")
+        yield _load(name)
     finally:
         sys.path.remove(str(BENCH_DIR))
+
+
+@pytest.fixture(scope="module")
+def bench():
+    with _benchmark("phonon_throughput") as module:
+        yield module
 
 
 def test_benchmark_model_is_deterministic(tmp_path, bench):
@@ -153,13 +161,8 @@ def test_screen_covered_summary_splits_trained_and_new_compositions():
 
 @pytest.fixture
 def screen():
-    """benchmarks/screen_sample.py as a module (its sibling modules importable while the test runs)."""
-    sys.path.insert(0, str(BENCH_DIR))
-    try:
-        _load("make_model")
-        yield _load("screen_sample")
-    finally:
-        sys.path.remove(str(BENCH_DIR))
+    with _benchmark("screen_sample") as module:
+        yield module
 
 
 def _rows(n: int) -> list[dict]:
@@ -266,7 +269,7 @@ def test_dft_demo_settings_builds_valid_mace_overrides():
 
 
 def _mini_phonondb(folder: Path, names: list[str]) -> Path:
-    """A phonondb folder laid out as ../shared/data/phonondb (index.json + sample-1000/) from
+    """A phonondb folder laid out as the benchmarks read it (index.json + sample-1000/) from
     entries shipped in the package (CC-BY-4.0, see phonon_flows/data/phonondb/LICENSE.md)."""
     from phonon_flows.core.phonondb import read_phonondb_entry
 
