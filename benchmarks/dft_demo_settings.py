@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     runs = json.loads(out.read_text()) if out.is_file() else []
     runs = [r for r in runs if r["label"] != args.label] + [rec]
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(runs, indent=1))
+    out.write_text(json.dumps(runs, indent=1).replace(str(work), "WORK"))  # no path of this machine
     print(f"written {out}")
     return rec
 

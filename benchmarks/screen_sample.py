@@ -319,6 +319,14 @@ def pack_timings(store: Any) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: r["completed_at"])
 
 
+def without_folder(text: str, folder: Path) -> str:
+    """``text`` with the run's own work folder written as ``WORK`` (in the command and in error
+    messages), so that a report names no path of the machine that ran it."""
+    for name in sorted({str(folder), str(folder.resolve())}, key=len, reverse=True):
+        text = text.replace(name, "WORK")
+    return text
+
+
 def machine() -> dict[str, Any]:
     import torch
 
@@ -605,7 +613,7 @@ def main(argv=None) -> dict[str, Any]:
     }
     out = Path(args.out) if args.out else HERE / "results" / f"screen_{args.mode}_{of_n}{tag.replace('-', '_')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2, default=str))
+    out.write_text(without_folder(json.dumps(report, indent=2, default=str), root))
     print(json.dumps({k: report[k] for k in ("mode", "n_materials", "wall_s", "materials_per_minute_end_to_end")}))
     print(f"written {out}")
     return report

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -306,6 +307,8 @@ def test_screen_sample_runs_end_to_end(tmp_path, mode, mongo_uri, screen):
     assert report["part"] == {"part": 1, "parts": 1, "of_n": 2}
     assert [pack["materials"] for pack in result["pack_timings_s"]] == [2]
     assert result["pack_timings_s"][0]["total_s"] == pytest.approx(result["batch_timings_s"]["total_s"], abs=2e-3)
+    written = (tmp_path / "run.json").read_text()
+    assert "--work WORK" in written and str(tmp_path) not in written  # no path of the machine that ran it
     if mode == "fireworks":
         assert result["fw_states"] == {"COMPLETED": result["fireworks"]} and result["fireworks_run_more_than_once"] == 0
         assert set(result["peak_rss_mb"]) == {"gpu-1", "cpu-1", "submitting_process"}
@@ -313,3 +316,16 @@ def test_screen_sample_runs_end_to_end(tmp_path, mode, mongo_uri, screen):
         assert again["result"]["phonon_docs"] == 2 and again["result"]["peak_rss_mb"] is None
         assert again["result"]["run_s"] == pytest.approx(result["run_s"])
         assert json.loads((tmp_path / "again.json").read_text())["result"]["fireworks"] == result["fireworks"]
+
+
+def test_results_name_no_path_of_the_machine_that_ran_them():
+    """The recorded benchmark reports hold no absolute path (a work folder in a command or in an
+    error message): they travel with the repository, the machine that ran them does not."""
+    absolute = re.compile(r'(^|[\s"(\[=:])/(?!/)[A-Za-z_][\w.-]*/[\w.-]+')
+    found = {}
+    for path in sorted((BENCH_DIR / "results").rglob("*.json")):
+        hits = [m.group(0).strip() for m in absolute.finditer(path.read_text())]
+        if hits:
+            found[path.name] = hits[:3]
+    assert not found, found
+    assert absolute.search('"--work /some/where"') and not absolute.search('"eV/Å and WORK/runs"')
