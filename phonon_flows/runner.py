@@ -281,17 +281,30 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def running_records(store: JobStore, uuids: Iterable[str]) -> dict[str, dict]:
-    """Running markers of the given jobs whose process still lives (a marker left by a killed run,
-    on this host, is not running: that job is pending and a rerun does it)."""
+def _running_markers(store: JobStore, uuids: Iterable[str]) -> Iterable[tuple[dict, bool]]:
+    """Each running marker of the given jobs, and whether it still runs (a marker left by a killed
+    run, on this host, does not)."""
     here = socket.gethostname()
-    out: dict[str, dict] = {}
     for chunk in _chunks([RUNNING_UUID_PREFIX + u for u in uuids]):
         for d in store.docs_store.query({"uuid": {"$in": chunk}, "output.kind": RUNNING_KIND}, properties=["output"]):
             r = d["output"]
-            if r.get("host") != here or _process_alive(int(r.get("pid", -1))):
-                out[r["job_uuid"]] = r
-    return out
+            yield r, r.get("host") != here or _process_alive(int(r.get("pid", -1)))
+
+
+def running_records(store: JobStore, uuids: Iterable[str]) -> dict[str, dict]:
+    """Running markers of the given jobs whose process still lives (a marker left by a killed run,
+    on this host, is not running: that job is pending and a rerun does it)."""
+    return {r["job_uuid"]: r for r, alive in _running_markers(store, uuids) if alive}
+
+
+def remove_stale_running(store: JobStore, uuids: Iterable[str]) -> int:
+    """Remove the running markers of the given jobs that a killed run left on this host (its process
+    is gone). A kill between a job's stored output and its marker's removal leaves one behind, and a
+    rerun that reuses that output would otherwise never clear it. Returns how many were removed."""
+    stale = [RUNNING_UUID_PREFIX + r["job_uuid"] for r, alive in list(_running_markers(store, uuids)) if not alive]
+    for chunk in _chunks(stale):
+        store.docs_store.remove_docs({"uuid": {"$in": chunk}})
+    return len(stale)
 
 
 def _tag(job: Job) -> dict[str, Any]:
@@ -516,6 +529,9 @@ def run_campaign(
         orphans = remove_orphan_blobs(store, uuids)
         if orphans:
             logger.info("removed %d data objects a previous, interrupted run left without a document", orphans)
+        stale = remove_stale_running(store, uuids)
+        if stale:
+            logger.info("removed %d running markers a previous, killed run left behind", stale)
     run = _CampaignRun(
         store=store, campaign=campaign, root=root, summary=summary, resume=resume, capture_output=capture_output,
         done_before=finished_jobs(store, uuids, retry_failed=retry_failed) if resume else set(),

@@ -371,3 +371,34 @@ def test_the_python_campaign_defaults_to_dft_like_the_command_line():
     assert TrainingCampaignMaker().engine == "vasp"
     run_default = inspect.signature(cli.run).parameters["engine"].default
     assert getattr(run_default, "default", run_default) == "vasp"
+
+
+def test_a_rerun_clears_the_running_marker_a_killed_run_left_on_a_stored_job(tmp_path):
+    """A kill after a job's output is stored but before its running marker is removed leaves the
+    marker behind; the rerun reuses the output and removes the marker (no extra document)."""
+    import subprocess
+    import sys
+
+    from phonon_flows.runner import running_records, write_running
+    from phonon_flows.schemas.campaign import RUNNING_UUID_PREFIX
+
+    store = get_store(store_dir=tmp_path / "store")
+    flag = tmp_path / "flag"
+    flag.touch()
+    flow = _toy_flow(str(flag))
+    assert run_campaign(flow, store, progress=False, work_dir=tmp_path / "runs").counts["done"] == 4
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    store.connect()
+    a = flow.jobs[0]
+    write_running(store, a, tmp_path / "runs" / "a", "toy")
+    marker = store.docs_store.query_one({"uuid": RUNNING_UUID_PREFIX + a.uuid})
+    marker["output"]["pid"] = int(dead)
+    store.docs_store.update(marker, key=["uuid", "index"])
+    assert running_records(store, [a.uuid]) == {}  # not running: its process is gone
+    assert store.docs_store.count({"uuid": RUNNING_UUID_PREFIX + a.uuid}) == 1
+
+    again = run_campaign(_toy_flow(str(flag)), store, progress=False, work_dir=tmp_path / "runs")
+    assert again.count("reused") == 4
+    store.connect()
+    assert store.docs_store.count({"uuid": RUNNING_UUID_PREFIX + a.uuid}) == 0
