@@ -4,6 +4,9 @@ and the results found again with PhononResults. EMT stands in for the reference 
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from ase.build import bulk
@@ -14,8 +17,8 @@ from phonon_flows.errors import InputError
 from phonon_flows.flows import ScreeningMaker, TrainingCampaignMaker, key_uuid
 from phonon_flows.makers.benchmark import BenchmarkMaker
 from phonon_flows.results import PhononResults
-from phonon_flows.runner import campaign_status, failure_records, run_campaign
-from phonon_flows.schemas.campaign import CAMPAIGN_KIND, FAILURE_KIND
+from phonon_flows.runner import campaign_status, failure_records, run_campaign, running_records, write_running
+from phonon_flows.schemas.campaign import CAMPAIGN_KIND, FAILURE_KIND, RUNNING_UUID_PREFIX
 from phonon_flows.store import get_store
 
 R_GAS = 8.314462618  # J/(K mol)
@@ -376,12 +379,6 @@ def test_the_python_campaign_defaults_to_dft_like_the_command_line():
 def test_a_rerun_clears_the_running_marker_a_killed_run_left_on_a_stored_job(tmp_path):
     """A kill after a job's output is stored but before its running marker is removed leaves the
     marker behind; the rerun reuses the output and removes the marker (no extra document)."""
-    import subprocess
-    import sys
-
-    from phonon_flows.runner import running_records, write_running
-    from phonon_flows.schemas.campaign import RUNNING_UUID_PREFIX
-
     store = get_store(store_dir=tmp_path / "store")
     flag = tmp_path / "flag"
     flag.touch()
