@@ -50,13 +50,17 @@ def store_table(f: Path) -> str:
     out = []
     for kind, rec in r["stores"].items():
         fp = rec["footprint"]
-        out.append(f"\n**{kind}** ({fp['docs_store']} + {fp['data_store']}): per material "
-                   f"{fp['docs_store_documents_per_material']:.2f} document(s), "
-                   f"{fp['docs_store_bytes_per_material'] / 1e3:.1f} kB in the docs store; "
-                   f"{fp['data_store_documents_per_material']:.2f} object(s), "
-                   f"{fp['data_store_bytes_per_material'] / 1e3:.0f} kB in the data store"
-                   + (f" ({fp['gridfs_chunks_per_material']:.1f} GridFS chunks)" if fp.get("gridfs_chunks_per_material")
-                      else "") + "\n")
+        if not fp.get("materials_measured"):
+            out.append(f"\n**{kind}** ({fp['docs_store']} + {fp['data_store']}): footprint "
+                       f"{fp.get('note', 'not measured')}\n")
+        else:
+            out.append(f"\n**{kind}** ({fp['docs_store']} + {fp['data_store']}): per material "
+                       f"{fp['docs_store_documents_per_material']:.2f} document(s), "
+                       f"{fp['docs_store_bytes_per_material'] / 1e3:.1f} kB in the docs store; "
+                       f"{fp['data_store_documents_per_material']:.2f} object(s), "
+                       f"{fp['data_store_bytes_per_material'] / 1e3:.0f} kB in the data store"
+                       + (f" ({fp['gridfs_chunks_per_material']:.1f} GridFS chunks)"
+                          if fp.get("gridfs_chunks_per_material") else "") + "\n")
         queries = list(next(iter(rec["sizes"].values()))["no_indexes"])
         out.append("| materials | write | indexes | " + " | ".join(queries) + " |")
         out.append("|" + "---|" * (3 + len(queries)))

@@ -329,3 +329,37 @@ def test_results_name_no_path_of_the_machine_that_ran_them():
             found[path.name] = hits[:3]
     assert not found, found
     assert absolute.search('"--work /some/where"') and not absolute.search('"eV/Å and WORK/runs"')
+
+
+def test_store_scale_estimate_takes_the_largest_complete_runs(tmp_path, monkeypatch):
+    """The 100,000-material estimate reads the largest recorded local and FireWorks runs, passing over
+    lone parts and incomplete combinations, and a footprint that was not measured (--full-data 0)."""
+    with _benchmark("store_scale") as ss:
+        results = tmp_path / "results"
+        results.mkdir()
+
+        def report(name, n, wall, threads=2, part=None, store_bytes=(8000.0, 1.0e6), overhead=None):
+            rep = {"n_materials": n, "wall_s": wall, "machine": {"torch_threads": threads},
+                   "model": {"hidden_irreps": "64x0e + 64x1o", "dtype": "float32"},
+                   "result": {"batch_timings_s": {"forces_share_of_batch_jobs": 0.9},
+                              "store": {"docs_bytes_per_material": store_bytes[0],
+                                        "data_bytes_per_material": store_bytes[1]}}}
+            if part is not None:
+                rep["part"] = part
+            if overhead is not None:
+                rep["result"]["overhead_share_of_total"] = overhead
+            (results / name).write_text(json.dumps(rep))
+
+        report("screen_local_6.json", 6, 600.0, threads=1)
+        report("screen_local_1000_float32_part1of8.json", 125, 2000.0, part={"part": 1, "parts": 8})
+        report("screen_local_1000_float32.json", 1000, 16000.0, part={"parts": 8, "complete": True})
+        report("screen_local_2000_float32.json", 2000, 1.0, part={"parts": 8, "complete": False})
+        report("screen_fireworks_4.json", 4, 10.0, overhead=0.22)
+        report("screen_fireworks_1000.json", 1000, 7500.0, part={"parts": 4, "complete": True}, overhead=0.02)
+        monkeypatch.setattr(ss, "HERE", tmp_path)
+        est = ss.paper_estimate({"stores": {"mongoeco": {"footprint": {"materials_measured": 0}}}})
+    assert est["inputs"] == {"local_run": "screen_local_1000_float32.json", "fireworks_run": "screen_fireworks_1000.json"}
+    assert "store" not in est
+    assert est["mlip"]["cpu_core_hours_for_100k"] == pytest.approx(16000.0 / 1000 * 2 * 100_000 / 3600)
+    assert est["fireworks_overhead_share_measured"] == 0.02
+    assert est["store_from_real_screening_docs"]["docs_store_GB"] == pytest.approx(0.8)
