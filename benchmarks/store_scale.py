@@ -308,7 +308,9 @@ def paper_estimate(results: dict[str, Any]) -> dict[str, Any]:
         f, rep = local
         bt = rep["result"]["batch_timings_s"]
         per = rep["result"]["store"]
-        threads = int(rep.get("machine", {}).get("torch_threads") or 1)
+        machine = rep.get("machine") or {}
+        machine = machine[0] if isinstance(machine, list) and machine else machine  # combined parts: one per part
+        threads = int((machine or {}).get("torch_threads") or 1)
         est["inputs"]["local_run"] = f.name
         est["store_from_real_screening_docs"] = {
             "materials": rep["n_materials"],

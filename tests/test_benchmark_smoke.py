@@ -353,6 +353,9 @@ def test_store_scale_estimate_takes_the_largest_complete_runs(tmp_path, monkeypa
         report("screen_local_6.json", 6, 600.0, threads=1)
         report("screen_local_1000_float32_part1of8.json", 125, 2000.0, part={"part": 1, "parts": 8})
         report("screen_local_1000_float32.json", 1000, 16000.0, part={"parts": 8, "complete": True})
+        combined = json.loads((results / "screen_local_1000_float32.json").read_text())
+        combined["machine"] = [{"torch_threads": 2}] * 8  # a combined report keeps one machine record per part
+        (results / "screen_local_1000_float32.json").write_text(json.dumps(combined))
         report("screen_local_2000_float32.json", 2000, 1.0, part={"parts": 8, "complete": False})
         report("screen_fireworks_4.json", 4, 10.0, overhead=0.22)
         report("screen_fireworks_1000.json", 1000, 7500.0, part={"parts": 4, "complete": True}, overhead=0.02)
