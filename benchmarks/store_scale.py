@@ -288,7 +288,7 @@ def _largest_run(pattern: str) -> tuple[Path, dict[str, Any]] | None:
 
 def paper_estimate(results: dict[str, Any]) -> dict[str, Any]:
     """100,000 materials on a cluster, from the measured numbers (each input named): the largest
-    local and FireWorks screening runs in ``results/`` and the store measurements in ``results``."""
+    local and FireWorks screening runs in ``results/`` and the store measurements in ``results["stores"]``."""
     n = 100_000
     est: dict[str, Any] = {"materials": n, "inputs": {}}
     batch_size = 32
@@ -309,8 +309,9 @@ def paper_estimate(results: dict[str, Any]) -> dict[str, Any]:
         bt = rep["result"]["batch_timings_s"]
         per = rep["result"]["store"]
         machine = rep.get("machine") or {}
-        machine = machine[0] if isinstance(machine, list) and machine else machine  # combined parts: one per part
-        threads = int((machine or {}).get("torch_threads") or 1)
+        if isinstance(machine, list):  # a combined report: one record per part
+            machine = machine[0]
+        threads = int(machine.get("torch_threads") or 1)
         est["inputs"]["local_run"] = f.name
         est["store_from_real_screening_docs"] = {
             "materials": rep["n_materials"],
