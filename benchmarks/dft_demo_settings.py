@@ -28,8 +28,8 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """MACE overrides of the demo's settings, from the command line (only those given)."""
     from phonon_flows.schemas.training import PRESETS
 
-    hp: dict[str, Any] = {key: getattr(args, key) for key in ("hidden_irreps", "correlation", "r_max", "lr")
-                          if getattr(args, key)}
+    hp: dict[str, Any] = {key: getattr(args, key, None) for key in ("hidden_irreps", "correlation", "r_max", "lr", "seed")
+                          if getattr(args, key, None) is not None}
     extra = dict(PRESETS["small"]["extra"])
     if args.hidden_irreps:  # the readout MLP follows the channels unless given
         channels = args.hidden_irreps.split("x")[0].strip()
@@ -49,7 +49,8 @@ def record(label: str, hp: dict[str, Any], args: argparse.Namespace, result: Any
         groups[name] = {"materials": len(g.material_ids), "freq_mae_THz": g.freq_mae_THz,
                         "stability_right": g.stability_right, "a_vib_300_mae_meV": g.a_vib_300_mae_meV,
                         "per_material_freq_mae_THz": g.per_material_freq_mae_THz}
-    return {"label": label, "hyperparameters": hp, "epochs": args.epochs, "training_threads": args.threads,
+    return {"label": label, "hyperparameters": hp, "dft_training": args.dft_training, "epochs": args.epochs,
+            "training_threads": args.threads,
             "wall_s": wall, "loadavg_at_end": list(os.getloadavg()), "groups": groups,
             "command": "python benchmarks/dft_demo_settings.py " + " ".join(args.argv)}
 
@@ -66,7 +67,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--mlp-irreps", default=None, help="readout MLP irreps (default: as many scalars as channels)")
     p.add_argument("--radial-mlp", default=None, help="e.g. '[32, 32]' (demo: [16, 16])")
     p.add_argument("--epochs", type=int, default=None, help="epochs (demo: 60)")
+    p.add_argument("--seed", type=int, default=None, help="MACE seed: weights and train/validation split (demo: 123)")
     p.add_argument("--threads", type=int, default=None, help="training threads (demo: 1)")
+    p.add_argument("--dft-training", default="perturbed", choices=["perturbed", "finite-displacement", "both"],
+                   help="training data: the recipe's perturbed supercells (the demo), phonondb's "
+                        "finite-displacement supercells, or both")
     p.add_argument("--work", default=None, help="work folder (default: a temporary one)")
     p.add_argument("--out", default=str(HERE / "results" / "dft_demo_settings.json"))
     args = p.parse_args(argv)
@@ -80,11 +85,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     hp = settings_from_args(args)
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix=f"dft_demo_{args.label}_"))
     work.mkdir(parents=True, exist_ok=True)
-    print(f"DFT demo, run {args.label!r}: MACE overrides {hp or 'none'}, {args.epochs} epochs, "
-          f"{args.threads} training thread(s), work folder {work}", flush=True)
+    print(f"DFT demo, run {args.label!r}: MACE overrides {hp or 'none'}, {args.dft_training} training data, "
+          f"{args.epochs} epochs, {args.threads} training thread(s), work folder {work}", flush=True)
     t0 = time.perf_counter()
     result = demo.run_dft_demo(get_store(store_dir=work / "store"), epochs=args.epochs, work_dir=work / "runs",
-                               hyperparameters=hp, training_threads=args.threads)
+                               hyperparameters=hp, training_threads=args.threads,
+                               dft_training=args.dft_training)
     rec = record(args.label, hp, args, result, time.perf_counter() - t0)
     print(demo.dft_demo_table(result))
     print(f"wall {rec['wall_s'] / 60:.1f} min")

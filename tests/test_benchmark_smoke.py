@@ -267,6 +267,10 @@ def test_dft_demo_settings_builds_valid_mace_overrides():
     args = MaceHyperparameters.preset("small", **hp).to_mace_args("train.xyz", "work")
     assert "--hidden_irreps=16x0e + 16x1o" in args and "--correlation=3" in args
     assert "--MLP_irreps=16x0e" in args and "--radial_MLP=[32, 32]" in args and "--max_ell=2" in args
+    hp = settings.settings_from_args(argparse.Namespace(**dict(ns, r_max=6.0, seed=7)))
+    assert hp == {"r_max": 6.0, "seed": 7}  # a cutoff and a MACE seed, nothing else changed
+    args = MaceHyperparameters.preset("small", **hp).to_mace_args("train.xyz", "work")
+    assert "--r_max=6.0" in args and "--seed=7" in args
 
 
 def _mini_phonondb(folder: Path, names: list[str]) -> Path:
