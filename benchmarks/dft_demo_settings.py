@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import tempfile
 import time
 from pathlib import Path
@@ -52,7 +53,7 @@ def record(label: str, hp: dict[str, Any], args: argparse.Namespace, result: Any
     return {"label": label, "hyperparameters": hp, "dft_training": args.dft_training, "epochs": args.epochs,
             "training_threads": args.threads,
             "wall_s": wall, "loadavg_at_end": list(os.getloadavg()), "groups": groups,
-            "command": "python benchmarks/dft_demo_settings.py " + " ".join(args.argv)}
+            "command": "python benchmarks/dft_demo_settings.py " + shlex.join(args.argv)}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -62,11 +63,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--label", required=True, help="name of this run in the results file")
     p.add_argument("--hidden-irreps", default=None, help="e.g. '16x0e + 16x1o' (default: the demo's 8x0e + 8x1o)")
     p.add_argument("--correlation", type=int, default=None, help="correlation order (demo: 2)")
-    p.add_argument("--r-max", type=float, default=None, help="cutoff, Å (demo: 4.5)")
+    p.add_argument("--r-max", type=float, default=None, help="cutoff, Å (demo: 6.0)")
     p.add_argument("--lr", type=float, default=None, help="learning rate of stage one (demo: 0.01)")
     p.add_argument("--mlp-irreps", default=None, help="readout MLP irreps (default: as many scalars as channels)")
     p.add_argument("--radial-mlp", default=None, help="e.g. '[32, 32]' (demo: [16, 16])")
-    p.add_argument("--epochs", type=int, default=None, help="epochs (demo: 60)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs (demo: 40)")
     p.add_argument("--seed", type=int, default=None, help="MACE seed: weights and train/validation split (demo: 123)")
     p.add_argument("--threads", type=int, default=None, help="training threads (demo: 1)")
     p.add_argument("--dft-training", default="perturbed", choices=["perturbed", "finite-displacement", "both"],

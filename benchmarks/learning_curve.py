@@ -38,6 +38,7 @@ import numpy as np
 
 from phonon_flows.core import phonondb as pdb
 from phonon_flows.demo import (
+    DFT_DEMO_HYPERPARAMETERS,
     PhonondbMaterial,
     campaign_outputs,
     group_metrics,
@@ -168,6 +169,8 @@ def hyperparameters(args) -> dict:
         hp["batch_size"] = args.batch_size
     if args.dtype:
         hp["default_dtype"] = args.dtype
+    if args.r_max:
+        hp["r_max"] = args.r_max
     return hp
 
 
@@ -224,7 +227,8 @@ def summary_md(result: dict) -> str:
     a = result["args"]
     lines = [
         f"Learning curve on `{a['folder_name']}` (phonondb, VASP PBEsol; A. Togo, phonondb (Kyoto University), "
-        f"CC-BY-4.0): MACE `{a['irreps'] or 'demo model'}`, {a['epochs']} epochs, batch {a.get('batch_size') or 1}, "
+        f"CC-BY-4.0): MACE `{a['irreps'] or 'demo model'}`, r_max {a.get('r_max') or DFT_DEMO_HYPERPARAMETERS['r_max']:g} Å, "
+        f"{a['epochs']} epochs, batch {a.get('batch_size') or 1}, "
         f"{a.get('dtype') or 'float32'}, {result.get('device', 'CPU')}; held out "
         f"{len(result['held_out_ids'])} materials of {result['n_held_compositions']} compositions never in training "
         f"(every polymorph held out). Measured {result['date']}, {result['wall_s'] / 60:.0f} min.",
@@ -278,7 +282,8 @@ def write_readme(readme: Path, text: str) -> None:
 
 
 #: arguments that must agree for two runs' rows to sit on one curve
-SAME_CURVE_ARGS = ("epochs", "irreps", "batch_size", "dtype", "held_compositions", "max_atoms", "dft_training", "seed")
+SAME_CURVE_ARGS = ("epochs", "irreps", "r_max", "batch_size", "dtype", "held_compositions", "max_atoms", "dft_training",
+                   "seed")
 
 
 def with_fits(result: dict) -> dict:
@@ -329,6 +334,7 @@ def main(argv=None) -> int:
     p.add_argument("--n", type=int, nargs="+", default=[10, 20, 40, 80, 130], help="training-set sizes")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--irreps", default=None, help="MACE hidden irreps (default: the demo's; the paper: 64x0e + 64x1o)")
+    p.add_argument("--r-max", type=float, default=None, help="MACE cutoff, Å (default: the demo's, 6)")
     p.add_argument("--batch-size", type=int, default=None, help="MACE batch size (default: the demo's, 1)")
     p.add_argument("--dtype", default=None, choices=["float32", "float64"], help="training dtype (default: float32)")
     p.add_argument("--gpu-recipe", action="store_true",

@@ -41,6 +41,7 @@ from jobflow import SETTINGS, Flow, Job, JobStore
 from jobflow.core.flow import get_flow
 from jobflow.core.reference import OnMissing
 
+from phonon_flows.core.mace_training import TRAINING_PROGRESS
 from phonon_flows.errors import InputError, PhononFlowsError
 from phonon_flows.progress import LineProgress
 from phonon_flows.schemas.batch import PACK_PROGRESS
@@ -459,29 +460,40 @@ class _PackProgressHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         p = getattr(record, PACK_PROGRESS, None)
-        if not p:
-            return
+        t = getattr(record, TRAINING_PROGRESS, None)
         with contextlib.suppress(Exception):  # the bar must never break a job
-            self.bar.describe(f"{self.job_name}: {p['k']}/{p['n']} materials, last {p['material_id']} "
-                              f"{'failed' if p['failed'] else 'done'} ({p['n_supercells']} supercells, "
-                              f"{p['seconds']:.1f} s)")
+            if p:
+                self.bar.describe(f"{self.job_name}: {p['k']}/{p['n']} materials, last {p['material_id']} "
+                                  f"{'failed' if p['failed'] else 'done'} ({p['n_supercells']} supercells, "
+                                  f"{p['seconds']:.1f} s)")
+            elif t:
+                rmse = t.get("rmse_f_meV_A")
+                self.bar.describe(f"{self.job_name}: epoch {t['epoch']}" + (f"/{t['epochs']}" if t.get("epochs") else "")
+                                  + (f", validation force RMSE {rmse:.1f} meV/Å" if rmse is not None else ""))
+
+
+#: loggers whose progress records a running job shows: a pack's materials, a training's epochs
+PROGRESS_LOGGERS = ("phonon_flows.makers.batched_phonons", "phonon_flows.core.mace_training")
 
 
 @contextlib.contextmanager
-def pack_progress(bar: Any, job_name: str, logger_name: str = "phonon_flows.makers.batched_phonons"):
-    """While a job runs: each material a pack finishes updates ``bar`` (its ``describe``); the
-    pack's logger passes INFO records for the time of the block."""
-    pack_logger = logging.getLogger(logger_name)
+def pack_progress(bar: Any, job_name: str, logger_names: tuple[str, ...] = PROGRESS_LOGGERS):
+    """While a job runs: each material a pack finishes and each epoch a training reaches update
+    ``bar`` (its ``describe``); those loggers pass INFO records for the time of the block."""
     handler = _PackProgressHandler(bar, job_name)
-    level = pack_logger.level
-    if not pack_logger.isEnabledFor(logging.INFO):
-        pack_logger.setLevel(logging.INFO)
-    pack_logger.addHandler(handler)
+    saved = []
+    for name in logger_names:
+        lg = logging.getLogger(name)
+        saved.append((lg, lg.level))
+        if not lg.isEnabledFor(logging.INFO):
+            lg.setLevel(logging.INFO)
+        lg.addHandler(handler)
     try:
         yield
     finally:
-        pack_logger.removeHandler(handler)
-        pack_logger.setLevel(level)
+        for lg, level in saved:
+            lg.removeHandler(handler)
+            lg.setLevel(level)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -102,7 +102,7 @@ def test_local_environments():
 
 
 def test_demo_training_settings(materials):
-    """The demo trains the small MACE in float32, batches of one, on one CPU thread, for DFT_DEMO_EPOCHS."""
+    """The demo trains the small MACE with a 6 Å cutoff in float32, batches of one, on one CPU thread, for DFT_DEMO_EPOCHS."""
     from phonon_flows.demo import DFT_DEMO_EPOCHS, DFT_DEMO_TRAINING_THREADS
 
     training = phonondb_campaign_maker(materials, ids_of(materials, DFT_DEMO_HOLDOUT_KNOWN)).mace_training_maker()
@@ -110,6 +110,7 @@ def test_demo_training_settings(materials):
     assert training.num_threads == DFT_DEMO_TRAINING_THREADS == 1
     assert hp.max_num_epochs == DFT_DEMO_EPOCHS and hp.start_swa == int(0.75 * DFT_DEMO_EPOCHS)
     assert hp.default_dtype == "float32" and hp.batch_size == 1 and hp.hidden_irreps.replace(" ", "") == "8x0e+8x1o"
+    assert hp.r_max == 6.0  # the recipe's cutoff, not the small preset's 4.5 Å
 
 
 def test_bond_environment_split(materials):

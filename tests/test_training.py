@@ -5,6 +5,7 @@ predicts what the trainer itself computed."""
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -303,3 +304,47 @@ def test_rerun_restarts_from_the_checkpoint_then_adds_the_energy_phase(tmp_path)
     assert phase["foundation_model"] == str(work / "mace.model") and phase["E0s"] == "foundation"
     assert second.model_path == work / core.ENERGY_PHASE_DIR / "mace_fe.model" and second.model_path.is_file()
     assert all(r["valid_energy_mae"] is not None for r in curve if r["stage"] == "energy")
+
+
+def test_latest_epoch_reads_the_last_evaluation_of_the_newest_metrics_file(tmp_path):
+    (tmp_path / "results").mkdir()
+    rows = [{"mode": "eval", "epoch": None, "rmse_f": 0.5},  # mace's evaluation before training
+            {"mode": "opt", "epoch": 0, "loss": 1.0}, {"mode": "eval", "epoch": 0, "rmse_f": 0.040},
+            {"mode": "opt", "epoch": 1, "loss": 0.5}, {"mode": "eval", "epoch": 1, "rmse_f": 0.021}]
+    text = "\n".join(json.dumps(r) for r in rows) + '\n{"mode": "eval", "epo'  # a line mace is still writing
+    assert core.latest_epoch(tmp_path) is None
+    (tmp_path / "results" / "mace_run-123_train.txt").write_text(text)
+    latest = core.latest_epoch(tmp_path)
+    assert latest["epoch"] == 2 and latest["rmse_f_meV_A"] == pytest.approx(21.0)
+
+
+def test_a_campaign_shows_the_epochs_of_its_training(tmp_path, monkeypatch):
+    """`phonon-flows run` (run_campaign) with its stderr in a file: while mace trains (a subprocess),
+    the progress lines say which epoch it has reached and its validation force RMSE."""
+    import io
+    import re
+
+    from rich.console import Console
+
+    from phonon_flows import progress, runner
+    from phonon_flows.makers.training import MaceTrainingMaker
+    from phonon_flows.store import get_store
+
+    monkeypatch.setattr(progress, "LINE_INTERVAL_S", 0.0)
+    monkeypatch.setattr(core, "PROGRESS_POLL_S", 0.2)
+    hp = MaceHyperparameters.preset("small").model_copy(update={"max_num_epochs": 3, "swa": False})
+    job = MaceTrainingMaker(hyperparameters=hp, device="cpu", num_threads=2).make(
+        training_set_dict(emt_structures(n_per_element=2, seed=3)))
+    out = io.StringIO()
+    store = get_store(store_dir=tmp_path / "store")
+    summary = runner.run_campaign(job, store, progress=True, console=Console(file=out, width=200),
+                                  work_dir=tmp_path / "runs")
+    assert summary.ok
+    shown = [re.search(rf"{job.name}: epoch (\d+)/3, validation force RMSE ([\d.]+) meV/Å", x)
+             for x in out.getvalue().splitlines()]
+    shown = [(int(m.group(1)), float(m.group(2))) for m in shown if m]
+    assert shown and [e for e, _ in shown] == sorted({e for e, _ in shown}) and shown[-1][0] == 3, out.getvalue()
+    store.connect()
+    doc = store.query_one({"uuid": job.uuid}, load=True)
+    last = next(r for r in doc["output"]["learning_curve"] if r["epoch"] == 2)
+    assert shown[-1][1] == pytest.approx(last["valid_force_rmse"], abs=0.05)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import math
 import os
 import subprocess
@@ -350,6 +351,60 @@ def _die_with_parent() -> None:
         pass
 
 
+#: extra attribute of the INFO records :func:`run_mace_train` logs while mace trains (``{"epoch": k,
+#: "epochs": n or None, "rmse_f_meV_A": x}``, k counted from 1): the campaign runner shows them on its
+#: progress bar or progress lines
+TRAINING_PROGRESS = "training_progress"
+#: seconds between two looks at mace's metrics file while it trains
+PROGRESS_POLL_S = 10.0
+#: bytes read from the end of the metrics file for the latest epoch
+_TAIL_BYTES = 65536
+
+logger = logging.getLogger(__name__)
+
+
+def _arg_value(args: Sequence[str], name: str) -> str | None:
+    """The value of ``--name=value`` or ``--name value`` in mace's command line, or None."""
+    args = list(args)
+    for i, arg in enumerate(args):
+        if arg.startswith(f"--{name}="):
+            return arg.split("=", 1)[1]
+        if arg == f"--{name}" and i + 1 < len(args):
+            return args[i + 1]
+    return None
+
+
+def latest_epoch(work_dir: str | Path) -> dict[str, Any] | None:
+    """The last epoch mace has evaluated, from the newest JSON-lines metrics file under
+    ``work_dir/results`` (``*_train.txt``; only its last 64 kB are read): ``{"epoch": k (from 1),
+    "rmse_f_meV_A": validation force RMSE}``, or None before the first evaluation."""
+    files = sorted(Path(work_dir).glob("results/*_train.txt"), key=lambda f: f.stat().st_mtime)
+    if not files:
+        return None
+    try:
+        with open(files[-1], "rb") as fh:
+            fh.seek(max(0, fh.seek(0, os.SEEK_END) - _TAIL_BYTES))
+            lines = fh.read().decode(errors="replace").splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue  # a line cut by the tail or still being written
+        if isinstance(row, dict) and row.get("mode") == "eval" and row.get("epoch") is not None and row["epoch"] >= 0:
+            rmse = _milli(row.get("rmse_f"))
+            return {"epoch": int(row["epoch"]) + 1, "rmse_f_meV_A": rmse}
+    return None
+
+
+def _log_epoch(latest: dict[str, Any], epochs: int | None) -> None:
+    rmse = latest.get("rmse_f_meV_A")
+    logger.info("mace epoch %d%s%s", latest["epoch"], f"/{epochs}" if epochs else "",
+                f", validation force RMSE {rmse:.1f} meV/Å" if rmse is not None else "",
+                extra={TRAINING_PROGRESS: {**latest, "epochs": epochs}})
+
+
 def run_mace_train(
     args: Sequence[str],
     work_dir: str | Path,
@@ -368,16 +423,30 @@ def run_mace_train(
         env["OMP_NUM_THREADS"] = str(num_threads)
         env["MKL_NUM_THREADS"] = str(num_threads)
     cmd = mace_command(args, nproc)
+    epochs = _arg_value(args, "max_num_epochs")
     with open(log_path, "a") as log:
         log.write(f"# phonon_flows: running {' '.join(cmd[1:])}\n")
         log.flush()
-        try:
-            proc = subprocess.run(
-                cmd, cwd=work_dir, stdout=log, stderr=subprocess.STDOUT, env=env, timeout=timeout,
-                preexec_fn=_die_with_parent,
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise CalculationError(f"mace training ran past {timeout} s; log: {log_path}", stage=STAGE) from exc
+        proc = subprocess.Popen(cmd, cwd=work_dir, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                preexec_fn=_die_with_parent)
+        t0, reported = time.monotonic(), None
+        while True:  # wait, and say which epoch mace has reached (its metrics file) while it trains
+            try:
+                proc.wait(timeout=PROGRESS_POLL_S)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            if timeout is not None and time.monotonic() - t0 > timeout:
+                proc.kill()
+                proc.wait()
+                raise CalculationError(f"mace training ran past {timeout} s; log: {log_path}", stage=STAGE)
+            latest = latest_epoch(work_dir)
+            if latest is not None and latest != reported:
+                reported = latest
+                _log_epoch(latest, int(epochs) if epochs else None)
+    latest = latest_epoch(work_dir) if proc.returncode == 0 else None
+    if latest is not None and latest != reported:  # the last epoch, however fast it came
+        _log_epoch(latest, int(epochs) if epochs else None)
     if proc.returncode != 0:
         tail = log_tail(log_path, 15)
         raise CalculationError(
