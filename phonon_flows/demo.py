@@ -121,17 +121,17 @@ def demo_campaign_maker(name: str = DEMO_CAMPAIGN, **overrides: Any) -> Training
 DFT_DEMO_CAMPAIGN = "demo-dft"
 #: the phonondb entries the demo ships (a subset of 142 binaries, with their attribution)
 DFT_DEMO_DIR = Path(__file__).resolve().parent / "data" / "phonondb"
-#: MACE epochs of the DFT demo (stage two, SWA, from 75 % of them): 40 with the 6 Å cutoff cost
-#: what 60 cost with 4.5 Å, and 60 with 6 Å were no better on the held-out polymorphs
+#: MACE epochs of the DFT demo (stage two, SWA, from 75 % of them): 40 with the 6 Å cutoff take
+#: about 10 minutes on one CPU thread (15 s each), and 60 were no better on the held-out polymorphs
 #: (benchmarks/results/dft_demo_settings.json)
 DFT_DEMO_EPOCHS = 40
 #: CPU threads of the demo's training process: this small model on batches of one 64-128-atom
-#: supercell does not gain from a second thread (measured on 2 cores: 7 s per epoch on one thread,
+#: supercell does not gain from a second thread (measured on 2 cores with 4.5 Å: 7 s per epoch on one thread,
 #: 12 s on two when anything else runs beside it), so the other core stays free
 DFT_DEMO_TRAINING_THREADS = 1
 #: the DFT demo's MACE: the small preset's channels (8x0e + 8x1o, correlation 2) with the recipe's
-#: 6 Å cutoff (the preset's 4.5 Å gave 0.67-0.70 THz on the held-out polymorphs over two MACE seeds,
-#: 6 Å 0.50-0.54 in the same wall time), trained in float32 (about twice as fast on CPU; phonons are
+#: 6 Å cutoff (over three MACE seeds the preset's 4.5 Å gave 0.45-0.70 THz on the held-out polymorphs,
+#: mean 0.60, and 6 Å 0.43-0.54, mean 0.49, in about 2 more minutes), trained in float32 (about twice as fast on CPU; phonons are
 #: computed with the weights cast to float64) with batches of 1 structure: 177 optimiser steps per
 #: epoch instead of 45, which the 186-structure set needs to converge within the CPU budget
 #: (batches of 4 for 15 epochs stalled at 46 meV/Å RMSE)
