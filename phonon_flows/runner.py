@@ -451,8 +451,8 @@ def job_output(job_dir: Path, capture: bool):
 
 class _PackProgressHandler(logging.Handler):
     """Shows the finished materials of a running pack (the log records of
-    :mod:`phonon_flows.makers.batched_phonons` that carry ``schemas.batch.PACK_PROGRESS``) on the
-    progress bar."""
+    :mod:`phonon_flows.makers.batched_phonons` that carry ``schemas.batch.PACK_PROGRESS``) and the
+    epochs of a running training (``core.mace_training.TRAINING_PROGRESS``) on the progress bar."""
 
     def __init__(self, bar: Any, job_name: str):
         super().__init__(logging.INFO)

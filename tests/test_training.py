@@ -348,3 +348,12 @@ def test_a_campaign_shows_the_epochs_of_its_training(tmp_path, monkeypatch):
     doc = store.query_one({"uuid": job.uuid}, load=True)
     last = next(r for r in doc["output"]["learning_curve"] if r["epoch"] == 2)
     assert shown[-1][1] == pytest.approx(last["valid_force_rmse"], abs=0.05)
+
+
+def test_a_training_past_its_timeout_is_stopped_with_its_log_kept(tmp_path, monkeypatch):
+    monkeypatch.setattr(core, "PROGRESS_POLL_S", 0.1)
+    hp = MaceHyperparameters.preset("small").model_copy(update={"max_num_epochs": 500, "swa": False})
+    with pytest.raises(CalculationError, match="ran past 1 s") as err:
+        core.train_mace(emt_structures(n_per_element=2, seed=3), hp, tmp_path / "run", num_threads=1, timeout=1)
+    log = tmp_path / "run" / core.LOG_NAME
+    assert str(log) in str(err.value) and log.read_text().startswith("# phonon_flows: running")

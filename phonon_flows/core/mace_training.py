@@ -430,20 +430,23 @@ def run_mace_train(
         proc = subprocess.Popen(cmd, cwd=work_dir, stdout=log, stderr=subprocess.STDOUT, env=env,
                                 preexec_fn=_die_with_parent)
         t0, reported = time.monotonic(), None
-        while True:  # wait, and say which epoch mace has reached (its metrics file) while it trains
-            try:
-                proc.wait(timeout=PROGRESS_POLL_S)
-                break
-            except subprocess.TimeoutExpired:
-                pass
-            if timeout is not None and time.monotonic() - t0 > timeout:
-                proc.kill()
-                proc.wait()
-                raise CalculationError(f"mace training ran past {timeout} s; log: {log_path}", stage=STAGE)
-            latest = latest_epoch(work_dir)
-            if latest is not None and latest != reported:
-                reported = latest
-                _log_epoch(latest, int(epochs) if epochs else None)
+        try:
+            while True:  # wait, and say which epoch mace has reached (its metrics file) while it trains
+                try:
+                    proc.wait(timeout=PROGRESS_POLL_S)
+                    break
+                except subprocess.TimeoutExpired:
+                    pass
+                if timeout is not None and time.monotonic() - t0 > timeout:
+                    raise CalculationError(f"mace training ran past {timeout} s; log: {log_path}", stage=STAGE)
+                latest = latest_epoch(work_dir)
+                if latest is not None and latest != reported:
+                    reported = latest
+                    _log_epoch(latest, int(epochs) if epochs else None)
+        except BaseException:  # a timeout, Ctrl-C, a killed job: no training left running behind it
+            proc.kill()
+            proc.wait()
+            raise
     latest = latest_epoch(work_dir) if proc.returncode == 0 else None
     if latest is not None and latest != reported:  # the last epoch, however fast it came
         _log_epoch(latest, int(epochs) if epochs else None)
