@@ -130,8 +130,8 @@ DFT_DEMO_EPOCHS = 40
 #: 12 s on two when anything else runs beside it), so the other core stays free
 DFT_DEMO_TRAINING_THREADS = 1
 #: the DFT demo's MACE: the small preset's channels (8x0e + 8x1o, correlation 2) with the recipe's
-#: 6 Å cutoff (over three MACE seeds the preset's 4.5 Å gave 0.45-0.70 THz on the held-out polymorphs,
-#: mean 0.60, and 6 Å 0.43-0.54, mean 0.49, in about 2 more minutes), trained in float32 (about twice as fast on CPU; phonons are
+#: 6 Å cutoff (over four MACE seeds the preset's 4.5 Å gave 0.45-0.70 THz on the held-out polymorphs,
+#: mean 0.60, and 6 Å 0.43-0.62, mean 0.52, in about 2 more minutes), trained in float32 (about twice as fast on CPU; phonons are
 #: computed with the weights cast to float64) with batches of 1 structure: 177 optimiser steps per
 #: epoch instead of 45, which the 186-structure set needs to converge within the CPU budget
 #: (batches of 4 for 15 epochs stalled at 46 meV/Å RMSE)
