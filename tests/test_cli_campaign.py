@@ -4,6 +4,7 @@ errors for bad input."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -111,6 +112,8 @@ def test_report_writes_figures_and_tables(campaign, tmp_path):
     assert result.exit_code == 0, result.output
     summary = (out / "summary.md").read_text()
     assert "NOT DFT" in summary and "Cu-fcc" in summary and "frequency MAE" in summary
+    # the model's architecture beside its epochs (the small preset: 8x0e + 8x1o, r_max 4.5 Å, correlation 2)
+    assert re.search(r"MACE model [0-9a-f]{12} \(8x0e \+ 8x1o, r_max 4\.5 Å, correlation 2, float64\): 2 epochs,", summary), summary
     assert (out / "paper_metrics.csv").is_file() and (out / "materials.csv").is_file()
     figures = {p.name for p in (out / "figures").glob("*.png")}
     assert {"parity_frequency.png", "confusion_stability.png", "learning_curve.png"} <= figures

@@ -258,7 +258,8 @@ def _header_lines(campaign: str, cdoc: dict[str, Any], tdoc: dict[str, Any] | No
     if tdoc:
         hp = tdoc.get("hyperparameters") or {}
         lines.append(
-            f"- MACE model {str(tdoc.get('model_sha256'))[:12]}: {hp.get('max_num_epochs')} epochs, "
+            f"- MACE model {str(tdoc.get('model_sha256'))[:12]} ({hp.get('hidden_irreps')}, r_max {hp.get('r_max')} Å, "
+            f"correlation {hp.get('correlation')}, {hp.get('default_dtype')}): {hp.get('max_num_epochs')} epochs, "
             f"{tdoc.get('n_train')} training / {tdoc.get('n_valid')} validation structures, validation force MAE "
             f"{_num(tdoc.get('valid_force_mae'))} meV/Å, wall time {_num(tdoc.get('wall_time'))} s on {tdoc.get('device')}"
         )
