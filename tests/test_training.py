@@ -306,15 +306,16 @@ def test_rerun_restarts_from_the_checkpoint_then_adds_the_energy_phase(tmp_path)
     assert all(r["valid_energy_mae"] is not None for r in curve if r["stage"] == "energy")
 
 
-def test_latest_epoch_reads_the_last_evaluation_of_the_newest_metrics_file(tmp_path):
+def test_latest_epoch_reads_the_last_evaluation_of_the_metrics_file(tmp_path):
     (tmp_path / "results").mkdir()
     rows = [{"mode": "eval", "epoch": None, "rmse_f": 0.5},  # mace's evaluation before training
             {"mode": "opt", "epoch": 0, "loss": 1.0}, {"mode": "eval", "epoch": 0, "rmse_f": 0.040},
             {"mode": "opt", "epoch": 1, "loss": 0.5}, {"mode": "eval", "epoch": 1, "rmse_f": 0.021}]
     text = "\n".join(json.dumps(r) for r in rows) + '\n{"mode": "eval", "epo'  # a line mace is still writing
-    assert core.latest_epoch(tmp_path) is None
-    (tmp_path / "results" / "mace_run-123_train.txt").write_text(text)
-    latest = core.latest_epoch(tmp_path)
+    metrics = core.metrics_file(tmp_path, "mace", 123)
+    assert core.latest_epoch(metrics) is None
+    metrics.write_text(text)
+    latest = core.latest_epoch(metrics)
     assert latest["epoch"] == 2 and latest["rmse_f_meV_A"] == pytest.approx(21.0)
 
 

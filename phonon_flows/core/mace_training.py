@@ -363,29 +363,15 @@ _TAIL_BYTES = 65536
 logger = logging.getLogger(__name__)
 
 
-def _arg_value(args: Sequence[str], name: str) -> str | None:
-    """The value of ``--name=value`` or ``--name value`` in mace's command line, or None."""
-    args = list(args)
-    for i, arg in enumerate(args):
-        if arg.startswith(f"--{name}="):
-            return arg.split("=", 1)[1]
-        if arg == f"--{name}" and i + 1 < len(args):
-            return args[i + 1]
-    return None
-
-
-def latest_epoch(work_dir: str | Path) -> dict[str, Any] | None:
-    """The last epoch mace has evaluated, from the newest JSON-lines metrics file under
-    ``work_dir/results`` (``*_train.txt``; only its last 64 kB are read): ``{"epoch": k (from 1),
-    "rmse_f_meV_A": validation force RMSE}``, or None before the first evaluation."""
-    files = sorted(Path(work_dir).glob("results/*_train.txt"), key=lambda f: f.stat().st_mtime)
-    if not files:
-        return None
+def latest_epoch(metrics: str | Path) -> dict[str, Any] | None:
+    """The last epoch mace has evaluated, from its JSON-lines metrics file (:func:`metrics_file`; only
+    its last 64 kB are read): ``{"epoch": k (from 1), "rmse_f_meV_A": validation force RMSE}``, or
+    None before the first evaluation."""
     try:
-        with open(files[-1], "rb") as fh:
+        with open(metrics, "rb") as fh:
             fh.seek(max(0, fh.seek(0, os.SEEK_END) - _TAIL_BYTES))
             lines = fh.read().decode(errors="replace").splitlines()
-    except OSError:
+    except OSError:  # not written yet
         return None
     for line in reversed(lines):
         try:
@@ -393,8 +379,7 @@ def latest_epoch(work_dir: str | Path) -> dict[str, Any] | None:
         except ValueError:
             continue  # a line cut by the tail or still being written
         if isinstance(row, dict) and row.get("mode") == "eval" and row.get("epoch") is not None and row["epoch"] >= 0:
-            rmse = _milli(row.get("rmse_f"))
-            return {"epoch": int(row["epoch"]) + 1, "rmse_f_meV_A": rmse}
+            return {"epoch": int(row["epoch"]) + 1, "rmse_f_meV_A": _milli(row.get("rmse_f"))}
     return None
 
 
@@ -423,7 +408,10 @@ def run_mace_train(
         env["OMP_NUM_THREADS"] = str(num_threads)
         env["MKL_NUM_THREADS"] = str(num_threads)
     cmd = mace_command(args, nproc)
-    epochs = _arg_value(args, "max_num_epochs")
+    given = args_to_dict(args)
+    epochs = int(given["max_num_epochs"]) if isinstance(given.get("max_num_epochs"), str) else None
+    # mace requires --name; 123 is its own default seed
+    metrics = metrics_file(work_dir, str(given.get("name")), int(given.get("seed", 123)))
     with open(log_path, "a") as log:
         log.write(f"# phonon_flows: running {' '.join(cmd[1:])}\n")
         log.flush()
@@ -439,17 +427,17 @@ def run_mace_train(
                     pass
                 if timeout is not None and time.monotonic() - t0 > timeout:
                     raise CalculationError(f"mace training ran past {timeout} s; log: {log_path}", stage=STAGE)
-                latest = latest_epoch(work_dir)
+                latest = latest_epoch(metrics)
                 if latest is not None and latest != reported:
                     reported = latest
-                    _log_epoch(latest, int(epochs) if epochs else None)
+                    _log_epoch(latest, epochs)
         except BaseException:  # a timeout, Ctrl-C, a killed job: no training left running behind it
             proc.kill()
             proc.wait()
             raise
-    latest = latest_epoch(work_dir) if proc.returncode == 0 else None
+    latest = latest_epoch(metrics) if proc.returncode == 0 else None
     if latest is not None and latest != reported:  # the last epoch, however fast it came
-        _log_epoch(latest, int(epochs) if epochs else None)
+        _log_epoch(latest, epochs)
     if proc.returncode != 0:
         tail = log_tail(log_path, 15)
         raise CalculationError(
