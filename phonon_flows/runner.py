@@ -710,6 +710,10 @@ class _Progress:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
             console = console or Console(file=sys.stderr)
+            # a console that looks up sys.stderr (or stdout) at each write (rich's Console(stderr=True),
+            # as the CLI makes it) would write into job.log while a job runs (job_output redirects
+            # them): pin it to the stream it has now
+            console.file = console.file
             if not console.is_terminal:
                 self.lines = LineProgress(console, campaign or "campaign", total, unit="jobs")
                 return

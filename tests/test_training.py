@@ -338,7 +338,9 @@ def test_a_campaign_shows_the_epochs_of_its_training(tmp_path, monkeypatch):
         training_set_dict(emt_structures(n_per_element=2, seed=3)))
     out = io.StringIO()
     store = get_store(store_dir=tmp_path / "store")
-    summary = runner.run_campaign(job, store, progress=True, console=Console(file=out, width=200),
+    # the CLI's console: rich looks up sys.stderr at each write, and a running job redirects it to job.log
+    monkeypatch.setattr(sys, "stderr", out)
+    summary = runner.run_campaign(job, store, progress=True, console=Console(stderr=True, width=200),
                                   work_dir=tmp_path / "runs")
     assert summary.ok
     shown = [re.search(rf"{job.name}: epoch (\d+)/3, validation force RMSE ([\d.]+) meV/Å", x)
