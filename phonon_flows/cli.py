@@ -291,7 +291,7 @@ def _check_files(files: list[str]) -> None:
 def _campaign_flow(
     files: list[str], name: str, holdout: list[str], engine: str, preset: str, epochs: int | None,
     n_perturbations: int, min_atoms: int, max_atoms: int, relax: bool, fmax: float | None, device: str,
-    screen: bool, model: str | None, store, screen_relax: str = "none",
+    screen: bool, model: str | None, store, screen_relax: str = "none", committee: int = 1,
 ):
     """The Flow of ``phonon-flows run/submit`` and the input problems found making it."""
     _check_files(files)
@@ -319,7 +319,11 @@ def _campaign_flow(
             raise typer.BadParameter("--screen-relax is for --screen (training campaigns: --relax/--no-relax)")
         if engine not in ("chgnet", "emt", "vasp"):
             raise typer.BadParameter(f"--engine must be chgnet, emt or vasp, not {engine!r}")
+        if committee < 1:
+            raise typer.BadParameter(f"--committee must be 1 or more, not {committee}")
         hp = {"max_num_epochs": epochs} if epochs else {}
+        if committee > 1:
+            hp["committee"] = committee
         if epochs and preset == "small":
             hp["start_swa"] = max(1, min(epochs - 1, int(0.75 * epochs)))
         elif epochs:
@@ -471,6 +475,8 @@ def run(
     engine: str = typer.Option("vasp", help="Reference: vasp (DFT, the default), or a stand-in by name: chgnet (pretrained potential, NOT DFT) or emt (tests)"),
     preset: str = typer.Option("paper", help="MACE settings: paper (the recipe) or small (fast, CPU)"),
     epochs: int = typer.Option(None, help="MACE epochs (overrides the preset)"),
+    committee: int = typer.Option(1, help="Train this many MACE models (seeds seed, seed+1, ...) as one committee "
+                                  "model: mean force, and each material's frequency spread between them (THz)"),
     n_perturbations: int = typer.Option(6, help="Perturbed supercells per training material"),
     min_atoms: int = typer.Option(100, help="Smallest supercell (atoms)"),
     max_atoms: int = typer.Option(200, help="Largest supercell (atoms)"),
@@ -504,7 +510,7 @@ def run(
                                                                               existing=check)
     flow, doc = _campaign_flow(
         list(files or []), name, _split_list(holdout), engine.lower(), preset, epochs, n_perturbations, min_atoms,
-        max_atoms, relax, fmax, device, screen, model, store if screen else None, screen_relax,
+        max_atoms, relax, fmax, device, screen, model, store if screen else None, screen_relax, committee,
     )
     _print_input_failures(doc, console)
     n_ok = len(doc.materials)
@@ -537,6 +543,8 @@ def submit(
     engine: str = typer.Option("vasp", help="Reference: vasp (DFT, the default), or a stand-in by name: chgnet (NOT DFT) or emt (tests)"),
     preset: str = typer.Option("paper", help="MACE settings: paper or small"),
     epochs: int = typer.Option(None, help="MACE epochs (overrides the preset)"),
+    committee: int = typer.Option(1, help="Train this many MACE models (seeds seed, seed+1, ...) as one committee "
+                                  "model: mean force, and each material's frequency spread between them (THz)"),
     n_perturbations: int = typer.Option(6, help="Perturbed supercells per training material"),
     min_atoms: int = typer.Option(100, help="Smallest supercell (atoms)"),
     max_atoms: int = typer.Option(200, help="Largest supercell (atoms)"),
@@ -572,7 +580,7 @@ def submit(
                                  "(jobflow.yaml) or give --mongo-uri")
     flow, doc = _campaign_flow(
         list(files or []), name, _split_list(holdout), engine.lower(), preset, epochs, n_perturbations, min_atoms,
-        max_atoms, relax, fmax, device, screen, model, store, screen_relax,
+        max_atoms, relax, fmax, device, screen, model, store, screen_relax, committee,
     )
     from rich.console import Console
 

@@ -23,6 +23,7 @@ from pymatgen.core import Lattice, Structure
 
 from phonon_flows.core import metrics as M
 from phonon_flows.core import phonondb as pdb
+from phonon_flows.core.committee import DEFAULT_SPREAD_THRESHOLD_THZ
 from phonon_flows.core.phonons import to_structure
 from phonon_flows.core.polymorphs import temperature_key
 from phonon_flows.core.structures import local_environments
@@ -135,7 +136,11 @@ DFT_DEMO_TRAINING_THREADS = 1
 #: computed with the weights cast to float64) with batches of 1 structure: 177 optimiser steps per
 #: epoch instead of 45, which the 186-structure set needs to converge within the CPU budget
 #: (batches of 4 for 15 epochs stalled at 46 meV/Å RMSE)
-DFT_DEMO_HYPERPARAMETERS = {"batch_size": 1, "valid_fraction": 0.05, "default_dtype": "float32", "r_max": 6.0}
+#: A committee of two such models (seeds 123 and 124, trained side by side, one thread each): their mean
+#: force is the model's force, and their disagreement on each material's frequencies
+#: (PhononDoc.committee_spread_THz) flags the materials outside the training data without any DFT
+DFT_DEMO_HYPERPARAMETERS = {"batch_size": 1, "valid_fraction": 0.05, "default_dtype": "float32", "r_max": 6.0,
+                            "committee": 2}
 
 #: training materials (mp ids): one polymorph of each held-out composition first, then others. Every
 #: local environment of a held-out polymorph (element and coordination number) occurs in training
@@ -474,7 +479,12 @@ def run_dft_demo(
     seen, new = bond_environment_split(materials, known, train)
     subgroups = {label: group_metrics(label, ids, mlip, ref, polymorph_pairs(materials, ids, train), enthalpies)
                  for label, ids in ((KNOWN_BONDS_SEEN, seen), (KNOWN_BONDS_NEW, new)) if ids}
+    # all held-out materials split by the committee's spread (no DFT needed to draw this line)
+    low, high = spread_split(mlip, known + unseen)
+    subgroups |= {label: group_metrics(label, ids, mlip, ref, polymorph_pairs(materials, ids, train), enthalpies)
+                  for label, ids in ((SPREAD_LOW, low), (SPREAD_HIGH, high)) if ids}
     order = ["training materials", "held out, composition in training", *subgroups, "held out, unseen composition"]
+    order = [k for k in order if k not in (SPREAD_LOW, SPREAD_HIGH)] + [k for k in (SPREAD_LOW, SPREAD_HIGH) if k in subgroups]
     groups = {k: (groups | subgroups)[k] for k in order}
     if enthalpies:
         transitions = f"enthalpies of {len(enthalpies)} materials from {enthalpies_file}: see the benchmark's polymorph table"
@@ -488,6 +498,20 @@ def run_dft_demo(
 #: sub-groups of "held out, composition in training" (rows of the demo's table)
 KNOWN_BONDS_SEEN = "held out, composition in training: every bond environment trained"
 KNOWN_BONDS_NEW = "held out, composition in training: a bond in a coordination never trained"
+
+
+#: rows of the demo's table: every held-out material (both groups), split by the committee's spread
+SPREAD_LOW = f"held out, committee spread ≤ {DEFAULT_SPREAD_THRESHOLD_THZ} THz (trusted)"
+SPREAD_HIGH = f"held out, committee spread > {DEFAULT_SPREAD_THRESHOLD_THZ} THz (flagged for DFT)"
+
+
+def spread_split(docs: Mapping[str, Any], ids: Sequence[str],
+                 threshold: float = DEFAULT_SPREAD_THRESHOLD_THZ) -> tuple[list[str], list[str]]:
+    """``(trusted, flagged)``: the materials of ``ids`` whose PhononDoc's committee spread is at most
+    ``threshold`` (THz), and those above it or without a spread."""
+    spread = {i: get_field(docs[i], "committee_spread_THz") for i in ids if i in docs}
+    low = [i for i in ids if spread.get(i) is not None and spread[i] <= threshold]
+    return low, [i for i in ids if i in spread and i not in low]
 
 
 def bond_environment_split(materials: Mapping[str, PhonondbMaterial], held: Sequence[str],

@@ -335,7 +335,8 @@ class PhononResults:
         """A pandas DataFrame, one row per PhononDoc found with ``find_kwargs``.
 
         Columns: job_uuid, material_id, formula, chemsys, engine, engine_kind, model_sha256,
-        campaign, dynamically_stable, min_frequency_THz, failed, and per temperature T (all the
+        campaign, dynamically_stable, min_frequency_THz, committee_spread_THz (None unless the model
+        is a committee), failed, and per temperature T (all the
         temperatures found unless given) ``A_vib_meV_per_atom_{T}K``, ``Cv_J_per_K_mol_{T}K``,
         ``S_J_per_K_mol_{T}K``.
         """
@@ -363,6 +364,7 @@ class PhononResults:
                 "campaign": meta.get("campaign"),
                 "dynamically_stable": r.get("dynamically_stable"),
                 "min_frequency_THz": r.get("min_frequency_THz"),
+                "committee_spread_THz": r.get("committee_spread_THz"),
                 "failed": bool(r.get("failed", False)),
             }
             thermal = {temperature_key(k): v for k, v in (r.get("thermal") or {}).items()}  # old "300" keys too
@@ -373,7 +375,7 @@ class PhononResults:
             rows.append(row)
         columns = list(rows[0]) if rows else [
             "job_uuid", "material_id", "formula", "chemsys", "engine", "engine_kind", "model_sha256",
-            "campaign", "dynamically_stable", "min_frequency_THz", "failed",
+            "campaign", "dynamically_stable", "min_frequency_THz", "committee_spread_THz", "failed",
         ]
         return pd.DataFrame(rows, columns=columns)
 

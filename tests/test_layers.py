@@ -39,6 +39,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
 HEAVY = {
     "phonon_flows.makers.vasp": "atomate2's VASP makers and input sets (seconds to import)",
     "phonon_flows.engines.vasp": "atomate2's VASP input sets (seconds to import)",
+    "phonon_flows.core.mace_committee": "torch (seconds to import; a module-level torch.nn.Module subclass)",
 }
 
 #: (importer, imported): function-local imports that are lazy re-exports, not dependencies

@@ -62,12 +62,17 @@ class MaceHyperparameters(Protocol):
     swa_lr: float
     energy_phase: Any
     extra: dict
+    committee: int
 
     def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> MaceHyperparameters: ...
 
 STAGE = "train"
 LOG_NAME = "mace_train.log"
 TRAIN_FILE = "train.xyz"
+VALID_FILE = "valid.xyz"
+#: committee members' folders under the training folder: member-0, member-1, ...
+MEMBER_DIR = "member-{}"
+COMMITTEE_MODEL = "{}_committee.model"
 ENERGY_PHASE_DIR = "energy_phase"
 
 # ------------------------------------------------------------------------------------------------
@@ -643,6 +648,8 @@ class MaceTrainingRun:
     seconds_per_epoch: float | None
     final_epoch: int | None = None
     energy_phase_args: list[str] = field(default_factory=list)
+    #: a committee's member runs (``model_path`` is then the committee file)
+    members: list[MaceTrainingRun] = field(default_factory=list)
 
 
 def _write_xyz(atoms_list: Sequence[Atoms], path: Path) -> None:
@@ -663,15 +670,21 @@ def train_mace(
     restart: bool = True,
     name: str | None = None,
     timeout: float | None = None,
+    valid_indices: Sequence[int] | None = None,
 ) -> MaceTrainingRun:
     """Train a MACE model on labelled structures with mace's own training entry point.
 
     Writes ``train.xyz`` into ``work_dir`` and runs there; with ``restart`` a rerun in the same
     ``work_dir`` continues from mace's latest checkpoint (``--restart_latest``). ``nproc`` > 1 runs
     ``--distributed`` under torchrun, one process per GPU. Then the optional energy phase.
+    ``valid_indices``: validate on these structures (written to ``valid.xyz``, ``--valid_file``)
+    instead of mace's seeded split. ``hp.committee`` > 1 trains a committee (:func:`train_committee`).
     Raises InputError on a bad training set, CalculationError (log kept) when mace fails or the
     loss turns NaN.
     """
+    if getattr(hp, "committee", 1) > 1:
+        return train_committee(atoms_list, hp, work_dir, device=device, energy_key=energy_key, forces_key=forces_key,
+                               nproc=nproc, num_threads=num_threads, restart=restart, name=name, timeout=timeout)
     work_dir = Path(work_dir).resolve()
     work_dir.mkdir(parents=True, exist_ok=True)
     need_energy = hp.energy_weight > 0 or (hp.swa and hp.swa_energy_weight > 0) or hp.energy_phase is not None
@@ -679,10 +692,18 @@ def train_mace(
     if hp.foundation_model:
         check_foundation_elements(hp.foundation_model, elements_of(atoms_list), name=name)
     train_file = work_dir / TRAIN_FILE
-    _write_xyz(atoms_list, train_file)
     distributed = bool(nproc and nproc > 1)
+    if valid_indices is None:
+        _write_xyz(atoms_list, train_file)
+        train_idx, valid_idx = valid_split(len(atoms_list), hp.valid_fraction, hp.seed)
+    else:
+        valid_idx = sorted(int(i) for i in valid_indices)
+        train_idx = [i for i in range(len(atoms_list)) if i not in set(valid_idx)]
+        _write_xyz([atoms_list[i] for i in train_idx], train_file)
+        _write_xyz([atoms_list[i] for i in valid_idx], work_dir / VALID_FILE)
     args = build_mace_args(hp, train_file, work_dir, device, energy_key, forces_key, restart=restart, distributed=distributed)
-    train_idx, valid_idx = valid_split(len(atoms_list), hp.valid_fraction, hp.seed)
+    if valid_indices is not None:
+        args.append(f"--valid_file={work_dir / VALID_FILE}")
 
     t0 = time.perf_counter()
     log_path = run_mace_train(args, work_dir, nproc=nproc, num_threads=num_threads, timeout=timeout)
@@ -724,6 +745,70 @@ def train_mace(
         seconds_per_epoch=float(np.mean(seconds)) if seconds else None,
         final_epoch=final_epoch,
         energy_phase_args=phase_args,
+    )
+
+
+def train_committee(
+    atoms_list: Sequence[Atoms],
+    hp: MaceHyperparameters,
+    work_dir: str | Path,
+    device: str = "cpu",
+    energy_key: str = "REF_energy",
+    forces_key: str = "REF_forces",
+    nproc: int | None = None,
+    num_threads: int | None = None,
+    restart: bool = True,
+    name: str | None = None,
+    timeout: float | None = None,
+) -> MaceTrainingRun:
+    """Train ``hp.committee`` MACE models (seeds ``hp.seed``, ``hp.seed + 1``, ...) on the same
+    structures, all validated on the same structures (the split of ``hp.seed``), each in its own
+    folder ``member-<i>``; then save them as one committee model file (their mean force, see
+    :mod:`phonon_flows.core.mace_committee`).
+
+    With ``num_threads`` set (CPU: each member's process gets that many threads) or on CUDA, the
+    members train at the same time; otherwise one after the other (each would take every core).
+    The run's learning curve, command and log are member 0's; ``members`` lists every member's run.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from phonon_flows.core.mace_committee import write_committee
+
+    k = int(hp.committee)
+    if hp.energy_phase is not None:
+        raise InputError("a committee is trained on forces only: energy_phase is not supported with committee > 1",
+                         name, STAGE)
+    if nproc and nproc > 1:
+        raise InputError("a committee trains one member per process: use num_gpus 1 with committee > 1", name, STAGE)
+    work_dir = Path(work_dir).resolve()
+    work_dir.mkdir(parents=True, exist_ok=True)
+    _, valid_idx = valid_split(len(atoms_list), hp.valid_fraction, hp.seed)
+    members_hp = [hp.model_copy(update={"committee": 1, "seed": hp.seed + i}) for i in range(k)]
+
+    def one(i: int) -> MaceTrainingRun:
+        return train_mace(atoms_list, members_hp[i], work_dir / MEMBER_DIR.format(i), device=device,
+                          energy_key=energy_key, forces_key=forces_key, num_threads=num_threads, restart=restart,
+                          name=name, timeout=timeout, valid_indices=valid_idx)
+
+    t0 = time.perf_counter()
+    parallel = num_threads is not None or device.startswith("cuda")
+    with ThreadPoolExecutor(max_workers=k if parallel else 1) as pool:
+        runs = list(pool.map(one, range(k)))
+    model_path = write_committee([r.model_path for r in runs], work_dir / COMMITTEE_MODEL.format(hp.name))
+    first = runs[0]
+    seconds = [r.seconds_per_epoch for r in runs if r.seconds_per_epoch is not None]
+    return MaceTrainingRun(
+        model_path=model_path,
+        work_dir=work_dir,
+        log_path=first.log_path,
+        args=first.args,
+        learning_curve=first.learning_curve,
+        train_indices=first.train_indices,
+        valid_indices=first.valid_indices,
+        wall_time=time.perf_counter() - t0,
+        seconds_per_epoch=float(np.mean(seconds)) if seconds else None,
+        final_epoch=first.final_epoch,
+        members=runs,
     )
 
 

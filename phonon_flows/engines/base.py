@@ -24,6 +24,8 @@ class ForceResult:
     energy: float
     forces: np.ndarray
     stress: np.ndarray | None = None
+    #: a committee model's members' forces, ``(k, n_atoms, 3)`` eV/Å (``forces`` is their mean)
+    member_forces: np.ndarray | None = None
 
 
 class ForceEngine(ABC):

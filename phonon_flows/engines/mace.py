@@ -276,6 +276,8 @@ class MaceEngine(ForceEngine):
         self.heads = list(getattr(model, "heads", None) or ["Default"])
         self.head = next((h for h in self.heads if h.lower() == "default"), self.heads[-1])
         self.supported_elements = frozenset(chemical_symbols[z] for z in self.z_table.zs)
+        #: members of a committee model file (their mean is the force; see core.mace_committee), else 1
+        self.committee_size = len(model.members) if hasattr(model, "members") else 1
         self._auto_batch: int | None = None
 
     @property
@@ -287,7 +289,8 @@ class MaceEngine(ForceEngine):
             kind="mlip",
             version=getattr(mace, "__version__", None),
             model_sha256=self.model_sha256,
-            settings={"default_dtype": self.default_dtype, "device": self.device},
+            settings={"default_dtype": self.default_dtype, "device": self.device,
+                      **({"committee_size": self.committee_size} if self.committee_size > 1 else {})},
         )
 
     def calculator(self, **kwargs: Any):
@@ -333,6 +336,7 @@ class MaceEngine(ForceEngine):
             energies = out["energy"].detach().cpu().numpy()
             forces = out["forces"].detach().cpu().numpy()
             stress = out["stress"].detach().cpu().numpy() if out.get("stress") is not None else None
+            members = out["member_forces"].detach().cpu().numpy() if out.get("member_forces") is not None else None
             ptr = batch.ptr.cpu().numpy()
             for i in range(len(energies)):
                 results.append(
@@ -340,6 +344,7 @@ class MaceEngine(ForceEngine):
                         energy=float(energies[i]),
                         forces=np.array(forces[ptr[i] : ptr[i + 1]], dtype=float),
                         stress=None if stress is None else np.asarray(full_3x3_to_voigt_6_stress(stress[i]), dtype=float),
+                        member_forces=None if members is None else np.array(members[:, ptr[i] : ptr[i + 1]], dtype=float),
                     )
                 )
         return results

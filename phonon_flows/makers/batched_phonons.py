@@ -35,6 +35,7 @@ from phonon_flows.makers.base import set_category
 from phonon_flows.makers.phonons import (
     PhononMaker,
     failed_phonon_doc,
+    member_spread,
     phonon_doc_from_phonopy,
     phonon_settings,
     with_job_store,
@@ -178,11 +179,12 @@ def _finish(phonon, smat, res, structure, info, settings, mid, store_force_const
         forces, f0_max = ph_core.subtract_residual_forces(arrays[:n_sc], arrays[n_sc] if with_residual else None,
                                                           material_id=mid)
         ph_core.set_forces(phonon, forces, material_id=mid)
+        spread = member_spread(phonon, res, n_sc, with_residual, settings, mid)
         method = ph_core.produce_force_constants(phonon, settings.get("fc_method"), material_id=mid)
         return phonon_doc_from_phonopy(
             phonon, structure, info, settings, material_id=mid, fc_method=method,
             displacement=settings["displacement"], store_force_constants=store_force_constants,
-            store_phonopy_yaml=store_phonopy_yaml, residual_force=f0_max,
+            store_phonopy_yaml=store_phonopy_yaml, residual_force=f0_max, committee_spread=spread,
         )
     except PhononFlowsError as exc:
         return failed_phonon_doc(structure, info, [str(exc.with_material(mid, "phonon"))], settings, mid, smat)
@@ -311,7 +313,9 @@ def _phonons_pipelined(structures, engine, settings, smats, ids, store_force_con
                                       store_force_constants, store_phonopy_yaml)
                         done(i, doc, time.perf_counter() - t0)
                         continue
-                    forces = [np.asarray(r.forces) for r in res]
+                    # plain arrays to the worker; a committee's results keep their members' forces
+                    forces = res if getattr(res[0], "member_forces", None) is not None else \
+                        [np.asarray(r.forces) for r in res]
                     finishing[pool.submit(_worker_finish, phonon, smat, forces, structures[i], info, settings, ids[i],
                                           store_force_constants, store_phonopy_yaml)] = i
         collect(block=True)

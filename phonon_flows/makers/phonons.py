@@ -31,6 +31,7 @@ from pymatgen.core import Structure
 
 from phonon_flows.core import phonons as ph_core
 from phonon_flows.core import phonondb as pdb
+from phonon_flows.core.committee import spread_from_member_forces
 from phonon_flows.core.phonopy_io import ImportedPhonopy, load_phonopy_folder
 from phonon_flows.core.polymorphs import temperature_key
 from phonon_flows.core.structures import as_pymatgen_structure, material_name, structure_hash
@@ -174,6 +175,7 @@ def phonon_doc_from_phonopy(
     errors: Sequence[str] = (),
     nac_source: str | None = None,
     residual_force: float | None = None,
+    committee_spread: float | None = None,
 ) -> PhononDoc:
     """Analyse a Phonopy object with force constants (core) and fill a PhononDoc.
 
@@ -212,6 +214,7 @@ def phonon_doc_from_phonopy(
         fc_method=fc_method,
         n_displacements=ph_core.n_displacements(phonon.dataset) or None,
         residual_force_max_eV_A=residual_force,
+        committee_spread_THz=committee_spread,
         has_nac=phonon.nac_params is not None,
         nac=ph_core.nac_info(phonon, nac_source or "nac_params"),
         engine=engine,
@@ -316,9 +319,10 @@ def engine_phonons(
             [r.forces for r in results[: len(supercells)]],
             results[len(supercells)].forces if residual is not None else None, material_id=mid)
         ph_core.set_forces(phonon, forces, material_id=mid)
+        spread = member_spread(phonon, results[:n_forces], len(supercells), residual is not None, settings, mid)
         return _doc_with_force_constants(phonon, structure, info, settings, mid, settings.get("fc_method"),
                                          enthalpy_per_atom, nac_params, store_force_constants, store_phonopy_yaml,
-                                         residual_force=f0_max)
+                                         residual_force=f0_max, committee_spread=spread)
     except PhononFlowsError as exc:
         return failed_phonon_doc(structure, info, [str(exc.with_material(mid, "phonon"))], settings, mid, smat,
                                  enthalpy_per_atom)
@@ -436,8 +440,18 @@ def phonons_from_forces(
                                  enthalpy_per_atom)
 
 
+def member_spread(phonon, results: Sequence[Any], n_displaced: int, with_residual: bool, settings: dict,
+                  mid: str | None) -> float | None:
+    """A committee engine's frequency spread (THz) from its force results (the displaced supercells,
+    then the undisplaced one ``with_residual``); None for a single model. Computed before the
+    mean forces' force constants, on a copy of ``phonon``."""
+    members = [getattr(r, "member_forces", None) for r in results]
+    return spread_from_member_forces(phonon, members, n_displaced, with_residual, settings.get("fc_method"), mid)
+
+
 def _doc_with_force_constants(phonon, structure, info, settings, mid, fc_method, enthalpy_per_atom, nac_params,
-                              store_force_constants, store_phonopy_yaml, residual_force=None) -> PhononDoc:
+                              store_force_constants, store_phonopy_yaml, residual_force=None,
+                              committee_spread=None) -> PhononDoc:
     """The force constants of a Phonopy object whose forces are set, then its PhononDoc."""
     method = ph_core.produce_force_constants(phonon, fc_method, material_id=mid)
     return phonon_doc_from_phonopy(
@@ -445,6 +459,7 @@ def _doc_with_force_constants(phonon, structure, info, settings, mid, fc_method,
         displacement=settings["displacement"], enthalpy_per_atom=enthalpy_per_atom,
         store_force_constants=store_force_constants, store_phonopy_yaml=store_phonopy_yaml,
         nac_source=(nac_params or {}).get("source"), residual_force=residual_force,
+        committee_spread=committee_spread,
     )
 
 

@@ -177,6 +177,9 @@ def _trained_doc(common: dict[str, Any], run: Any, atoms_list: list, ts: dict[st
         elements=sorted(engine.supported_elements),
         r_max=engine.r_max,
         model_sha256=hashlib.sha256(raw).hexdigest(),
+        committee_seeds=[int(core.args_to_dict(m.args)["seed"]) for m in run.members],
+        committee_valid_force_rmse=[c["valid_force_rmse"] for m in run.members
+                                    for c in m.learning_curve[-1:] if c.get("valid_force_rmse") is not None],
         model_file_name=run.model_path.name,
         model_size_bytes=len(raw),
         model_b64=base64.b64encode(raw).decode("ascii"),

@@ -190,6 +190,8 @@ def _screening_row(d: dict[str, Any]) -> dict[str, Any]:
     row = {"material_id": d.get("material_id"), "formula": d.get("formula"), "failed": bool(d.get("failed")),
            "dynamically_stable": d.get("dynamically_stable"), "min_frequency_THz": d.get("min_frequency_THz"),
            "zero_point_energy_meV_per_atom": d.get("zero_point_energy_meV_per_atom")}
+    if d.get("committee_spread_THz") is not None:  # a committee model: its members' disagreement
+        row["committee_spread_THz"] = d["committee_spread_THz"]
     for key, tp in sorted((d.get("thermal") or {}).items(), key=lambda kv: float(temperature_label(kv[0]))):
         t = temperature_label(key)
         row |= {f"A_vib_{t}K_meV_per_atom": tp.get("A_vib_meV_per_atom"),
@@ -259,7 +261,10 @@ def _header_lines(campaign: str, cdoc: dict[str, Any], tdoc: dict[str, Any] | No
         hp = tdoc.get("hyperparameters") or {}
         lines.append(
             f"- MACE model {str(tdoc.get('model_sha256'))[:12]} ({hp.get('hidden_irreps')}, r_max {hp.get('r_max')} Å, "
-            f"correlation {hp.get('correlation')}, {hp.get('default_dtype')}): {hp.get('max_num_epochs')} epochs, "
+            f"correlation {hp.get('correlation')}, {hp.get('default_dtype')}"
+            + (f", committee of {len(tdoc['committee_seeds'])}, seeds {', '.join(map(str, tdoc['committee_seeds']))}"
+               if tdoc.get("committee_seeds") else "")
+            + f"): {hp.get('max_num_epochs')} epochs, "
             f"{tdoc.get('n_train')} training / {tdoc.get('n_valid')} validation structures, validation force MAE "
             f"{_num(tdoc.get('valid_force_mae'))} meV/Å, wall time {_num(tdoc.get('wall_time'))} s on {tdoc.get('device')}"
         )

@@ -123,6 +123,12 @@ class PhononDoc(BaseModel):
         "supercells' forces (phonopy's --fz); None when not computed (symmetry forbids it, residual_forces "
         "'ignore', or forces made elsewhere)",
     )
+    committee_spread_THz: float | None = Field(
+        default=None,
+        description="Disagreement of a committee model's members (MACE models trained with different seeds) on "
+        "these phonons, THz: the mean over member pairs of the mean absolute difference of their frequencies on a "
+        "q-mesh. Large where the potential extrapolates; None for a single model or another engine",
+    )
     has_nac: bool = Field(
         default=False, description="Whether the non-analytical term correction (Born charges) was applied (= nac.applied)"
     )

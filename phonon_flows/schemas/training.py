@@ -98,6 +98,12 @@ class MaceHyperparameters(BaseModel):
     extra: dict[str, Any] = Field(
         default_factory=dict, description="Any other mace_run_train option, e.g. {'max_ell': 2, 'patience': 50}"
     )
+    committee: int = Field(
+        default=1, ge=1, le=16,
+        description="Number of MACE models trained with seeds seed, seed + 1, ... on the same data and validation "
+        "structures, saved as one committee model (their mean force). The phonons then carry the members' "
+        "frequency spread (PhononDoc.committee_spread_THz, THz), a flag for materials outside the training data",
+    )
 
     @field_validator("hidden_irreps")
     @classmethod
@@ -231,6 +237,11 @@ class TrainingDoc(BaseModel):
     elements: list[str] = Field(default_factory=list, description="Elements the model knows")
     r_max: float | None = Field(default=None, description="Cutoff of the model, Å")
     model_sha256: str | None = Field(default=None, description="sha256 of the model file")
+    committee_seeds: list[int] = Field(
+        default_factory=list, description="Seeds of a committee's members (empty for one model); the learning "
+        "curve, command and log are the first member's, the force errors the committee's")
+    committee_valid_force_rmse: list[float] = Field(
+        default_factory=list, description="Each committee member's own final validation force RMSE, meV/Å")
     model_file_name: str | None = Field(default=None, description="File name of the model as mace wrote it")
     model_size_bytes: int | None = Field(default=None, description="Size of the model file, bytes")
     model_b64: str | None = Field(default=None, description="The model file, base64 (stored in the data store)")
