@@ -29,7 +29,7 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """MACE overrides of the demo's settings, from the command line (only those given)."""
     from phonon_flows.schemas.training import PRESETS
 
-    hp: dict[str, Any] = {key: getattr(args, key, None) for key in ("hidden_irreps", "correlation", "r_max", "lr", "seed")
+    hp: dict[str, Any] = {key: getattr(args, key, None) for key in ("hidden_irreps", "correlation", "r_max", "lr", "seed", "committee")
                           if getattr(args, key, None) is not None}
     extra = dict(PRESETS["small"]["extra"])
     if args.hidden_irreps:  # the readout MLP follows the channels unless given
@@ -49,7 +49,8 @@ def record(label: str, hp: dict[str, Any], args: argparse.Namespace, result: Any
     for name, g in result.groups.items():
         groups[name] = {"materials": len(g.material_ids), "freq_mae_THz": g.freq_mae_THz,
                         "stability_right": g.stability_right, "a_vib_300_mae_meV": g.a_vib_300_mae_meV,
-                        "per_material_freq_mae_THz": g.per_material_freq_mae_THz}
+                        "per_material_freq_mae_THz": g.per_material_freq_mae_THz,
+                        "material_ids": g.material_ids}
     return {"label": label, "hyperparameters": hp, "dft_training": args.dft_training, "epochs": args.epochs,
             "training_threads": args.threads,
             "wall_s": wall, "loadavg_at_end": list(os.getloadavg()), "groups": groups,
@@ -69,7 +70,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--radial-mlp", default=None, help="e.g. '[32, 32]' (demo: [16, 16])")
     p.add_argument("--epochs", type=int, default=None, help="epochs (demo: 40)")
     p.add_argument("--seed", type=int, default=None, help="MACE seed: weights and train/validation split (demo: 123)")
-    p.add_argument("--threads", type=int, default=None, help="training threads (demo: 1)")
+    p.add_argument("--committee", type=int, default=None, help="MACE models trained side by side as one committee (demo: 2)")
+    p.add_argument("--threads", type=int, default=None, help="training threads of each member (demo: 1)")
     p.add_argument("--dft-training", default="perturbed", choices=["perturbed", "finite-displacement", "both"],
                    help="training data: the recipe's perturbed supercells (the demo), phonondb's "
                         "finite-displacement supercells, or both")

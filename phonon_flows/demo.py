@@ -23,7 +23,7 @@ from pymatgen.core import Lattice, Structure
 
 from phonon_flows.core import metrics as M
 from phonon_flows.core import phonondb as pdb
-from phonon_flows.core.committee import DEFAULT_SPREAD_THRESHOLD_THZ
+from phonon_flows.core.committee import DEFAULT_SPREAD_THRESHOLD_THZ, spread_error_correlation
 from phonon_flows.core.phonons import to_structure
 from phonon_flows.core.polymorphs import temperature_key
 from phonon_flows.core.structures import local_environments
@@ -420,11 +420,16 @@ class DftDemoResult:
     model_sha256: str | None
     ok: bool
     run_summary: Any = None
+    #: Spearman's rank correlation of the committee spread with the frequency MAE against DFT over
+    #: the held-out materials, and their number (None without a committee)
+    spread_correlation: float | None = None
+    spread_correlation_n: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {"campaign": self.campaign, "groups": {k: v.as_dict() for k, v in self.groups.items()},
                 "transitions": self.transitions, "wall_s": self.wall_s, "n_train": self.n_train,
-                "model_sha256": self.model_sha256}
+                "model_sha256": self.model_sha256, "spread_correlation": self.spread_correlation,
+                "spread_correlation_n": self.spread_correlation_n}
 
 
 def run_dft_demo(
@@ -491,8 +496,13 @@ def run_dft_demo(
     else:
         transitions = ("polymorph transitions (ΔA = ΔH + ΔA_vib) unavailable: phonondb has no total energies; "
                        "give DFT enthalpies with --enthalpies FILE (JSON: mp id -> eV/atom)")
+    errors = {**groups["held out, composition in training"].per_material_freq_mae_THz,
+              **groups["held out, unseen composition"].per_material_freq_mae_THz}
+    rho, n_rho = spread_error_correlation({i: get_field(mlip[i], "committee_spread_THz") for i in errors if i in mlip},
+                                          errors)
     return DftDemoResult(campaign=name, groups=groups, transitions=transitions, wall_s=time.perf_counter() - t0,
-                         n_train=len(train), model_sha256=sha, ok=summary.ok, run_summary=summary)
+                         n_train=len(train), model_sha256=sha, ok=summary.ok, run_summary=summary,
+                         spread_correlation=rho, spread_correlation_n=n_rho)
 
 
 #: sub-groups of "held out, composition in training" (rows of the demo's table)
@@ -546,6 +556,10 @@ def dft_demo_table(result: DftDemoResult) -> str:
                      f"| {f(g.a_vib_1000_mae_meV, '.2f')} | {f(d.get('mae_meV'), '.2f')} | {f(d.get('r2'), '.2f')} "
                      f"| {sign} |")
     lines += ["", result.transitions]
+    if result.spread_correlation is not None:
+        lines.append(f"committee spread against the frequency MAE vs DFT over the {result.spread_correlation_n} held-out "
+                     f"materials: Spearman rank correlation {result.spread_correlation:.2f} (a spread above "
+                     f"{DEFAULT_SPREAD_THRESHOLD_THZ} THz flags a material for DFT)")
     for g in result.groups.values():
         for s in g.skipped:
             lines.append(f"skipped in {g.name}: {s}")

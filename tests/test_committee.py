@@ -58,6 +58,13 @@ def test_spread_of_three_members_is_the_mean_over_pairs():
         C.frequency_spread([a], w)
 
 
+def test_spread_error_correlation_ranks():
+    spread = {"a": 0.1, "b": 0.5, "c": 2.0, "d": None}
+    assert C.spread_error_correlation(spread, {"a": 0.2, "b": 0.3, "c": 1.5, "d": 9.0}) == (pytest.approx(1.0), 3)
+    assert C.spread_error_correlation(spread, {"a": 1.5, "b": 0.3, "c": 0.2})[0] == pytest.approx(-1.0)
+    assert C.spread_error_correlation(spread, {"a": 0.2, "b": 0.3}) == (None, 2)
+
+
 def test_spread_split_names_trusted_and_flagged():
     docs = {"a": {"committee_spread_THz": 0.2}, "b": {"committee_spread_THz": 0.9}, "c": {"committee_spread_THz": None}}
     assert spread_split(docs, ["a", "b", "c", "d"], threshold=0.5) == (["a"], ["b", "c"])
@@ -99,6 +106,9 @@ def test_committee_trains_members_on_one_split_and_averages_them(committee_doc):
     assert np.allclose(got.forces, (each[0].forces + each[1].forces) / 2, atol=1e-10)
     assert np.allclose(got.member_forces, [e.forces for e in each], atol=1e-10)
     assert got.energy == pytest.approx((each[0].energy + each[1].energy) / 2)
+    # the ASE calculator (relaxations in screening) is mace's own committee of the same members
+    atoms.calc = committee.calculator()
+    assert np.allclose(atoms.get_forces(), got.forces, atol=1e-8)
 
 
 def test_committee_phonons_carry_the_spread_on_both_paths(committee_doc):

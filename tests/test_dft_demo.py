@@ -111,6 +111,7 @@ def test_demo_training_settings(materials):
     assert hp.max_num_epochs == DFT_DEMO_EPOCHS and hp.start_swa == int(0.75 * DFT_DEMO_EPOCHS)
     assert hp.default_dtype == "float32" and hp.batch_size == 1 and hp.hidden_irreps.replace(" ", "") == "8x0e+8x1o"
     assert hp.r_max == 6.0  # the recipe's cutoff, not the small preset's 4.5 Å
+    assert hp.committee == 2  # two seeds side by side (one thread each): the spread flags what to check
 
 
 def test_bond_environment_split(materials):

@@ -11,11 +11,12 @@ a composition it never saw), so a large spread marks a prediction to check with 
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from itertools import combinations
 
 import numpy as np
 from phonopy import Phonopy
+from scipy.stats import spearmanr
 
 from phonon_flows.core.phonons import mesh_from_length, produce_force_constants, set_forces, subtract_residual_forces
 
@@ -80,3 +81,15 @@ def spread_from_member_forces(phonon: Phonopy, member_forces: Sequence[np.ndarra
                                              material_id=material_id)
         per_member.append(forces)
     return committee_spread(phonon, per_member, fc_method, material_id=material_id)
+
+
+def spread_error_correlation(spread: Mapping[str, float | None],
+                             error: Mapping[str, float | None]) -> tuple[float | None, int]:
+    """Spearman's rank correlation between the committee spread and the error against a reference
+    (e.g. each material's frequency MAE against DFT, THz) over the materials that have both, and
+    their number; None with fewer than three."""
+    ids = [i for i in error if error[i] is not None and spread.get(i) is not None]
+    if len(ids) < 3:
+        return None, len(ids)
+    rho = spearmanr([spread[i] for i in ids], [error[i] for i in ids]).statistic
+    return (None if not np.isfinite(rho) else float(rho)), len(ids)

@@ -294,10 +294,12 @@ class MaceEngine(ForceEngine):
         )
 
     def calculator(self, **kwargs: Any):
-        """An ASE ``MACECalculator`` sharing this engine's loaded model."""
+        """An ASE ``MACECalculator`` sharing this engine's loaded model (a committee's members as
+        mace's own committee: mean energy and forces)."""
         from mace.calculators import MACECalculator
 
-        return MACECalculator(models=self.model, device=self.device, default_dtype=self.default_dtype, **kwargs)
+        models = list(self.model.members) if self.committee_size > 1 else self.model
+        return MACECalculator(models=models, device=self.device, default_dtype=self.default_dtype, **kwargs)
 
     # -- data --------------------------------------------------------------------------------
 
