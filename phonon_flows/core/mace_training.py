@@ -748,23 +748,13 @@ def train_mace(
     )
 
 
-def train_committee(
-    atoms_list: Sequence[Atoms],
-    hp: MaceHyperparameters,
-    work_dir: str | Path,
-    device: str = "cpu",
-    energy_key: str = "REF_energy",
-    forces_key: str = "REF_forces",
-    nproc: int | None = None,
-    num_threads: int | None = None,
-    restart: bool = True,
-    name: str | None = None,
-    timeout: float | None = None,
-) -> MaceTrainingRun:
+def train_committee(atoms_list: Sequence[Atoms], hp: MaceHyperparameters, work_dir: str | Path, device: str = "cpu",
+                    nproc: int | None = None, num_threads: int | None = None, **run_kwargs: Any) -> MaceTrainingRun:
     """Train ``hp.committee`` MACE models (seeds ``hp.seed``, ``hp.seed + 1``, ...) on the same
     structures, all validated on the same structures (the split of ``hp.seed``), each in its own
     folder ``member-<i>``; then save them as one committee model file (their mean force, see
-    :mod:`phonon_flows.core.mace_committee`).
+    :mod:`phonon_flows.core.mace_committee`). ``run_kwargs``: :func:`train_mace`'s other options
+    (keys, ``restart``, ``name``, ``timeout``), for each member.
 
     With ``num_threads`` set (CPU: each member's process gets that many threads) or on CUDA, the
     members train at the same time; otherwise one after the other (each would take every core).
@@ -775,6 +765,7 @@ def train_committee(
     from phonon_flows.core.mace_committee import write_committee
 
     k = int(hp.committee)
+    name = run_kwargs.get("name")
     if hp.energy_phase is not None:
         raise InputError("a committee is trained on forces only: energy_phase is not supported with committee > 1",
                          name, STAGE)
@@ -787,8 +778,7 @@ def train_committee(
 
     def one(i: int) -> MaceTrainingRun:
         return train_mace(atoms_list, members_hp[i], work_dir / MEMBER_DIR.format(i), device=device,
-                          energy_key=energy_key, forces_key=forces_key, num_threads=num_threads, restart=restart,
-                          name=name, timeout=timeout, valid_indices=valid_idx)
+                          num_threads=num_threads, valid_indices=valid_idx, **run_kwargs)
 
     t0 = time.perf_counter()
     parallel = num_threads is not None or device.startswith("cuda")
