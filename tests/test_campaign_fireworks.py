@@ -1,5 +1,5 @@
 """A real (tiny) training campaign on FireWorks: submitted with `phonon-flows submit`, run by a gpu
-and a cpu rocket launcher in separate processes against the mongoeco wire-protocol server; every
+and a cpu rocket launcher in separate processes (the model a committee of two) against the mongoeco wire-protocol server; every
 Firework completes exactly once on a worker of its category, and the results land in MongoDB +
 GridFS where the query API, `status` and `report` find them."""
 
@@ -51,7 +51,7 @@ def test_campaign_on_a_gpu_and_a_cpu_worker(mongo_uri, mongo_db_name, tmp_path):
     files = _structures(tmp_path / "structures")
     args = ["submit", *map(str, files), "--name", CAMPAIGN, "--holdout", "Cu-fcc", "--engine", "emt",
             "--preset", "small", "--epochs", "2", "--n-perturbations", "3", "--min-atoms", "8", "--max-atoms", "40",
-            "--no-relax", "--device", "cpu", "--launchpad", str(lp_yaml)]
+            "--no-relax", "--device", "cpu", "--committee", "2", "--launchpad", str(lp_yaml)]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     n_fw = launchpad.fireworks.count_documents({})
@@ -88,6 +88,10 @@ def test_campaign_on_a_gpu_and_a_cpu_worker(mongo_uri, mongo_db_name, tmp_path):
         found = PhononResults(store).find(campaign=CAMPAIGN)
         assert sorted(d["engine"]["name"] for d in found) == ["emt", "mace"]
         assert all(d["material_id"] == "Cu-fcc" and not d["failed"] for d in found)
+        # --committee 2: the gpu worker loaded the two-member model file from GridFS; the spread is there
+        mlip = next(d for d in found if d["engine"]["name"] == "mace")
+        assert mlip["engine"]["settings"]["committee_size"] == 2 and mlip["committee_spread_THz"] > 0
+        assert next(d for d in found if d["engine"]["name"] == "emt").get("committee_spread_THz") is None
         (status,) = campaign_status(store, CAMPAIGN)
         assert status.counts == {"done": n_fw, "failed": 0, "skipped": 0, "running": 0, "pending": 0}
         out = tmp_path / "report"
@@ -95,6 +99,7 @@ def test_campaign_on_a_gpu_and_a_cpu_worker(mongo_uri, mongo_db_name, tmp_path):
                                        "--database", mongo_db_name])
         assert rep.exit_code == 0, rep.output
         assert (out / "figures" / "parity_frequency.png").is_file()
+        assert "committee of 2, seeds 123, 124" in (out / "summary.md").read_text()
         st = CliRunner().invoke(app, ["status", CAMPAIGN, "--mongo-uri", mongo_uri, "--database", mongo_db_name,
                                       "--launchpad", str(lp_yaml), "--json"])
         assert st.exit_code == 0, st.output
