@@ -306,6 +306,9 @@ def _campaign_flow(
                                      "model in the store: `phonon-flows model list`)")
         if holdout:
             raise typer.BadParameter("--holdout is for training campaigns, not with --screen")
+        if committee != 1:
+            raise typer.BadParameter("--committee is for training campaigns; to screen with a committee, give its "
+                                     "model file or sha256 to --model")
         if screen_relax not in SCREEN_RELAX:
             raise typer.BadParameter(f"--screen-relax must be one of {', '.join(SCREEN_RELAX)}, not {screen_relax!r}")
         model = _full_sha(model, store)
@@ -319,8 +322,8 @@ def _campaign_flow(
             raise typer.BadParameter("--screen-relax is for --screen (training campaigns: --relax/--no-relax)")
         if engine not in ("chgnet", "emt", "vasp"):
             raise typer.BadParameter(f"--engine must be chgnet, emt or vasp, not {engine!r}")
-        if committee < 1:
-            raise typer.BadParameter(f"--committee must be 1 or more, not {committee}")
+        if not 1 <= committee <= 16:
+            raise typer.BadParameter(f"--committee must be between 1 and 16, not {committee}")
         hp = {"max_num_epochs": epochs} if epochs else {}
         if committee > 1:
             hp["committee"] = committee

@@ -68,6 +68,18 @@ def test_run_check_creates_nothing(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
 
 
+def test_run_committee_option_is_checked(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cif = write_cifs(tmp_path / "in", {"Cu-fcc": bulk("Cu", "fcc", a=3.6), "Cu-hcp": bulk("Cu", "hcp", a=2.56, c=4.18)})
+    common = ("--engine", "emt", "--check", "--min-atoms", 8, "--max-atoms", 40)
+    res = _invoke("run", *cif, *common, "--holdout", "Cu-fcc", "--committee", 0)
+    assert res.exit_code == 1 and "--committee must be between 1 and 16" in res.output, res.output
+    res = _invoke("run", *cif, *common, "--screen", "--model", "my.model", "--committee", 2)
+    assert res.exit_code == 1 and "--committee is for training campaigns" in res.output, res.output
+    res = _invoke("run", *cif, *common, "--holdout", "Cu-fcc", "--committee", 3)
+    assert res.exit_code == 0 and "2 material(s) ready" in res.stdout, res.output
+
+
 def test_run_campaign_reports_refused_inputs(tmp_path):
     flow = ScreeningMaker(name="refusing", model="ab" * 32, model_elements=["Cu"], min_atoms=8, max_atoms=40).make(
         {"Au-fcc": bulk("Au", "fcc", a=4.08)})
