@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 from ase.build import bulk
@@ -100,6 +101,8 @@ def test_campaign_on_a_gpu_and_a_cpu_worker(mongo_uri, mongo_db_name, tmp_path):
         assert rep.exit_code == 0, rep.output
         assert (out / "figures" / "parity_frequency.png").is_file()
         assert "committee of 2, seeds 123, 124" in (out / "summary.md").read_text()
+        held = pd.read_csv(out / "materials.csv")
+        assert held["committee_spread_THz"].tolist() == [pytest.approx(mlip["committee_spread_THz"])]
         st = CliRunner().invoke(app, ["status", CAMPAIGN, "--mongo-uri", mongo_uri, "--database", mongo_db_name,
                                       "--launchpad", str(lp_yaml), "--json"])
         assert st.exit_code == 0, st.output

@@ -510,6 +510,7 @@ class BenchmarkMaker(Maker):
             thermal_note=("thermal properties not compared at " + ", ".join(no_modes)
                           + ": no real mode above the cutoff frequency (all imaginary)") if no_modes else None,
             enthalpy_per_atom_eV=h,
+            committee_spread_THz=get_field(m, "committee_spread_THz"),
             nac_applied=bool(_nac(r).get("applied")),
         )
         return row, fr, fm

@@ -311,6 +311,8 @@ def _material_rows(bench: BenchmarkDoc) -> list[dict[str, Any]]:
             "stable_reference": m.stable_reference, "stable_mlip": m.stable_mlip,
             "enthalpy_per_atom_eV": m.enthalpy_per_atom_eV,
         }
+        if m.committee_spread_THz is not None:  # a committee model: its members' disagreement, beside the error
+            row["committee_spread_THz"] = m.committee_spread_THz
         for key, p in m.thermal.items():
             t = temperature_label(key)
             row |= {f"A_vib_ref_{t}K_meV_per_atom": p.A_vib_reference, f"A_vib_mlip_{t}K_meV_per_atom": p.A_vib_mlip,

@@ -87,6 +87,9 @@ class MaterialBenchmark(BaseModel):
     stable_mlip: bool = Field(description="Dynamically stable with the MLIP at the benchmark tolerance")
     thermal: by_temperature(ThermalPair) = Field(default_factory=ByTemperature, description="Per temperature key, e.g. 'T300'")
     enthalpy_per_atom_eV: float | None = Field(default=None, description="Reference enthalpy per atom, eV/atom")
+    committee_spread_THz: float | None = Field(
+        default=None, description="The MLIP committee's frequency spread for this material (PhononDoc."
+        "committee_spread_THz), THz; None for a single model")
     nac_applied: bool = Field(default=False, description="Both sides compared with the reference's Born charges (NAC)")
     recomputed: list[str] = Field(
         default_factory=list,
