@@ -75,6 +75,7 @@ def compare(doc: dict[str, Any], results: Any, path: str) -> dict[str, Any]:
         "n_qpoints": int(f_dft.shape[0]), "n_bands": int(f_dft.shape[1]),
         "stable_mlip": doc.get("dynamically_stable"), "stable_dft": ref.dynamically_stable,
         "min_frequency_mlip_THz": doc.get("min_frequency_THz"), "min_frequency_dft_THz": ref.min_frequency_THz,
+        "committee_spread_THz": doc.get("committee_spread_THz"),
     }
     a_m = ((doc.get("thermal") or {}).get("T300") or {}).get("A_vib_meV_per_atom")
     a_d = ref.thermal["T300"].A_vib_meV_per_atom if "T300" in ref.thermal else None
@@ -89,6 +90,19 @@ def summarize(rows: list[dict[str, Any]], trained_formulas: set[str] | None = No
     if trained_formulas is not None:
         for key, keep in (("composition_trained", True), ("composition_new", False)):
             out[key] = _summary([r for r in rows if (_reduced(r.get("formula")) in trained_formulas) == keep])
+    # a committee model: the materials its spread trusts and those it flags, and how the spread ranks errors
+    spread = {r["material_id"]: r.get("committee_spread_THz") for r in rows if "freq_mae_THz" in r}
+    if any(v is not None for v in spread.values()):
+        from phonon_flows.core.committee import DEFAULT_SPREAD_THRESHOLD_THZ, spread_error_correlation
+
+        cut = DEFAULT_SPREAD_THRESHOLD_THZ
+        out["spread_threshold_THz"] = cut
+        trusted = {m for m, v in spread.items() if v is not None and v <= cut}
+        out["spread_trusted"] = _summary([r for r in rows if r["material_id"] in trusted])
+        out["spread_flagged"] = _summary([r for r in rows if r["material_id"] in set(spread) - trusted])
+        rho, n = spread_error_correlation(spread, {r["material_id"]: r["freq_mae_THz"] for r in rows
+                                                   if "freq_mae_THz" in r})
+        out["spread_error_spearman"], out["spread_error_n"] = rho, n
     return out
 
 
@@ -197,10 +211,14 @@ def main(argv=None) -> int:
           f"{s['materials_below_0p5_THz']} below 0.5 THz; stability {s['stability_agreement']} "
           f"(DFT stable {s['stable_dft']}, MLIP stable {s['stable_mlip']}); A_vib(300 K) MAE "
           f"{s['A_vib_300_mae_meV']} meV/atom over {s['A_vib_compared']}; screening {run_s:.0f} s; written {out}")
-    for key in ("composition_trained", "composition_new"):
-        g = s[key]
+    for key in ("composition_trained", "composition_new", "spread_trusted", "spread_flagged"):
+        g = s.get(key)
+        if g is None:
+            continue
         print(f"  {key}: {g['n_compared']} materials, median MAE {g['freq_mae_THz_median']} THz, stability "
               f"{g['stability_agreement']}, A_vib(300 K) MAE {g['A_vib_300_mae_meV']} meV/atom")
+    if s.get("spread_error_spearman") is not None:
+        print(f"  committee spread vs frequency MAE: Spearman {s['spread_error_spearman']:.2f} over {s['spread_error_n']}")
     errors = [r for r in out_rows if "error" in r]
     for r in errors:
         print(f"  {r['material_id']}: {r['error']}")

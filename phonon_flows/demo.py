@@ -488,9 +488,9 @@ def run_dft_demo(
     low, high = spread_split(mlip, known + unseen)
     subgroups |= {label: group_metrics(label, ids, mlip, ref, polymorph_pairs(materials, ids, train), enthalpies)
                   for label, ids in ((SPREAD_LOW, low), (SPREAD_HIGH, high)) if ids}
-    order = ["training materials", "held out, composition in training", *subgroups, "held out, unseen composition"]
-    order = [k for k in order if k not in (SPREAD_LOW, SPREAD_HIGH)] + [k for k in (SPREAD_LOW, SPREAD_HIGH) if k in subgroups]
-    groups = {k: (groups | subgroups)[k] for k in order}
+    order = ["training materials", "held out, composition in training", KNOWN_BONDS_SEEN, KNOWN_BONDS_NEW,
+             "held out, unseen composition", SPREAD_LOW, SPREAD_HIGH]
+    groups = {k: (groups | subgroups)[k] for k in order if k in groups | subgroups}
     if enthalpies:
         transitions = f"enthalpies of {len(enthalpies)} materials from {enthalpies_file}: see the benchmark's polymorph table"
     else:

@@ -146,3 +146,24 @@ def test_committee_refuses_an_energy_phase(tmp_path):
     hp = MaceHyperparameters.preset("small", committee=2, energy_phase=EnergyPhase())
     with pytest.raises(InputError, match="energy_phase"):
         train_committee(emt_structures(n_per_element=2), hp, tmp_path)
+
+
+@pytest.mark.slow
+def test_the_dft_demo_runs_a_committee_and_splits_by_spread(tmp_path, monkeypatch):
+    """`run_dft_demo` end to end on a small split of the shipped phonondb entries (2 epochs): the
+    model is a committee of two, every held-out material has a spread, the table has the trusted /
+    flagged rows and the rank correlation of spread with the error against DFT."""
+    from phonon_flows import demo
+
+    monkeypatch.setattr(demo, "DFT_DEMO_TRAIN", ("mp-10695", "mp-10760"))  # zinc-blende ZnS, rock-salt MgSe
+    monkeypatch.setattr(demo, "DFT_DEMO_HOLDOUT_KNOWN", ("mp-560588",))  # wurtzite ZnS
+    monkeypatch.setattr(demo, "DFT_DEMO_HOLDOUT_UNSEEN", ("mp-1190", "mp-380"))  # ZnSe zinc blende, wurtzite
+    result = demo.run_dft_demo(get_store(store_dir=tmp_path / "store"), epochs=2, work_dir=tmp_path / "runs",
+                               progress=False)
+    assert result.ok, result.run_summary.render()
+    held = ["ZnS-mp-560588", "ZnSe-mp-1190", "ZnSe-mp-380"]
+    rows = {k: g.material_ids for k, g in result.groups.items() if k in (demo.SPREAD_LOW, demo.SPREAD_HIGH)}
+    assert rows and sorted(sum(rows.values(), [])) == sorted(held)
+    assert result.spread_correlation_n == 3 and -1 <= result.spread_correlation <= 1
+    table = demo.dft_demo_table(result)
+    assert "Spearman rank correlation" in table and "committee spread" in table

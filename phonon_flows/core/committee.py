@@ -22,9 +22,10 @@ from phonon_flows.core.phonons import mesh_from_length, produce_force_constants,
 
 #: q-mesh density of the spread (Å, as phonopy's mesh length): coarse, the spread is a flag
 SPREAD_MESH_LENGTH = 20.0
-#: spread (THz) above which a material's MLIP phonons are flagged as uncertain. On the DFT demo
-#: (two 8-channel members), every material under it was within 0.45 THz of DFT, and every held-out
-#: polymorph with a bond in a coordination never trained and every unseen composition was over it
+#: spread (THz) above which a material's MLIP phonons are flagged as uncertain: read off the DFT
+#: demo's first committees (two 8-channel members), where the held-out materials under it were
+#: mostly within 0.6 THz of DFT and those over it mostly 1-5 THz off (README, "A committee and its
+#: spread"); a first setting, not a calibrated one
 DEFAULT_SPREAD_THRESHOLD_THZ = 0.5
 
 
