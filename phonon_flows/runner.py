@@ -449,7 +449,7 @@ def job_output(job_dir: Path, capture: bool):
                 h.setLevel(level)
 
 
-class _PackProgressHandler(logging.Handler):
+class _JobProgressHandler(logging.Handler):
     """Shows the finished materials of a running pack (the log records of
     :mod:`phonon_flows.makers.batched_phonons` that carry ``schemas.batch.PACK_PROGRESS``) and the
     epochs of a running training (``core.mace_training.TRAINING_PROGRESS``) on the progress bar."""
@@ -480,7 +480,7 @@ PROGRESS_LOGGERS = ("phonon_flows.makers.batched_phonons", "phonon_flows.core.ma
 def pack_progress(bar: Any, job_name: str, logger_names: tuple[str, ...] = PROGRESS_LOGGERS):
     """While a job runs: each material a pack finishes and each epoch a training reaches update
     ``bar`` (its ``describe``); those loggers pass INFO records for the time of the block."""
-    handler = _PackProgressHandler(bar, job_name)
+    handler = _JobProgressHandler(bar, job_name)
     saved = []
     for name in logger_names:
         lg = logging.getLogger(name)

@@ -67,8 +67,3 @@ def write_committee(member_paths: Sequence[str | Path], out_path: str | Path) ->
     out_path = Path(out_path)
     torch.save(committee, str(out_path))
     return out_path
-
-
-def committee_size(model: Any) -> int:
-    """Members of a loaded model: ``k`` for a :class:`MaceCommittee`, else 1."""
-    return len(model.members) if isinstance(model, MaceCommittee) else 1

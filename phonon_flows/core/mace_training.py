@@ -697,8 +697,8 @@ def train_mace(
         _write_xyz(atoms_list, train_file)
         train_idx, valid_idx = valid_split(len(atoms_list), hp.valid_fraction, hp.seed)
     else:
-        valid_idx = sorted(int(i) for i in valid_indices)
-        train_idx = [i for i in range(len(atoms_list)) if i not in set(valid_idx)]
+        valid_idx = sorted({int(i) for i in valid_indices})
+        train_idx = sorted(set(range(len(atoms_list))) - set(valid_idx))
         _write_xyz([atoms_list[i] for i in train_idx], train_file)
         _write_xyz([atoms_list[i] for i in valid_idx], work_dir / VALID_FILE)
     args = build_mace_args(hp, train_file, work_dir, device, energy_key, forces_key, restart=restart, distributed=distributed)

@@ -277,7 +277,7 @@ class MaceEngine(ForceEngine):
         self.head = next((h for h in self.heads if h.lower() == "default"), self.heads[-1])
         self.supported_elements = frozenset(chemical_symbols[z] for z in self.z_table.zs)
         #: members of a committee model file (their mean is the force; see core.mace_committee), else 1
-        self.committee_size = len(model.members) if hasattr(model, "members") else 1
+        self.committee_size = int(getattr(model, "committee_size", 1))
         self._auto_batch: int | None = None
 
     @property

@@ -313,10 +313,7 @@ def _phonons_pipelined(structures, engine, settings, smats, ids, store_force_con
                                       store_force_constants, store_phonopy_yaml)
                         done(i, doc, time.perf_counter() - t0)
                         continue
-                    # plain arrays to the worker; a committee's results keep their members' forces
-                    forces = res if getattr(res[0], "member_forces", None) is not None else \
-                        [np.asarray(r.forces) for r in res]
-                    finishing[pool.submit(_worker_finish, phonon, smat, forces, structures[i], info, settings, ids[i],
+                    finishing[pool.submit(_worker_finish, phonon, smat, res, structures[i], info, settings, ids[i],
                                           store_force_constants, store_phonopy_yaml)] = i
         collect(block=True)
     finally:
