@@ -135,6 +135,55 @@ def test_learning_curve_runs_merge_into_one_curve(tmp_path):
         lc.merge_results(first, _curve([130], [2.0], epochs=20))
 
 
+def _material(formula_structure, mid):
+    from phonon_flows.demo import PhonondbMaterial
+
+    return PhonondbMaterial(material_id=mid, mp_id=mid, formula=formula_structure.composition.reduced_formula,
+                            spacegroup=None, path="", structure=formula_structure,
+                            supercell_matrix=[[2, 0, 0], [0, 2, 0], [0, 0, 2]], n_displacements=2)
+
+
+def test_learning_curve_bond_split_holds_out_compositions_whose_bonds_are_in_the_pool():
+    """--split bonds-in-pool: a held-out composition (all its polymorphs) has every bonded element pair
+    in at least two pool materials of other compositions; the pool starts with one material per
+    held-out bond; ZnS with no Zn-S elsewhere is never held out; the bond coverage counts it all."""
+    from pymatgen.core import Lattice, Structure
+
+    sys.path.insert(0, str(BENCH_DIR))
+    try:
+        lc = _load("learning_curve")
+    finally:
+        sys.path.remove(str(BENCH_DIR))
+
+    def zb(a, cation, anion):
+        return Structure.from_spacegroup("F-43m", Lattice.cubic(a), [cation, anion], [[0, 0, 0], [0.25] * 3])
+
+    def rs(a, cation, anion):
+        return Structure.from_spacegroup("Fm-3m", Lattice.cubic(a), [cation, anion], [[0, 0, 0], [0.5] * 3])
+
+    def half(s, old, new, k=0):  # the k-th site of ``old`` made ``new``: both bonds in one crystal
+        s = s.copy()
+        s.replace([i for i, site in enumerate(s) if site.specie.symbol == old][k], new)
+        return s
+
+    structures = {
+        "ZnSe-zb": zb(5.67, "Zn", "Se"), "ZnSe-rs": rs(5.3, "Zn", "Se"),  # Zn-Se also in the two Zn4Se3Te
+        "ZnS-zb": zb(5.41, "Zn", "S"), "ZnS-rs": rs(5.1, "Zn", "S"),  # Zn-S nowhere else
+        "CdTe-zb": zb(6.48, "Cd", "Te"),
+        "Zn4Se3Te-a": half(zb(5.8, "Zn", "Se"), "Se", "Te"), "Zn4Se3Te-b": half(zb(5.9, "Zn", "Se"), "Se", "Te", 1),
+    }
+    materials = {mid: _material(s, mid) for mid, s in structures.items()}
+    held, pool = lc.choose_split_bonds(materials, 3, seed=7, max_atoms=128)
+    assert held == ["ZnSe-rs", "ZnSe-zb"]  # Zn4Se3Te: Zn-Te in no other composition; ZnS: Zn-S nowhere else
+    assert sorted(pool) == sorted(set(materials) - set(held))
+    assert pool[0].startswith("Zn4Se3Te")  # the greedy cover: Zn-Se first
+    cover = lc.bond_coverage(materials, held, pool[:1])
+    assert cover == {"bonds": 1, "bonds_trained": 1, "materials_all_bonds_trained": 2, "untrained": []}
+    assert lc.bond_coverage(materials, held, ["ZnS-zb", "CdTe-zb"])["untrained"] == ["Se-Zn"]
+    assert lc.bond_coverage(materials, ["ZnS-zb", "CdTe-zb"], ["ZnSe-zb"]) == {
+        "bonds": 2, "bonds_trained": 0, "materials_all_bonds_trained": 0, "untrained": ["Cd-Te", "S-Zn"]}
+
+
 def test_screen_covered_summary_splits_trained_and_new_compositions():
     """benchmarks/screen_covered.py's figures: per-material MAEs pooled, stability agreement, A_vib
     where both sides have one, and the same for trained (by reduced formula) and new compositions;

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pymatgen.core import Lattice, Structure
 
-from phonon_flows.core.structures import local_environments
+from phonon_flows.core.structures import bonded_pairs, local_environments
 
 from phonon_flows.demo import (
     DFT_DEMO_DIR,
@@ -99,6 +99,18 @@ def test_local_environments():
     assert local_environments(zb) == {("Zn", 4), ("S", 4)}
     assert local_environments(rs) == {("Na", 6), ("Cl", 6)}
     assert local_environments(cscl) == {("Cs", 8), ("Cl", 8)}
+
+
+def test_bonded_pairs():
+    """The first shell's element pairs: Zn-S in zinc blende; in a zinc blende with half of S made Se,
+    Zn-S and Zn-Se but no Zn-Zn (second shell) and no S-Se; Cs-Cl (not Cs-Cs at 1.15 x 3.57 Å) in CsCl."""
+    zb = Structure.from_spacegroup("F-43m", Lattice.cubic(5.41), ["Zn", "S"], [[0, 0, 0], [0.25, 0.25, 0.25]])
+    assert bonded_pairs(zb) == {("S", "Zn")}
+    mixed = zb.copy()
+    mixed.replace(next(i for i, site in enumerate(mixed) if site.specie.symbol == "S"), "Se")
+    assert bonded_pairs(mixed) == {("S", "Zn"), ("Se", "Zn")}
+    cscl = Structure(Lattice.cubic(4.12), ["Cs", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    assert bonded_pairs(cscl) == {("Cl", "Cs")}
 
 
 def test_demo_training_settings(materials):

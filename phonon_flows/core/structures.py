@@ -329,6 +329,17 @@ def material_name(structure: Structure, material_id: str | None = None) -> str:
         return structure.composition.reduced_formula
 
 
+def _first_shells(structure: Structure, tolerance: float, cutoff: float):
+    """Each site with its first shell: the neighbours within ``tolerance`` times its shortest bond
+    (``cutoff`` Å at most; an empty list for a site with none)."""
+    for site, found in zip(structure, structure.get_all_neighbors(cutoff), strict=True):
+        if not found:
+            yield site, []
+            continue
+        shortest = min(n.nn_distance for n in found)
+        yield site, [n for n in found if n.nn_distance <= tolerance * shortest]
+
+
 def local_environments(structure: Structure, tolerance: float = 1.15, cutoff: float = 5.0,
                        neighbours: bool = False) -> set[tuple]:
     """The local environments of a crystal as ``(element, coordination number)`` pairs: each site's
@@ -337,14 +348,20 @@ def local_environments(structure: Structure, tolerance: float = 1.15, cutoff: fl
     ``neighbours=True`` each pair also names the neighbours' elements (``("Zn", 4, "S")``): the
     bond environment, so that tetrahedral Ag-I and tetrahedral Ag-Br are told apart."""
     out: set[tuple] = set()
-    for site, found in zip(structure, structure.get_all_neighbors(cutoff), strict=True):
-        if not found:
+    for site, shell in _first_shells(structure, tolerance, cutoff):
+        if not shell:
             out.add((site.specie.symbol, 0, "") if neighbours else (site.specie.symbol, 0))
-            continue
-        shortest = min(n.nn_distance for n in found)
-        shell = [n for n in found if n.nn_distance <= tolerance * shortest]
-        if neighbours:
+        elif neighbours:
             out.add((site.specie.symbol, len(shell), ",".join(sorted({n.specie.symbol for n in shell}))))
         else:
             out.add((site.specie.symbol, len(shell)))
     return out
+
+
+def bonded_pairs(structure: Structure, tolerance: float = 1.15, cutoff: float = 5.0) -> set[tuple[str, str]]:
+    """The element pairs bonded in a crystal, alphabetically ordered: a site and the neighbours of
+    its first shell (as in :func:`local_environments`). Zinc blende ZnS gives ``{("S", "Zn")}``,
+    LiZnPS4 ``{("Li", "S"), ("P", "S"), ("S", "Zn")}``: a model trained on LiZnPS4 has seen Zn-S bonds,
+    one trained on ZnO and CdS has not."""
+    return {tuple(sorted((site.specie.symbol, n.specie.symbol)))  # type: ignore[misc]
+            for site, shell in _first_shells(structure, tolerance, cutoff) for n in shell}
