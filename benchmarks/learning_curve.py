@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shlex
 import sys
 import time
 from collections import defaultdict
@@ -527,7 +528,7 @@ def main(argv=None) -> int:
             "n_held_compositions": len({materials[m].formula for m in held}), "training_order": pool,
             "rows": rows, "not_run": not_run,
             "wall_s": time.perf_counter() - t0, "date": time.strftime("%Y-%m-%d"), "device": _device(),
-            "command": "python benchmarks/learning_curve.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "command": "python benchmarks/learning_curve.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
             "attribution": pdb.PHONONDB_ATTRIBUTION,
         })
         if previous is not None:
