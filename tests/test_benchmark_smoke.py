@@ -135,11 +135,11 @@ def test_learning_curve_runs_merge_into_one_curve(tmp_path):
         lc.merge_results(first, _curve([130], [2.0], epochs=20))
 
 
-def _material(formula_structure, mid):
+def _material(structure, mid):
     from phonon_flows.demo import PhonondbMaterial
 
-    return PhonondbMaterial(material_id=mid, mp_id=mid, formula=formula_structure.composition.reduced_formula,
-                            spacegroup=None, path="", structure=formula_structure,
+    return PhonondbMaterial(material_id=mid, mp_id=mid, formula=structure.composition.reduced_formula,
+                            spacegroup=None, path="", structure=structure,
                             supercell_matrix=[[2, 0, 0], [0, 2, 0], [0, 0, 2]], n_displacements=2)
 
 

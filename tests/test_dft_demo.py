@@ -102,7 +102,7 @@ def test_local_environments():
 
 
 def test_bonded_pairs():
-    """The first shell's element pairs: Zn-S in zinc blende; in a zinc blende with half of S made Se,
+    """The first shell's element pairs: Zn-S in zinc blende; in a zinc blende with one of its four S made Se,
     Zn-S and Zn-Se but no Zn-Zn (second shell) and no S-Se; Cs-Cl (not Cs-Cs at 1.15 x 3.57 Å) in CsCl."""
     zb = Structure.from_spacegroup("F-43m", Lattice.cubic(5.41), ["Zn", "S"], [[0, 0, 0], [0.25, 0.25, 0.25]])
     assert bonded_pairs(zb) == {("S", "Zn")}

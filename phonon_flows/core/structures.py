@@ -362,6 +362,7 @@ def bonded_pairs(structure: Structure, tolerance: float = 1.15, cutoff: float = 
     """The element pairs bonded in a crystal, alphabetically ordered: a site and the neighbours of
     its first shell (as in :func:`local_environments`). Zinc blende ZnS gives ``{("S", "Zn")}``,
     LiZnPS4 ``{("Li", "S"), ("P", "S"), ("S", "Zn")}``: a model trained on LiZnPS4 has seen Zn-S bonds,
-    one trained on ZnO and CdS has not."""
+    one trained on ZnO and CdS has not. A geometric criterion: a contact within the tolerance counts
+    whatever its chemistry (Na6ZnS4 also gives Na-Na and Na-Zn)."""
     return {tuple(sorted((site.specie.symbol, n.specie.symbol)))  # type: ignore[misc]
             for site, shell in _first_shells(structure, tolerance, cutoff) for n in shell}
