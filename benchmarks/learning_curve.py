@@ -96,15 +96,22 @@ def choose_split(materials: dict[str, PhonondbMaterial], n_compositions: int, se
     pool = [mid for mid in sorted(small) if small[mid].formula not in held_formulas]
     order = [str(x) for x in rng.permutation(pool)]
     need = {el.symbol for mid in held for el in small[mid].structure.composition.elements}
-    cover: list[str] = []
-    while need:
-        best = max(order, key=lambda mid: (len(need & _elements(small[mid])), -order.index(mid)))
-        if not need & _elements(small[best]):
-            break
-        cover.append(best)
-        order.remove(best)
-        need -= _elements(small[best])
+    cover = _greedy_cover(order, need, lambda mid: _elements(small[mid]))
     return held, cover + order
+
+
+def _greedy_cover(order: list[str], need: set, of) -> list[str]:
+    """Materials taken out of ``order`` (in place) until they hold everything in ``need``: each time
+    the one with most of what is still needed (``of(id)``: what it holds), the earliest on a tie."""
+    need = set(need)
+    cover: list[str] = []
+    while need and order:
+        k = max(range(len(order)), key=lambda j: (len(need & of(order[j])), -j))
+        if not need & of(order[k]):
+            break
+        cover.append(order.pop(k))
+        need -= of(cover[-1])
+    return cover
 
 
 def choose_split_bonds(materials: dict[str, PhonondbMaterial], n_compositions: int, seed: int,
@@ -137,18 +144,10 @@ def choose_split_bonds(materials: dict[str, PhonondbMaterial], n_compositions: i
     first = [mid for mid in sorted(small) if small[mid].formula not in held_formulas and mid not in later]
     rest = [mid for mid in sorted(small) if small[mid].formula not in held_formulas and mid in later]
     order = [str(x) for x in rng.permutation(first)] + [str(x) for x in rng.permutation(rest)]
-    cover: list[str] = []
-    for need, of in ((set().union(*(bonds[mid] for mid in held)), lambda mid: bonds[mid]),
-                     ({el.symbol for mid in held for el in small[mid].structure.composition.elements},
-                      lambda mid: _elements(small[mid]))):
-        need = need - set().union(set(), *(of(mid) for mid in cover))
-        while need:
-            best = max(order, key=lambda mid: (len(need & of(mid)), -order.index(mid)))
-            if not need & of(best):
-                break
-            cover.append(best)
-            order.remove(best)
-            need -= of(best)
+    cover = _greedy_cover(order, set().union(*(bonds[mid] for mid in held)), lambda mid: bonds[mid])
+    elements = {el.symbol for mid in held for el in small[mid].structure.composition.elements}
+    cover += _greedy_cover(order, elements - set().union(set(), *(_elements(small[m]) for m in cover)),
+                           lambda mid: _elements(small[mid]))
     return held, cover + order
 
 

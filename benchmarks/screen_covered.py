@@ -36,6 +36,8 @@ from typing import Any
 
 import numpy as np
 
+from phonon_flows.core.committee import DEFAULT_SPREAD_THRESHOLD_THZ, spread_error_correlation, trusted_and_flagged
+
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
@@ -93,13 +95,9 @@ def summarize(rows: list[dict[str, Any]], trained_formulas: set[str] | None = No
     # a committee model: the materials its spread trusts and those it flags, and how the spread ranks errors
     spread = {r["material_id"]: r.get("committee_spread_THz") for r in rows if "freq_mae_THz" in r}
     if any(v is not None for v in spread.values()):
-        from phonon_flows.core.committee import DEFAULT_SPREAD_THRESHOLD_THZ, spread_error_correlation
-
-        cut = DEFAULT_SPREAD_THRESHOLD_THZ
-        out["spread_threshold_THz"] = cut
-        trusted = {m for m, v in spread.items() if v is not None and v <= cut}
-        out["spread_trusted"] = _summary([r for r in rows if r["material_id"] in trusted])
-        out["spread_flagged"] = _summary([r for r in rows if r["material_id"] in set(spread) - trusted])
+        out["spread_threshold_THz"] = DEFAULT_SPREAD_THRESHOLD_THZ
+        for key, ids in zip(("spread_trusted", "spread_flagged"), map(set, trusted_and_flagged(spread)), strict=True):
+            out[key] = _summary([r for r in rows if r["material_id"] in ids])
         rho, n = spread_error_correlation(spread, {r["material_id"]: r["freq_mae_THz"] for r in rows
                                                    if "freq_mae_THz" in r})
         out["spread_error_spearman"], out["spread_error_n"] = rho, n

@@ -23,7 +23,7 @@ from pymatgen.core import Lattice, Structure
 
 from phonon_flows.core import metrics as M
 from phonon_flows.core import phonondb as pdb
-from phonon_flows.core.committee import DEFAULT_SPREAD_THRESHOLD_THZ, spread_error_correlation
+from phonon_flows.core.committee import DEFAULT_SPREAD_THRESHOLD_THZ, spread_error_correlation, trusted_and_flagged
 from phonon_flows.core.phonons import to_structure
 from phonon_flows.core.polymorphs import temperature_key
 from phonon_flows.core.structures import local_environments
@@ -519,9 +519,7 @@ def spread_split(docs: Mapping[str, Any], ids: Sequence[str],
                  threshold: float = DEFAULT_SPREAD_THRESHOLD_THZ) -> tuple[list[str], list[str]]:
     """``(trusted, flagged)``: the materials of ``ids`` whose PhononDoc's committee spread is at most
     ``threshold`` (THz), and those above it or without a spread."""
-    spread = {i: get_field(docs[i], "committee_spread_THz") for i in ids if i in docs}
-    low = [i for i in ids if spread.get(i) is not None and spread[i] <= threshold]
-    return low, [i for i in ids if i in spread and i not in low]
+    return trusted_and_flagged({i: get_field(docs[i], "committee_spread_THz") for i in ids if i in docs}, threshold)
 
 
 def bond_environment_split(materials: Mapping[str, PhonondbMaterial], held: Sequence[str],

@@ -68,6 +68,7 @@ def test_spread_error_correlation_ranks():
 def test_spread_split_names_trusted_and_flagged():
     docs = {"a": {"committee_spread_THz": 0.2}, "b": {"committee_spread_THz": 0.9}, "c": {"committee_spread_THz": None}}
     assert spread_split(docs, ["a", "b", "c", "d"], threshold=0.5) == (["a"], ["b", "c"])
+    assert C.trusted_and_flagged({"b": 0.9, "a": 0.2, "c": None, "e": 0.5}, threshold=0.5) == (["a", "e"], ["b", "c"])
 
 
 @pytest.fixture(scope="module")

@@ -94,3 +94,12 @@ def spread_error_correlation(spread: Mapping[str, float | None],
         return None, len(ids)
     rho = spearmanr([spread[i] for i in ids], [error[i] for i in ids]).statistic
     return (None if not np.isfinite(rho) else float(rho)), len(ids)
+
+
+def trusted_and_flagged(spread: Mapping[str, float | None],
+                        threshold: float = DEFAULT_SPREAD_THRESHOLD_THZ) -> tuple[list[str], list[str]]:
+    """``(trusted, flagged)``: the materials whose committee spread (THz) is at most ``threshold``, and
+    the others (above it, or without a spread), each in the mapping's order."""
+    trusted = [i for i, v in spread.items() if v is not None and v <= threshold]
+    low = set(trusted)
+    return trusted, [i for i in spread if i not in low]
